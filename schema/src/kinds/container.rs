@@ -1,0 +1,295 @@
+//! Container: a workload with its rootfs, resources, networks and restart policy.
+
+use crate::field::{check_dns1123_label, FieldErrors};
+use crate::meta::{CommonStatus, Time};
+use crate::quantity::Quantity;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Docker runtime: a local image name, or `{state: NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+    /// Native runtime: the root filesystem; omitted means the host filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<Rootfs>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period_seconds: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Native,
+    Docker,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ImageRef {
+    Name(String),
+    State {
+        state: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rootfs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct User {
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkAttachment {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl ContainerSpec {
+    pub fn grace_period_seconds(&self) -> u32 {
+        self.stop_grace_period_seconds.unwrap_or(10)
+    }
+
+    pub fn validate(&self) -> Result<(), FieldErrors> {
+        let mut errs = FieldErrors::default();
+        match self.runtime {
+            Runtime::Native => {
+                if self.command.is_empty() {
+                    errs.push("spec.command", "must not be empty for the native runtime");
+                }
+                if self.image.is_some() {
+                    errs.push("spec.image", "is only used by the docker runtime; use spec.rootfs");
+                }
+            }
+            Runtime::Docker => {
+                if self.image.is_none() {
+                    errs.push("spec.image", "is required for the docker runtime");
+                }
+                if self.rootfs.is_some() {
+                    errs.push("spec.rootfs", "is only used by the native runtime; use spec.image");
+                }
+            }
+        }
+        match &self.image {
+            Some(ImageRef::Name(n)) if n.trim().is_empty() || n.len() > 255 => {
+                errs.push("spec.image", "must be a non-empty image reference")
+            }
+            Some(ImageRef::State { state }) => name(&mut errs, "spec.image.state", state),
+            _ => {}
+        }
+        if let Some(r) = &self.rootfs {
+            match (&r.sandbox, &r.state) {
+                (Some(s), None) => name(&mut errs, "spec.rootfs.sandbox", s),
+                (None, Some(s)) => name(&mut errs, "spec.rootfs.state", s),
+                _ => errs.push("spec.rootfs", "exactly one of sandbox, state must be set"),
+            }
+        }
+        for (i, arg) in self.command.iter().enumerate() {
+            if arg.contains('\0') {
+                errs.push(format!("spec.command[{i}]"), "must not contain NUL");
+            }
+        }
+        for (i, e) in self.env.iter().enumerate() {
+            let ok = !e.name.is_empty()
+                && !e.name.contains('=')
+                && !e.name.contains('\0')
+                && !e.value.contains('\0');
+            if !ok {
+                errs.push(format!("spec.env[{i}].name"), format!("{:?} is not a valid variable name", e.name));
+            }
+        }
+        if let Some(w) = &self.working_dir {
+            if !w.starts_with('/') {
+                errs.push("spec.workingDir", format!("{w:?} must be an absolute path"));
+            }
+        }
+        if let Some(h) = &self.hostname {
+            if let Err(m) = check_dns1123_label(h) {
+                errs.push("spec.hostname", m);
+            }
+        }
+        if let Some(res) = &self.resources {
+            if let Some(m) = &res.memory {
+                if m.value() < 1 << 20 {
+                    errs.push("spec.resources.memory", format!("{m:?} is below the 1Mi minimum", m = m.as_str()));
+                }
+            }
+            if let Some(c) = &res.cpu {
+                if c.millis() < 1 {
+                    errs.push("spec.resources.cpu", format!("{:?} must be at least 1m", c.as_str()));
+                }
+            }
+            if res.pids == Some(0) {
+                errs.push("spec.resources.pids", "must be at least 1");
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, n) in self.networks.iter().enumerate() {
+            name(&mut errs, &format!("spec.networks[{i}].name"), &n.name);
+            if !seen.insert(&n.name) {
+                errs.push(format!("spec.networks[{i}].name"), format!("{:?} is listed twice", n.name));
+            }
+            if let Some(ip) = &n.ip {
+                if ip.parse::<Ipv4Addr>().is_err() {
+                    errs.push(format!("spec.networks[{i}].ip"), format!("{ip:?} is not an IPv4 address"));
+                }
+            }
+        }
+        if self.networks.len() > 16 {
+            errs.push("spec.networks", "at most 16 networks");
+        }
+        if let Some(g) = self.stop_grace_period_seconds {
+            if g > 3600 {
+                errs.push("spec.stopGracePeriodSeconds", "must be at most 3600");
+            }
+        }
+        errs.into_result()
+    }
+}
+
+fn name(errs: &mut FieldErrors, field: &str, value: &str) {
+    if let Err(m) = check_dns1123_label(value) {
+        errs.push(field, m);
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, rename = "containerID", skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default)]
+    pub restart_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<LastState>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkStatusEntry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkStatusEntry {
+    pub name: String,
+    pub interface: String,
+    pub ip: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::Kind;
+    use serde_json::json;
+
+    #[test]
+    fn bad_quantity_names_its_path() {
+        let spec = json!({"command": ["sh"], "resources": {"memory": "12XB"}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert_eq!(err.to_string(), r#"spec.resources.memory: "12XB" is not a quantity"#);
+    }
+
+    #[test]
+    fn unknown_field_names_its_path() {
+        let spec = json!({"command": ["sh"], "resources": {"memroy": "1Mi"}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert!(err.to_string().starts_with("spec.resources.memroy: unknown field"), "{err}");
+    }
+
+    #[test]
+    fn rootfs_needs_exactly_one() {
+        let spec = json!({"command": ["sh"], "rootfs": {"sandbox": "a", "state": "b"}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.rootfs");
+    }
+
+    #[test]
+    fn docker_needs_image() {
+        let spec = json!({"runtime": "docker", "command": ["sh"]});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.image");
+        let spec = json!({"runtime": "docker", "image": {"state": "base"}});
+        Kind::Container.validate_spec(&spec).unwrap();
+    }
+}

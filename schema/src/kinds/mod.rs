@@ -1,0 +1,110 @@
+//! The four kinds: their specs, statuses, validation and naming (plural, short names).
+
+pub mod container;
+pub mod network;
+pub mod sandbox;
+pub mod state;
+
+pub use container::{ContainerSpec, ContainerStatus};
+pub use network::{NetworkSpec, NetworkStatus};
+pub use sandbox::{SandboxSpec, SandboxStatus};
+pub use state::{StateSpec, StateStatus};
+
+use crate::field::FieldErrors;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A tend kind. The order is the order in which `apply` of a directory creates objects, so that
+/// things others depend on come first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    State,
+    Sandbox,
+    Network,
+    Container,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::State, Kind::Sandbox, Kind::Network, Kind::Container];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::State => "State",
+            Kind::Sandbox => "Sandbox",
+            Kind::Network => "Network",
+            Kind::Container => "Container",
+        }
+    }
+
+    /// The REST plural (`containers`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::State => "states",
+            Kind::Sandbox => "sandboxes",
+            Kind::Network => "networks",
+            Kind::Container => "containers",
+        }
+    }
+
+    /// The singular lower-case name (`container`).
+    pub fn singular(self) -> &'static str {
+        match self {
+            Kind::State => "state",
+            Kind::Sandbox => "sandbox",
+            Kind::Network => "network",
+            Kind::Container => "container",
+        }
+    }
+
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::State => &["st"],
+            Kind::Sandbox => &["sb"],
+            Kind::Network => &["net"],
+            Kind::Container => &["ct"],
+        }
+    }
+
+    /// Deserializes and validates a spec, naming the field path of the first problem.
+    pub fn validate_spec(self, spec: &serde_json::Value) -> Result<(), FieldErrors> {
+        match self {
+            Kind::State => typed::<StateSpec>(spec)?.validate(),
+            Kind::Sandbox => typed::<SandboxSpec>(spec)?.validate(),
+            Kind::Network => typed::<NetworkSpec>(spec)?.validate(),
+            Kind::Container => typed::<ContainerSpec>(spec)?.validate(),
+        }
+    }
+}
+
+/// Deserializes a spec with its field path on error (`spec.resources.memory: …`).
+pub fn typed<T: serde::de::DeserializeOwned>(spec: &serde_json::Value) -> Result<T, FieldErrors> {
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+        let mut errs = FieldErrors::default();
+        errs.push(field, e.into_inner().to_string());
+        errs
+    })
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    /// Accepts the kind, its plural, singular or a short name, in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let l = s.to_ascii_lowercase();
+        Kind::ALL
+            .into_iter()
+            .find(|k| l == k.singular() || l == k.plural() || k.short_names().contains(&l.as_str()))
+            .ok_or_else(|| {
+                format!("unknown kind {s:?} (expected one of state, sandbox, network, container)")
+            })
+    }
+}

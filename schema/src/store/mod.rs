@@ -1,0 +1,243 @@
+//! The store: desired state as rows, compare-and-swap writes, a gap-free change feed, events.
+//!
+//! [`Store`] is the seam: SQLite ([`SqliteStore`]) is the embedded backend; a PostgreSQL backend
+//! (LISTEN/NOTIFY for the feed) would be a second implementation of the same trait.
+
+mod events;
+mod feed;
+mod migrate;
+mod sqlite;
+
+pub use events::{Event, EventQuery, EventType, NewEvent};
+pub use migrate::SCHEMA_VERSION;
+pub use sqlite::{OpenOptions, SqliteStore, Synchronous};
+
+use crate::field::FieldErrors;
+use crate::kinds::Kind;
+use crate::object::{AnyObject, ObjectKey};
+use crate::selector::Selector;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What can go wrong in the store. Each variant maps to one HTTP status in the API.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(ObjectKey),
+    #[error("{0} already exists")]
+    AlreadyExists(ObjectKey),
+    #[error("conflict on {key}: resourceVersion {given} is stale (current is {current}); read it again and retry")]
+    Conflict { key: ObjectKey, given: String, current: u64 },
+    #[error("precondition failed on {key}: {message}")]
+    Precondition { key: ObjectKey, message: String },
+    #[error("{0}")]
+    Invalid(FieldErrors),
+    #[error("watch from revision {requested} is too old: history before revision {compacted} was compacted; list again and watch from the list's revision")]
+    TooOld { requested: u64, compacted: u64 },
+    #[error("database {path} has schema version {found}, newer than this binary supports ({supported}); upgrade tend")]
+    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("opening {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("corrupt row for {key}: {source}")]
+    Corrupt { key: String, source: serde_json::Error },
+    #[error("connection pool: {0}")]
+    Pool(String),
+    #[error("watching {path} for changes: {source}")]
+    Inotify { path: PathBuf, source: nix::Error },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// True for SQLITE_BUSY/LOCKED: another writer held the lock past the busy timeout.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// None lists every kind.
+    pub kind: Option<Kind>,
+    /// None lists every namespace.
+    pub namespace: Option<String>,
+    pub selector: Selector,
+    /// Only the object with this name (Kubernetes' `metadata.name` field selector).
+    pub name: Option<String>,
+}
+
+/// A consistent snapshot of a list and the revision it was taken at (watch from there).
+#[derive(Debug, Clone)]
+pub struct ObjectList {
+    pub items: Vec<AnyObject>,
+    pub revision: u64,
+}
+
+/// How dependents are treated when their owner is deleted (Kubernetes propagationPolicy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    /// The owner goes now; the garbage collector removes dependents afterwards.
+    #[default]
+    Background,
+    /// Dependents go first; the owner stays Terminating until they are gone.
+    Foreground,
+    /// Dependents are kept and lose their owner reference.
+    Orphan,
+}
+
+impl std::str::FromStr for Propagation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "background" => Ok(Self::Background),
+            "foreground" => Ok(Self::Foreground),
+            "orphan" => Ok(Self::Orphan),
+            _ => Err(format!("{s:?} is not one of background, foreground, orphan")),
+        }
+    }
+}
+
+/// Finalizer the store adds for `Propagation::Foreground` (Kubernetes' name).
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// Finalizer the store adds for `Propagation::Orphan` (Kubernetes' name).
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub propagation: Propagation,
+    /// Refuse unless the object still has this uid.
+    pub uid: Option<String>,
+    /// Refuse unless the object is still at this resourceVersion.
+    pub resource_version: Option<String>,
+}
+
+/// Result of a delete: the row is gone, or it waits for finalizers.
+#[derive(Debug, Clone)]
+pub enum Deleted {
+    Gone(AnyObject),
+    Terminating(AnyObject),
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Applied {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+/// The outcome of one document of an apply.
+#[derive(Debug, Clone)]
+pub struct ApplyResult {
+    pub key: ObjectKey,
+    pub action: Applied,
+    pub object: AnyObject,
+}
+
+/// An apply that stopped part-way: `applied` were committed, `failed` (0-based index into the
+/// input) was not, and nothing after it was tried.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct ApplyError {
+    pub applied: Vec<ApplyResult>,
+    pub failed: usize,
+    /// The object that failed, when the failure was about one object.
+    pub key: Option<ObjectKey>,
+    #[source]
+    pub error: StoreError,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ChangeType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl ChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
+            ChangeType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A committed change: its revision, what happened, and the object right after it.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    pub revision: u64,
+    pub type_: ChangeType,
+    pub kind: Kind,
+    pub object: AnyObject,
+}
+
+pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
+
+/// Desired state, behind one seam. Every write is atomic and compare-and-swap where it says so.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an object; assigns uid, generation 1, resourceVersion, creationTimestamp.
+    async fn create(&self, obj: AnyObject) -> Result<AnyObject>;
+
+    async fn get(&self, key: &ObjectKey) -> Result<AnyObject>;
+
+    async fn list(&self, query: &ListQuery) -> Result<ObjectList>;
+
+    /// Replaces metadata (labels, annotations, finalizers, ownerReferences) and spec.
+    /// `metadata.resourceVersion` must match the stored one (else `Conflict`); generation is
+    /// bumped when the spec changed. Status is left as stored.
+    async fn update(&self, obj: AnyObject) -> Result<AnyObject>;
+
+    /// Replaces status only, compare-and-swap on `resource_version`; generation never moves.
+    /// A status equal to the stored one writes nothing and returns the stored object.
+    async fn update_status(
+        &self,
+        key: &ObjectKey,
+        resource_version: u64,
+        status: serde_json::Value,
+    ) -> Result<AnyObject>;
+
+    /// RFC 7386 JSON merge patch on the whole object (metadata and spec; status is ignored),
+    /// applied atomically; validated like a create.
+    async fn merge_patch(&self, key: &ObjectKey, patch: serde_json::Value) -> Result<AnyObject>;
+
+    /// Creates or updates each object in order, in one transaction per call. Stops at the first
+    /// failure, keeping what was applied before it. With `dry_run` nothing is committed.
+    async fn apply(
+        &self,
+        objects: Vec<AnyObject>,
+        dry_run: bool,
+    ) -> std::result::Result<Vec<ApplyResult>, ApplyError>;
+
+    /// Marks the object for deletion; the row goes once no finalizer is left.
+    async fn delete(&self, key: &ObjectKey, opts: &DeleteOptions) -> Result<Deleted>;
+
+    /// Adds a finalizer if absent. Refused (`Precondition`) on a Terminating object.
+    async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<AnyObject>;
+
+    /// Removes a finalizer if present; returns `Deleted::Gone` when that released the row.
+    async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<Deleted>;
+
+    /// The last committed revision.
+    async fn revision(&self) -> Result<u64>;
+
+    /// Every change after `from`, in commit order, exactly once, then live changes.
+    /// `TooOld` when `from` is below the compacted history.
+    async fn watch(&self, from: u64) -> Result<WatchStream>;
+
+    /// Records an event; a repeat of the same (object, type, reason, message) bumps its count.
+    async fn record_event(&self, event: NewEvent) -> Result<()>;
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+}

@@ -1,0 +1,646 @@
+//! The SQLite backend: one writer connection, a pool of read-only readers, WAL.
+//!
+//! Every write runs in a `BEGIN IMMEDIATE` transaction on the single writer connection, so
+//! revisions are assigned in commit order even across processes (SQLite's write lock orders
+//! them). Readers never wait for the writer: WAL gives each read a consistent snapshot.
+
+use super::feed::Feed;
+use super::migrate::migrate;
+use super::*;
+use crate::meta::now;
+use deadpool_sqlite::{Config, Hook, HookError, Pool, PoolConfig, Runtime};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// SQLite's `synchronous` setting. See docs/operations.md for why Normal is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// WAL + NORMAL: never corrupts; a process crash loses nothing committed; a power loss may
+    /// roll back the last commits.
+    #[default]
+    Normal,
+    /// WAL + FULL: fsync on every commit; survives power loss at the cost of write latency.
+    Full,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub synchronous: Synchronous,
+    /// Reader connections (reads run in parallel up to this many).
+    pub readers: usize,
+    /// How many revisions of change history the feed keeps for watches.
+    pub history: u64,
+    /// How long a writer waits for another process's write lock before `SQLITE_BUSY`.
+    pub busy_timeout: Duration,
+    /// The most events kept; older ones are dropped.
+    pub max_events: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            readers: 8,
+            history: 100_000,
+            busy_timeout: Duration::from_secs(5),
+            max_events: 10_000,
+        }
+    }
+}
+
+/// The embedded store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Pool,
+    readers: Pool,
+    feed: Arc<Feed>,
+    opts: OpenOptions,
+}
+
+fn pool_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Pool(e.to_string())
+}
+
+fn configure(conn: &Connection, opts: &OpenOptions, read_only: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(opts.busy_timeout)?;
+    let sync = match opts.synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;"
+    ))?;
+    if read_only {
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+    }
+    Ok(())
+}
+
+fn make_pool(path: &Path, size: usize, opts: &OpenOptions, read_only: bool) -> Result<Pool> {
+    let opts = opts.clone();
+    let mut cfg = Config::new(path);
+    cfg.pool = Some(PoolConfig::new(size));
+    cfg.builder(Runtime::Tokio1)
+        .map_err(pool_err)?
+        .post_create(Hook::sync_fn(move |conn, _| {
+            let guard = conn.lock().map_err(|_| HookError::message("poisoned connection"))?;
+            configure(&guard, &opts, read_only).map_err(HookError::Backend)
+        }))
+        .build()
+        .map_err(pool_err)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations, and starts no
+    /// background work until the first `watch`.
+    pub async fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut conn = Connection::open(&p).map_err(|source| StoreError::Open { path: p.clone(), source })?;
+            conn.busy_timeout(Duration::from_secs(30))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(path = %p.display(), mode, "SQLite refused WAL mode");
+            }
+            migrate(&mut conn, &p)
+        })
+        .await
+        .map_err(pool_err)??;
+        let writer = make_pool(&path, 1, &opts, false)?;
+        let readers = make_pool(&path, opts.readers.max(1), &opts, true)?;
+        let feed = Feed::new(&path);
+        Ok(Self { path, writer, readers, feed, opts })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction on the writer; commits when it returns Ok.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Transaction<'_>, &OpenOptions) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.writer.get().await.map_err(pool_err)?;
+        let opts = self.opts.clone();
+        let out = conn
+            .interact(move |c| -> Result<T> {
+                let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&mut tx, &opts)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+            .map_err(pool_err)??;
+        self.feed.poke();
+        Ok(out)
+    }
+
+    /// Runs `f` on a read-only connection.
+    pub(super) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        read_on(&self.readers, f).await
+    }
+
+    /// `PRAGMA integrity_check`: `["ok"]` for a healthy database.
+    pub async fn integrity_check(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut st = c.prepare("PRAGMA integrity_check")?;
+            let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Runs one read-only SQL statement; returns column names and rows as JSON values.
+    pub async fn query(&self, sql: String) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+        self.read(move |c| {
+            let mut st = c.prepare(&sql)?;
+            let cols: Vec<String> = st.column_names().iter().map(|s| s.to_string()).collect();
+            let n = cols.len();
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let mut vals = Vec::with_capacity(n);
+                for i in 0..n {
+                    use rusqlite::types::ValueRef;
+                    vals.push(match row.get_ref(i)? {
+                        ValueRef::Null => serde_json::Value::Null,
+                        ValueRef::Integer(v) => v.into(),
+                        ValueRef::Real(v) => v.into(),
+                        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                        ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
+                    });
+                }
+                out.push(vals);
+            }
+            Ok((cols, out))
+        })
+        .await
+    }
+
+    /// The revision at or below which change history was dropped.
+    pub async fn compacted(&self) -> Result<u64> {
+        self.read(|c| meta(c, "compacted")).await
+    }
+}
+
+pub(super) async fn read_on<T, F>(pool: &Pool, f: F) -> Result<T>
+where
+    F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let conn = pool.get().await.map_err(pool_err)?;
+    conn.interact(f).await.map_err(pool_err)?
+}
+
+pub(super) fn meta(c: &Connection, key: &str) -> Result<u64> {
+    let v: i64 = c
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))?;
+    Ok(v as u64)
+}
+
+pub(super) fn parse_body(key: &str, body: &str) -> Result<AnyObject> {
+    serde_json::from_str(body).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+}
+
+fn load(c: &Connection, key: &ObjectKey) -> Result<Option<AnyObject>> {
+    let body: Option<String> = c
+        .prepare_cached("SELECT body FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+        .query_row(params![key.kind.as_str(), key.namespace, key.name], |r| r.get(0))
+        .optional()?;
+    body.map(|b| parse_body(&key.to_string(), &b)).transpose()
+}
+
+fn load_existing(c: &Connection, key: &ObjectKey) -> Result<AnyObject> {
+    load(c, key)?.ok_or_else(|| StoreError::NotFound(key.clone()))
+}
+
+/// Assigns the next revision to `obj`, writes (or removes) its row, and appends the change.
+fn commit_change(tx: &Connection, opts: &OpenOptions, obj: &mut AnyObject, ty: ChangeType) -> Result<()> {
+    let rev: i64 = tx
+        .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value")?
+        .query_row([], |r| r.get(0))?;
+    obj.metadata.resource_version = Some(rev.to_string());
+    let body = serde_json::to_string(obj).expect("objects always serialize");
+    let (kind, ns, name) = (&obj.kind, obj.metadata.ns().to_string(), &obj.metadata.name);
+    match ty {
+        ChangeType::Deleted => {
+            tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
+                .execute(params![kind, ns, name])?;
+        }
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO objects (kind, namespace, name, uid, revision, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (kind, namespace, name) DO UPDATE SET uid = excluded.uid,
+                   revision = excluded.revision, body = excluded.body",
+            )?
+            .execute(params![kind, ns, name, obj.metadata.uid, rev, body])?;
+        }
+    }
+    tx.prepare_cached("INSERT INTO changes (revision, type, kind, namespace, name, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![rev, ty.as_str(), kind, ns, name, body])?;
+    if rev as u64 % 1024 == 0 && rev as u64 > opts.history {
+        let floor = rev as u64 - opts.history;
+        tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")?.execute([floor as i64])?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'compacted'")?.execute([floor as i64])?;
+    }
+    Ok(())
+}
+
+/// Writes `obj` as MODIFIED, or removes the row when deletion is pending and no finalizer is
+/// left. Returns None when the row went.
+fn save(tx: &Connection, opts: &OpenOptions, mut obj: AnyObject) -> Result<Option<AnyObject>> {
+    if obj.metadata.deletion_timestamp.is_some() && obj.metadata.finalizers.is_empty() {
+        commit_change(tx, opts, &mut obj, ChangeType::Deleted)?;
+        return Ok(None);
+    }
+    commit_change(tx, opts, &mut obj, ChangeType::Modified)?;
+    Ok(Some(obj))
+}
+
+fn check_rv(key: &ObjectKey, given: Option<&str>, current: &AnyObject) -> Result<()> {
+    let cur = current.metadata.revision().unwrap_or(0);
+    match given {
+        None | Some("") => Ok(()),
+        Some(g) if g.parse::<u64>().ok() == Some(cur) => Ok(()),
+        Some(g) => Err(StoreError::Conflict { key: key.clone(), given: g.to_string(), current: cur }),
+    }
+}
+
+fn do_create(tx: &Connection, opts: &OpenOptions, mut obj: AnyObject) -> Result<AnyObject> {
+    obj.validate().map_err(StoreError::Invalid)?;
+    let key = obj.key().map_err(StoreError::Invalid)?;
+    if load(tx, &key)?.is_some() {
+        return Err(StoreError::AlreadyExists(key));
+    }
+    let m = &mut obj.metadata;
+    m.namespace = Some(key.namespace.clone());
+    m.uid = Some(uuid::Uuid::new_v4().to_string());
+    m.generation = 1;
+    m.creation_timestamp = Some(now());
+    m.deletion_timestamp = None;
+    m.generate_name = None;
+    obj.status = serde_json::Value::Null;
+    commit_change(tx, opts, &mut obj, ChangeType::Added)?;
+    Ok(obj)
+}
+
+/// Moves the user-owned parts of `desired` onto `current`; bumps generation if the spec moved.
+/// Returns None when nothing changed.
+fn merge_user_fields(mut current: AnyObject, desired: AnyObject, keep_server_meta: bool) -> Option<AnyObject> {
+    let before = current.clone();
+    let d = desired.metadata;
+    current.metadata.labels = d.labels;
+    current.metadata.annotations = d.annotations;
+    if !keep_server_meta {
+        current.metadata.finalizers = d.finalizers;
+        current.metadata.owner_references = d.owner_references;
+    } else if !d.owner_references.is_empty() {
+        current.metadata.owner_references = d.owner_references;
+    }
+    if current.spec != desired.spec {
+        current.spec = desired.spec;
+        current.metadata.generation += 1;
+    }
+    (current != before).then_some(current)
+}
+
+fn do_update(tx: &Connection, opts: &OpenOptions, obj: AnyObject) -> Result<Option<AnyObject>> {
+    obj.validate().map_err(StoreError::Invalid)?;
+    let key = obj.key().map_err(StoreError::Invalid)?;
+    let current = load_existing(tx, &key)?;
+    check_rv(&key, obj.metadata.resource_version.as_deref(), &current)?;
+    if let Some(uid) = &obj.metadata.uid {
+        if Some(uid) != current.metadata.uid.as_ref() {
+            return Err(StoreError::Precondition { key, message: format!("uid {uid} does not match the stored object") });
+        }
+    }
+    match merge_user_fields(current.clone(), obj, false) {
+        Some(next) => save(tx, opts, next),
+        None => Ok(Some(current)),
+    }
+}
+
+fn do_apply_one(tx: &Connection, opts: &OpenOptions, obj: AnyObject) -> Result<ApplyResult> {
+    obj.validate().map_err(StoreError::Invalid)?;
+    let key = obj.key().map_err(StoreError::Invalid)?;
+    let Some(current) = load(tx, &key)? else {
+        let object = do_create(tx, opts, obj)?;
+        return Ok(ApplyResult { key, action: Applied::Created, object });
+    };
+    check_rv(&key, obj.metadata.resource_version.as_deref(), &current)?;
+    if current.metadata.is_terminating() {
+        return Err(StoreError::Precondition {
+            key,
+            message: "it is being deleted; wait until it is gone (tend delete --wait), then apply again".into(),
+        });
+    }
+    match merge_user_fields(current.clone(), obj, true) {
+        None => Ok(ApplyResult { key, action: Applied::Unchanged, object: current }),
+        Some(next) => {
+            let object = save(tx, opts, next)?.expect("not terminating, so the row stays");
+            Ok(ApplyResult { key, action: Applied::Configured, object })
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, obj: AnyObject) -> Result<AnyObject> {
+        self.write(move |tx, o| do_create(tx, o, obj)).await
+    }
+
+    async fn get(&self, key: &ObjectKey) -> Result<AnyObject> {
+        let key = key.clone();
+        self.read(move |c| load_existing(c, &key)).await
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<ObjectList> {
+        let q = q.clone();
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let revision = meta(&tx, "revision")?;
+            let kind = q.kind.map(|k| k.as_str());
+            let mut st = tx.prepare_cached(
+                "SELECT kind, namespace, name, body FROM objects
+                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR name = ?3)
+                 ORDER BY kind, namespace, name",
+            )?;
+            let mut rows = st.query(params![kind, q.namespace, q.name])?;
+            let mut items = Vec::new();
+            while let Some(r) = rows.next()? {
+                let body: String = r.get(3)?;
+                let obj = parse_body(&format!("{}/{}/{}", r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?), &body)?;
+                if q.selector.matches(&obj.metadata.labels) {
+                    items.push(obj);
+                }
+            }
+            items.sort_by_key(|o| o.kind().map(|k| k as u8).unwrap_or(u8::MAX));
+            Ok(ObjectList { items, revision })
+        })
+        .await
+    }
+
+    async fn update(&self, obj: AnyObject) -> Result<AnyObject> {
+        let key = obj.key().map_err(StoreError::Invalid)?;
+        let out = self.write(move |tx, o| do_update(tx, o, obj)).await?;
+        out.ok_or(StoreError::NotFound(key))
+    }
+
+    async fn update_status(&self, key: &ObjectKey, rv: u64, status: serde_json::Value) -> Result<AnyObject> {
+        let key = key.clone();
+        self.write(move |tx, o| {
+            let mut current = load_existing(tx, &key)?;
+            check_rv(&key, Some(&rv.to_string()), &current)?;
+            if current.status == status {
+                return Ok(current);
+            }
+            current.status = status;
+            commit_change(tx, o, &mut current, ChangeType::Modified)?;
+            Ok(current)
+        })
+        .await
+    }
+
+    async fn merge_patch(&self, key: &ObjectKey, patch: serde_json::Value) -> Result<AnyObject> {
+        let key = key.clone();
+        let k2 = key.clone();
+        let out = self
+            .write(move |tx, o| {
+                let current = load_existing(tx, &key)?;
+                let mut patch = patch;
+                let given_rv = patch
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                check_rv(&key, given_rv.as_deref(), &current)?;
+                if let Some(m) = patch.as_object_mut() {
+                    m.remove("status");
+                }
+                let mut doc = serde_json::to_value(&current).expect("objects serialize");
+                json_patch::merge(&mut doc, &patch);
+                let desired: AnyObject = serde_path_to_error::deserialize(doc).map_err(|e| {
+                    let mut errs = FieldErrors::default();
+                    errs.push(e.path().to_string(), e.into_inner().to_string());
+                    StoreError::Invalid(errs)
+                })?;
+                if desired.key().map_err(StoreError::Invalid)? != key {
+                    let mut errs = FieldErrors::default();
+                    errs.push("metadata", "a patch may not change kind, namespace or name");
+                    return Err(StoreError::Invalid(errs));
+                }
+                desired.validate().map_err(StoreError::Invalid)?;
+                match merge_user_fields(current.clone(), desired, false) {
+                    Some(next) => save(tx, o, next),
+                    None => Ok(Some(current)),
+                }
+            })
+            .await?;
+        out.ok_or(StoreError::NotFound(k2))
+    }
+
+    async fn apply(&self, objects: Vec<AnyObject>, dry_run: bool) -> std::result::Result<Vec<ApplyResult>, ApplyError> {
+        let conn = self.writer.get().await.map_err(|e| pool_apply_error(pool_err(e)))?;
+        let opts = self.opts.clone();
+        let out = conn
+            .interact(move |c| -> std::result::Result<Vec<ApplyResult>, ApplyError> {
+                let mut tx = c
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(|e| pool_apply_error(e.into()))?;
+                let mut applied = Vec::with_capacity(objects.len());
+                let mut failure = None;
+                for (i, obj) in objects.into_iter().enumerate() {
+                    let key = obj.key().ok();
+                    let sp = tx.savepoint().map_err(|e| pool_apply_error(e.into()))?;
+                    match do_apply_one(&sp, &opts, obj) {
+                        Ok(r) => {
+                            sp.commit().map_err(|e| pool_apply_error(e.into()))?;
+                            applied.push(r);
+                        }
+                        Err(error) => {
+                            drop(sp);
+                            failure = Some((i, key, error));
+                            break;
+                        }
+                    }
+                }
+                if dry_run {
+                    tx.rollback().map_err(|e| pool_apply_error(e.into()))?;
+                } else if let Err(e) = tx.commit() {
+                    // Nothing was committed: report the failure against the first document.
+                    return Err(ApplyError { applied: vec![], failed: 0, key: None, error: e.into() });
+                }
+                match failure {
+                    None => Ok(applied),
+                    Some((failed, key, error)) => Err(ApplyError { applied, failed, key, error }),
+                }
+            })
+            .await
+            .map_err(|e| pool_apply_error(pool_err(e)))?;
+        if !dry_run {
+            self.feed.poke();
+        }
+        out
+    }
+
+    async fn delete(&self, key: &ObjectKey, opts: &DeleteOptions) -> Result<Deleted> {
+        let (key, dopts) = (key.clone(), opts.clone());
+        self.write(move |tx, o| {
+            let mut current = load_existing(tx, &key)?;
+            if let Some(uid) = &dopts.uid {
+                if current.metadata.uid.as_ref() != Some(uid) {
+                    return Err(StoreError::Precondition { key, message: format!("uid is not {uid}") });
+                }
+            }
+            if let Some(rv) = &dopts.resource_version {
+                check_rv(&key, Some(rv), &current)?;
+            }
+            if current.metadata.is_terminating() {
+                return Ok(Deleted::Terminating(current));
+            }
+            current.metadata.deletion_timestamp = Some(now());
+            let extra = match dopts.propagation {
+                Propagation::Background => None,
+                Propagation::Foreground => Some(FOREGROUND_FINALIZER),
+                Propagation::Orphan => Some(ORPHAN_FINALIZER),
+            };
+            if let Some(f) = extra {
+                if !current.metadata.has_finalizer(f) {
+                    current.metadata.finalizers.push(f.to_string());
+                }
+            }
+            let snapshot = current.clone();
+            Ok(match save(tx, o, current)? {
+                Some(obj) => Deleted::Terminating(obj),
+                None => Deleted::Gone(snapshot),
+            })
+        })
+        .await
+    }
+
+    async fn add_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<AnyObject> {
+        let (key, f) = (key.clone(), finalizer.to_string());
+        self.write(move |tx, o| {
+            let mut current = load_existing(tx, &key)?;
+            if current.metadata.has_finalizer(&f) {
+                return Ok(current);
+            }
+            if current.metadata.is_terminating() {
+                return Err(StoreError::Precondition { key, message: format!("cannot add finalizer {f:?}: the object is being deleted") });
+            }
+            current.metadata.finalizers.push(f);
+            commit_change(tx, o, &mut current, ChangeType::Modified)?;
+            Ok(current)
+        })
+        .await
+    }
+
+    async fn remove_finalizer(&self, key: &ObjectKey, finalizer: &str) -> Result<Deleted> {
+        let (key, f) = (key.clone(), finalizer.to_string());
+        self.write(move |tx, o| {
+            let Some(mut current) = load(tx, &key)? else {
+                return Err(StoreError::NotFound(key));
+            };
+            if !current.metadata.has_finalizer(&f) {
+                return Ok(Deleted::Terminating(current));
+            }
+            current.metadata.finalizers.retain(|x| *x != f);
+            let snapshot = current.clone();
+            Ok(match save(tx, o, current)? {
+                Some(obj) => Deleted::Terminating(obj),
+                None => Deleted::Gone(snapshot),
+            })
+        })
+        .await
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        self.read(|c| meta(c, "revision")).await
+    }
+
+    async fn watch(&self, from: u64) -> Result<WatchStream> {
+        self.feed.watch(&self.readers, from).await
+    }
+
+    async fn record_event(&self, ev: NewEvent) -> Result<()> {
+        let conn = self.writer.get().await.map_err(pool_err)?;
+        let max = self.opts.max_events;
+        conn.interact(move |c| -> Result<()> {
+            let ts = now().to_rfc3339();
+            let id: i64 = c
+                .prepare_cached(
+                    "INSERT INTO events (namespace, kind, name, uid, type, reason, message, count, first_timestamp, last_timestamp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                     ON CONFLICT (uid, type, reason, message) DO UPDATE SET count = count + 1, last_timestamp = excluded.last_timestamp
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![ev.object.namespace, ev.object.kind.as_str(), ev.object.name, ev.uid, ev.type_.as_str(), ev.reason, ev.message, ts],
+                    |r| r.get(0),
+                )?;
+            if id % 256 == 0 {
+                c.prepare_cached("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1")?
+                    .execute([max as i64])?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(pool_err)?
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Vec<Event>> {
+        let q = q.clone();
+        self.read(move |c| {
+            let (kind, name) = match &q.object {
+                Some(k) => (Some(k.kind.as_str()), Some(k.name.clone())),
+                None => (None, None),
+            };
+            let ns = q.object.as_ref().map(|k| k.namespace.clone()).or(q.namespace.clone());
+            let mut st = c.prepare_cached(
+                "SELECT namespace, kind, name, uid, type, reason, message, count, first_timestamp, last_timestamp
+                 FROM events WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
+                 ORDER BY last_timestamp DESC, id DESC LIMIT ?4",
+            )?;
+            let limit = q.limit.unwrap_or(1000) as i64;
+            let rows = st.query_map(params![ns, kind, name, limit], |r| {
+                let ts = |i: usize| -> rusqlite::Result<crate::meta::Time> {
+                    let s: String = r.get(i)?;
+                    chrono::DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+                };
+                let type_: String = r.get(4)?;
+                Ok(Event {
+                    namespace: r.get(0)?,
+                    kind: r.get(1)?,
+                    name: r.get(2)?,
+                    uid: r.get(3)?,
+                    type_: if type_ == "Warning" { EventType::Warning } else { EventType::Normal },
+                    reason: r.get(5)?,
+                    message: r.get(6)?,
+                    count: r.get::<_, i64>(7)? as u64,
+                    first_timestamp: ts(8)?,
+                    last_timestamp: ts(9)?,
+                })
+            })?;
+            let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            events.reverse();
+            Ok(events)
+        })
+        .await
+    }
+}
+
+fn pool_apply_error(error: StoreError) -> ApplyError {
+    ApplyError { applied: vec![], failed: 0, key: None, error }
+}

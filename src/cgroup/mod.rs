@@ -1,0 +1,1 @@
+//! cgroup driver (in progress).

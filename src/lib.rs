@@ -1,0 +1,12 @@
+//! tend: Linux drivers (snapshots, netlink, cgroups, shim, Docker), the CLI and daemon wiring.
+//!
+//! Logic lives in `tend-schema` (the data contract) and `tend-controllers` (the reconcile
+//! loops); this crate reaches the kernel and wires the pieces together.
+
+pub mod cgroup;
+pub mod cli;
+pub mod docker;
+pub mod net;
+pub mod shim;
+pub mod snapshot;
+pub mod util;

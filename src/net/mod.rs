@@ -1,0 +1,1 @@
+//! net driver (in progress).

@@ -1,0 +1,1 @@
+//! shim driver (in progress).

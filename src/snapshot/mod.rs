@@ -1,0 +1,1 @@
+//! snapshot driver (in progress).
