@@ -1,0 +1,40 @@
+//! Shared helpers for tend's integration tests: privilege checks and unique host-object names.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Returns true when the test may touch privileged host objects. On a non-root machine it says
+/// so loudly and returns false, so the test can return early; with `TEND_REQUIRE_PRIVILEGED=1`
+/// (set by CI, which runs as root) a missing privilege fails the test instead of skipping it.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    if std::env::var_os("TEND_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{test}: needs root, and TEND_REQUIRE_PRIVILEGED=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root (set TEND_REQUIRE_PRIVILEGED=1 to make this a failure)");
+    false
+}
+
+/// A short name unique to this test process and call, for host objects: `<prefix><pid36><n>`.
+/// Kept short because interface names are limited to 15 bytes.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}{n}", radix36(std::process::id()))
+}
+
+fn radix36(mut v: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap()
+}
