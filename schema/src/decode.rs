@@ -69,23 +69,34 @@ pub fn decode_all(input: &str) -> Result<Vec<Document>, DecodeError> {
         let value: serde_json::Value =
             serde_json::from_str(input).map_err(|e| DecodeError::Syntax(e.to_string()))?;
         for (i, v) in flatten_lists(value).into_iter().enumerate() {
-            docs.push(Document { index: i + 1, result: decode_value(v) });
+            docs.push(Document {
+                index: i + 1,
+                result: decode_value(v),
+            });
         }
         return Ok(docs);
     }
     for (i, de) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
         if i >= MAX_DOCUMENTS {
-            return Err(DecodeError::Syntax(format!("more than {MAX_DOCUMENTS} documents")));
+            return Err(DecodeError::Syntax(format!(
+                "more than {MAX_DOCUMENTS} documents"
+            )));
         }
         match serde_json::Value::deserialize(de) {
             Ok(serde_json::Value::Null) => continue,
             Ok(v) => {
                 for v in flatten_lists(v) {
-                    docs.push(Document { index: i + 1, result: decode_value(v) });
+                    docs.push(Document {
+                        index: i + 1,
+                        result: decode_value(v),
+                    });
                 }
             }
             Err(e) => {
-                docs.push(Document { index: i + 1, result: Err(DecodeError::Syntax(e.to_string())) });
+                docs.push(Document {
+                    index: i + 1,
+                    result: Err(DecodeError::Syntax(e.to_string())),
+                });
                 break;
             }
         }
@@ -97,7 +108,9 @@ pub fn decode_all(input: &str) -> Result<Vec<Document>, DecodeError> {
 fn flatten_lists(v: serde_json::Value) -> Vec<serde_json::Value> {
     match v {
         serde_json::Value::Array(items) => items,
-        serde_json::Value::Object(ref m) if m.get("kind").and_then(|k| k.as_str()) == Some("List") => {
+        serde_json::Value::Object(ref m)
+            if m.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+        {
             match m.get("items") {
                 Some(serde_json::Value::Array(items)) => items.clone(),
                 _ => vec![v],
@@ -109,7 +122,9 @@ fn flatten_lists(v: serde_json::Value) -> Vec<serde_json::Value> {
 
 /// Decodes and validates one document. Status is dropped: users declare spec, tend writes status.
 pub fn decode_value(v: serde_json::Value) -> Result<AnyObject, DecodeError> {
-    let size = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&v)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_OBJECT_BYTES {
         return Err(DecodeError::TooLarge(size));
     }
@@ -117,7 +132,14 @@ pub fn decode_value(v: serde_json::Value) -> Result<AnyObject, DecodeError> {
         let path = e.path().to_string();
         let mut errs = FieldErrors::default();
         let inner = e.into_inner().to_string();
-        errs.push(if path == "." { "<root>".to_string() } else { path }, inner);
+        errs.push(
+            if path == "." {
+                "<root>".to_string()
+            } else {
+                path
+            },
+            inner,
+        );
         DecodeError::Invalid(errs)
     })?;
     obj.validate().map_err(DecodeError::Invalid)?;
@@ -147,7 +169,16 @@ mod tests {
 
     #[test]
     fn garbage_gives_errors_not_panics() {
-        for bad in ["{", ": : :", "\t- [", "apiVersion: [1", "\u{0}\u{1}", "- 1\n- 2", "42", "[]"] {
+        for bad in [
+            "{",
+            ": : :",
+            "\t- [",
+            "apiVersion: [1",
+            "\u{0}\u{1}",
+            "- 1\n- 2",
+            "42",
+            "[]",
+        ] {
             match decode_all(bad) {
                 Err(_) => {}
                 Ok(docs) => assert!(docs.iter().all(|d| d.result.is_err()), "{bad:?}"),
@@ -158,12 +189,22 @@ mod tests {
     #[test]
     fn wrong_api_version_and_unknown_field() {
         let docs = decode_all(&GOOD.replace("tend.dev/v1", "v1")).unwrap();
-        assert!(docs[0].result.as_ref().unwrap_err().to_string().starts_with("apiVersion:"));
+        assert!(docs[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .starts_with("apiVersion:"));
         let docs = decode_all(&GOOD.replace("spec:", "spek:")).unwrap();
         let err = docs[0].result.as_ref().unwrap_err().to_string();
         assert!(err.contains("spek"), "{err}");
         let docs = decode_all(&GOOD.replace("name: n1", "name: N_1")).unwrap();
-        assert!(docs[0].result.as_ref().unwrap_err().to_string().starts_with("metadata.name:"));
+        assert!(docs[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .starts_with("metadata.name:"));
     }
 
     #[test]

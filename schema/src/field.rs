@@ -88,7 +88,9 @@ pub fn check_label_key(key: &str) -> Result<(), String> {
     };
     if let Some(p) = prefix {
         if p.is_empty() || p.len() > 253 || !p.split('.').all(|l| check_dns1123_label(l).is_ok()) {
-            return Err(format!("key {key:?} has an invalid prefix (must be a DNS subdomain)"));
+            return Err(format!(
+                "key {key:?} has an invalid prefix (must be a DNS subdomain)"
+            ));
         }
     }
     check_label_name(name).map_err(|m| format!("key {key:?}: {m}"))
@@ -111,7 +113,9 @@ fn check_label_name(s: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !body_ok || !s.chars().next().is_some_and(alnum) || !s.chars().last().is_some_and(alnum) {
-        return Err("must be alphanumerics, '-', '_' or '.', starting and ending alphanumeric".into());
+        return Err(
+            "must be alphanumerics, '-', '_' or '.', starting and ending alphanumeric".into(),
+        );
     }
     Ok(())
 }

@@ -54,12 +54,16 @@ fn is_zero(v: &i64) -> bool {
 impl ObjectMeta {
     /// The namespace, defaulted.
     pub fn ns(&self) -> &str {
-        self.namespace.as_deref().unwrap_or(crate::DEFAULT_NAMESPACE)
+        self.namespace
+            .as_deref()
+            .unwrap_or(crate::DEFAULT_NAMESPACE)
     }
 
     /// resourceVersion as the store's revision number, if set and numeric.
     pub fn revision(&self) -> Option<u64> {
-        self.resource_version.as_deref().and_then(|v| v.parse().ok())
+        self.resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
     }
 
     pub fn is_terminating(&self) -> bool {
@@ -164,8 +168,9 @@ impl CommonStatus {
 
     /// True when the Ready condition is True for the given generation.
     pub fn is_ready(&self, generation: i64) -> bool {
-        self.condition("Ready")
-            .is_some_and(|c| c.status == ConditionStatus::True && c.observed_generation >= generation)
+        self.condition("Ready").is_some_and(|c| {
+            c.status == ConditionStatus::True && c.observed_generation >= generation
+        })
     }
 }
 

@@ -42,7 +42,13 @@ impl ObjectKey {
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.kind.singular(), self.namespace, self.name)
+        write!(
+            f,
+            "{}/{}/{}",
+            self.kind.singular(),
+            self.namespace,
+            self.name
+        )
     }
 }
 
@@ -68,7 +74,11 @@ impl AnyObject {
             let mut e = FieldErrors::default();
             e.push(
                 "apiVersion",
-                format!("{:?} is not served (expected {:?})", self.api_version, crate::API_VERSION),
+                format!(
+                    "{:?} is not served (expected {:?})",
+                    self.api_version,
+                    crate::API_VERSION
+                ),
             );
             return Err(e);
         }
@@ -79,14 +89,21 @@ impl AnyObject {
                 let mut e = FieldErrors::default();
                 e.push(
                     "kind",
-                    format!("{:?} is not a tend kind (State, Sandbox, Network, Container)", self.kind),
+                    format!(
+                        "{:?} is not a tend kind (State, Sandbox, Network, Container)",
+                        self.kind
+                    ),
                 );
                 e
             })
     }
 
     pub fn key(&self) -> Result<ObjectKey, FieldErrors> {
-        Ok(ObjectKey::new(self.kind()?, self.metadata.ns(), &self.metadata.name))
+        Ok(ObjectKey::new(
+            self.kind()?,
+            self.metadata.ns(),
+            &self.metadata.name,
+        ))
     }
 
     /// Validates everything a user controls: kind, name, namespace, labels, spec.

@@ -49,7 +49,11 @@ impl Quantity {
         if (whole.is_empty() && frac.is_empty()) || frac.contains('.') || frac.len() > 9 {
             return Err(bad());
         }
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let frac_scaled: u128 = if frac.is_empty() {
             0
         } else {
@@ -67,7 +71,10 @@ impl Quantity {
         if millis > u64::MAX as u128 * 1000 {
             return Err(format!("{text:?} is too large"));
         }
-        Ok(Self { text: s.to_string(), millis })
+        Ok(Self {
+            text: s.to_string(),
+            millis,
+        })
     }
 
     /// The value in whole units (bytes for memory), rounded up.
@@ -140,9 +147,23 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_with_the_text() {
-        for bad in ["", "12XB", "-1", "1.2.3", "Mi", "1e3", "abc", "1 Mi", ".", "99999999999999999999999999Ei"] {
+        for bad in [
+            "",
+            "12XB",
+            "-1",
+            "1.2.3",
+            "Mi",
+            "1e3",
+            "abc",
+            "1 Mi",
+            ".",
+            "99999999999999999999999999Ei",
+        ] {
             let err = Quantity::parse(bad).unwrap_err();
-            assert!(err.contains("quantity") || err.contains("too large"), "{bad}: {err}");
+            assert!(
+                err.contains("quantity") || err.contains("too large"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -79,8 +79,15 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
     }
     for (op, neg) in [("!=", true), ("==", false), ("=", false)] {
         if let Some((k, v)) = part.split_once(op) {
-            let (k, v) = (key_ok(k.trim()).map_err(err)?, val_ok(v.trim()).map_err(err)?);
-            return Ok(if neg { Requirement::NotEq(k, v) } else { Requirement::Eq(k, v) });
+            let (k, v) = (
+                key_ok(k.trim()).map_err(err)?,
+                val_ok(v.trim()).map_err(err)?,
+            );
+            return Ok(if neg {
+                Requirement::NotEq(k, v)
+            } else {
+                Requirement::Eq(k, v)
+            });
         }
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
@@ -104,7 +111,11 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(err)?;
         let k = key_ok(words[0]).map_err(err)?;
-        return Ok(if neg { Requirement::NotIn(k, values) } else { Requirement::In(k, values) });
+        return Ok(if neg {
+            Requirement::NotIn(k, values)
+        } else {
+            Requirement::In(k, values)
+        });
     }
     Ok(Requirement::Exists(key_ok(part).map_err(err)?))
 }
@@ -114,7 +125,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

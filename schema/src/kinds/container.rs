@@ -49,9 +49,7 @@ pub enum Runtime {
 #[serde(untagged)]
 pub enum ImageRef {
     Name(String),
-    State {
-        state: String,
-    },
+    State { state: String },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -120,7 +118,10 @@ impl ContainerSpec {
                     errs.push("spec.command", "must not be empty for the native runtime");
                 }
                 if self.image.is_some() {
-                    errs.push("spec.image", "is only used by the docker runtime; use spec.rootfs");
+                    errs.push(
+                        "spec.image",
+                        "is only used by the docker runtime; use spec.rootfs",
+                    );
                 }
             }
             Runtime::Docker => {
@@ -128,7 +129,10 @@ impl ContainerSpec {
                     errs.push("spec.image", "is required for the docker runtime");
                 }
                 if self.rootfs.is_some() {
-                    errs.push("spec.rootfs", "is only used by the native runtime; use spec.image");
+                    errs.push(
+                        "spec.rootfs",
+                        "is only used by the native runtime; use spec.image",
+                    );
                 }
             }
         }
@@ -157,7 +161,10 @@ impl ContainerSpec {
                 && !e.name.contains('\0')
                 && !e.value.contains('\0');
             if !ok {
-                errs.push(format!("spec.env[{i}].name"), format!("{:?} is not a valid variable name", e.name));
+                errs.push(
+                    format!("spec.env[{i}].name"),
+                    format!("{:?} is not a valid variable name", e.name),
+                );
             }
         }
         if let Some(w) = &self.working_dir {
@@ -173,12 +180,18 @@ impl ContainerSpec {
         if let Some(res) = &self.resources {
             if let Some(m) = &res.memory {
                 if m.value() < 1 << 20 {
-                    errs.push("spec.resources.memory", format!("{m:?} is below the 1Mi minimum", m = m.as_str()));
+                    errs.push(
+                        "spec.resources.memory",
+                        format!("{m:?} is below the 1Mi minimum", m = m.as_str()),
+                    );
                 }
             }
             if let Some(c) = &res.cpu {
                 if c.millis() < 1 {
-                    errs.push("spec.resources.cpu", format!("{:?} must be at least 1m", c.as_str()));
+                    errs.push(
+                        "spec.resources.cpu",
+                        format!("{:?} must be at least 1m", c.as_str()),
+                    );
                 }
             }
             if res.pids == Some(0) {
@@ -189,11 +202,17 @@ impl ContainerSpec {
         for (i, n) in self.networks.iter().enumerate() {
             name(&mut errs, &format!("spec.networks[{i}].name"), &n.name);
             if !seen.insert(&n.name) {
-                errs.push(format!("spec.networks[{i}].name"), format!("{:?} is listed twice", n.name));
+                errs.push(
+                    format!("spec.networks[{i}].name"),
+                    format!("{:?} is listed twice", n.name),
+                );
             }
             if let Some(ip) = &n.ip {
                 if ip.parse::<Ipv4Addr>().is_err() {
-                    errs.push(format!("spec.networks[{i}].ip"), format!("{ip:?} is not an IPv4 address"));
+                    errs.push(
+                        format!("spec.networks[{i}].ip"),
+                        format!("{ip:?} is not an IPv4 address"),
+                    );
                 }
             }
         }
@@ -222,7 +241,11 @@ pub struct ContainerStatus {
     pub common: CommonStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
-    #[serde(default, rename = "containerID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -267,14 +290,21 @@ mod tests {
     fn bad_quantity_names_its_path() {
         let spec = json!({"command": ["sh"], "resources": {"memory": "12XB"}});
         let err = Kind::Container.validate_spec(&spec).unwrap_err();
-        assert_eq!(err.to_string(), r#"spec.resources.memory: "12XB" is not a quantity"#);
+        assert_eq!(
+            err.to_string(),
+            r#"spec.resources.memory: "12XB" is not a quantity"#
+        );
     }
 
     #[test]
     fn unknown_field_names_its_path() {
         let spec = json!({"command": ["sh"], "resources": {"memroy": "1Mi"}});
         let err = Kind::Container.validate_spec(&spec).unwrap_err();
-        assert!(err.to_string().starts_with("spec.resources.memroy: unknown field"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("spec.resources.memroy: unknown field"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -81,7 +81,11 @@ impl Kind {
 pub fn typed<T: serde::de::DeserializeOwned>(spec: &serde_json::Value) -> Result<T, FieldErrors> {
     serde_path_to_error::deserialize(spec).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "spec".to_string() } else { format!("spec.{path}") };
+        let field = if path == "." {
+            "spec".to_string()
+        } else {
+            format!("spec.{path}")
+        };
         let mut errs = FieldErrors::default();
         errs.push(field, e.into_inner().to_string());
         errs

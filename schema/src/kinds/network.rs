@@ -30,16 +30,26 @@ impl Subnet {
         let (addr, prefix) = s
             .split_once('/')
             .ok_or_else(|| format!("{s:?} is not an IPv4 CIDR (like 10.88.0.0/24)"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{s:?} has no valid IPv4 address"))?;
-        let prefix: u8 = prefix.parse().map_err(|_| format!("{s:?} has no valid prefix length"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} has no valid IPv4 address"))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| format!("{s:?} has no valid prefix length"))?;
         if !(8..=30).contains(&prefix) {
             return Err(format!("{s:?}: prefix length must be between 8 and 30"));
         }
         let mask = Self::mask_of(prefix);
         if u32::from(addr) & !mask != 0 {
-            return Err(format!("{s:?} has host bits set (did you mean {}/{prefix}?)", Ipv4Addr::from(u32::from(addr) & mask)));
+            return Err(format!(
+                "{s:?} has host bits set (did you mean {}/{prefix}?)",
+                Ipv4Addr::from(u32::from(addr) & mask)
+            ));
         }
-        Ok(Self { network: addr, prefix })
+        Ok(Self {
+            network: addr,
+            prefix,
+        })
     }
 
     fn mask_of(prefix: u8) -> u32 {
@@ -81,7 +91,9 @@ impl NetworkSpec {
     /// The gateway, defaulted to the subnet's first host address.
     pub fn gateway(&self) -> Result<Ipv4Addr, String> {
         match &self.gateway {
-            Some(g) => g.parse().map_err(|_| format!("{g:?} is not an IPv4 address")),
+            Some(g) => g
+                .parse()
+                .map_err(|_| format!("{g:?} is not an IPv4 address")),
             None => Ok(self.subnet()?.first_host()),
         }
     }
@@ -135,14 +147,20 @@ mod tests {
         assert!(!s.contains("10.89.0.1".parse().unwrap()));
         assert!(s.overlaps(&Subnet::parse("10.88.0.0/16").unwrap()));
         assert!(!s.overlaps(&Subnet::parse("10.88.1.0/24").unwrap()));
-        assert!(Subnet::parse("10.88.0.1/24").unwrap_err().contains("host bits"));
+        assert!(Subnet::parse("10.88.0.1/24")
+            .unwrap_err()
+            .contains("host bits"));
         assert!(Subnet::parse("nope").is_err());
         assert!(Subnet::parse("10.0.0.0/31").is_err());
     }
 
     #[test]
     fn gateway_must_be_inside() {
-        let spec = NetworkSpec { subnet: "10.88.0.0/24".into(), gateway: Some("10.9.0.1".into()), mtu: None };
+        let spec = NetworkSpec {
+            subnet: "10.88.0.0/24".into(),
+            gateway: Some("10.9.0.1".into()),
+            mtu: None,
+        };
         let err = spec.validate().unwrap_err();
         assert_eq!(err.0[0].field, "spec.gateway");
     }

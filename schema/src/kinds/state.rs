@@ -35,13 +35,18 @@ impl StateSpec {
         if set != 1 {
             errs.push(
                 "spec.source",
-                format!("exactly one of directory, tarball, state, sandbox must be set ({set} are)"),
+                format!(
+                    "exactly one of directory, tarball, state, sandbox must be set ({set} are)"
+                ),
             );
         }
         for (field, path) in [("directory", &s.directory), ("tarball", &s.tarball)] {
             if let Some(p) = path {
                 if !p.starts_with('/') {
-                    errs.push(format!("spec.source.{field}"), format!("{p:?} must be an absolute path"));
+                    errs.push(
+                        format!("spec.source.{field}"),
+                        format!("{p:?} must be an absolute path"),
+                    );
                 } else if p.contains('\0') {
                     errs.push(format!("spec.source.{field}"), "must not contain NUL");
                 }
@@ -49,7 +54,10 @@ impl StateSpec {
         }
         if let Some(t) = &s.tarball {
             if ![".tar", ".tar.gz", ".tgz"].iter().any(|e| t.ends_with(e)) {
-                errs.push("spec.source.tarball", format!("{t:?} must end in .tar, .tar.gz or .tgz"));
+                errs.push(
+                    "spec.source.tarball",
+                    format!("{t:?} must end in .tar, .tar.gz or .tgz"),
+                );
             }
         }
         for (field, name) in [("state", &s.state), ("sandbox", &s.sandbox)] {

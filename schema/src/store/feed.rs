@@ -61,18 +61,34 @@ impl Feed {
         if task.is_some() {
             return Ok(());
         }
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .and_then(|i| {
-                i.add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)?;
+                i.add_watch(
+                    dir,
+                    AddWatchFlags::IN_MODIFY
+                        | AddWatchFlags::IN_CREATE
+                        | AddWatchFlags::IN_MOVED_TO,
+                )?;
                 Ok(i)
             })
-            .map_err(|source| StoreError::Inotify { path: dir.to_path_buf(), source })?;
+            .map_err(|source| StoreError::Inotify {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         let fd = register(InotifyFd(inotify)).map_err(|e| StoreError::Inotify {
             path: dir.to_path_buf(),
             source: nix::Error::from_raw(e.raw_os_error().unwrap_or(EIO)),
         })?;
-        let shared = Shared { wake: self.wake.clone(), tx: self.tx.clone(), sent: self.sent.clone() };
+        let shared = Shared {
+            wake: self.wake.clone(),
+            tx: self.tx.clone(),
+            sent: self.sent.clone(),
+        };
         *task = Some(tokio::spawn(run(shared, readers.clone(), fd)));
         Ok(())
     }
@@ -84,7 +100,10 @@ impl Feed {
         let rx = self.tx.subscribe();
         let compacted = read_on(readers, |c| meta(c, "compacted")).await?;
         if from < compacted {
-            return Err(StoreError::TooOld { requested: from, compacted });
+            return Err(StoreError::TooOld {
+                requested: from,
+                compacted,
+            });
         }
         let (out, out_rx) = mpsc::channel(WATCHER_BUFFER);
         tokio::spawn(follow(readers.clone(), rx, from, out));
@@ -199,13 +218,22 @@ async fn follow(
 }
 
 /// Sends every stored change after `last`. Err means the watcher is gone or was told TooOld.
-async fn catch_up(readers: &Pool, last: &mut u64, out: &mpsc::Sender<Result<WatchEvent>>) -> std::result::Result<(), ()> {
+async fn catch_up(
+    readers: &Pool,
+    last: &mut u64,
+    out: &mpsc::Sender<Result<WatchEvent>>,
+) -> std::result::Result<(), ()> {
     loop {
         let from = *last;
         let compacted = read_on(readers, |c| meta(c, "compacted")).await;
         if let Ok(c) = compacted {
             if from < c {
-                let _ = out.send(Err(StoreError::TooOld { requested: from, compacted: c })).await;
+                let _ = out
+                    .send(Err(StoreError::TooOld {
+                        requested: from,
+                        compacted: c,
+                    }))
+                    .await;
                 return Err(());
             }
         }

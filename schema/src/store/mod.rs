@@ -29,7 +29,11 @@ pub enum StoreError {
     #[error("{0} already exists")]
     AlreadyExists(ObjectKey),
     #[error("conflict on {key}: resourceVersion {given} is stale (current is {current}); read it again and retry")]
-    Conflict { key: ObjectKey, given: String, current: u64 },
+    Conflict {
+        key: ObjectKey,
+        given: String,
+        current: u64,
+    },
     #[error("precondition failed on {key}: {message}")]
     Precondition { key: ObjectKey, message: String },
     #[error("{0}")]
@@ -37,13 +41,23 @@ pub enum StoreError {
     #[error("watch from revision {requested} is too old: history before revision {compacted} was compacted; list again and watch from the list's revision")]
     TooOld { requested: u64, compacted: u64 },
     #[error("database {path} has schema version {found}, newer than this binary supports ({supported}); upgrade tend")]
-    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     #[error("opening {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("corrupt row for {key}: {source}")]
-    Corrupt { key: String, source: serde_json::Error },
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
     #[error("connection pool: {0}")]
     Pool(String),
     #[error("watching {path} for changes: {source}")]
@@ -98,7 +112,9 @@ impl std::str::FromStr for Propagation {
             "background" => Ok(Self::Background),
             "foreground" => Ok(Self::Foreground),
             "orphan" => Ok(Self::Orphan),
-            _ => Err(format!("{s:?} is not one of background, foreground, orphan")),
+            _ => Err(format!(
+                "{s:?} is not one of background, foreground, orphan"
+            )),
         }
     }
 }

@@ -86,7 +86,9 @@ fn make_pool(path: &Path, size: usize, opts: &OpenOptions, read_only: bool) -> R
     cfg.builder(Runtime::Tokio1)
         .map_err(pool_err)?
         .post_create(Hook::sync_fn(move |conn, _| {
-            let guard = conn.lock().map_err(|_| HookError::message("poisoned connection"))?;
+            let guard = conn
+                .lock()
+                .map_err(|_| HookError::message("poisoned connection"))?;
             configure(&guard, &opts, read_only).map_err(HookError::Backend)
         }))
         .build()
@@ -100,7 +102,10 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let p = path.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            let mut conn = Connection::open(&p).map_err(|source| StoreError::Open { path: p.clone(), source })?;
+            let mut conn = Connection::open(&p).map_err(|source| StoreError::Open {
+                path: p.clone(),
+                source,
+            })?;
             conn.busy_timeout(Duration::from_secs(30))?;
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -113,7 +118,13 @@ impl SqliteStore {
         let writer = make_pool(&path, 1, &opts, false)?;
         let readers = make_pool(&path, opts.readers.max(1), &opts, true)?;
         let feed = Feed::new(&path);
-        Ok(Self { path, writer, readers, feed, opts })
+        Ok(Self {
+            path,
+            writer,
+            readers,
+            feed,
+            opts,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -210,13 +221,20 @@ pub(super) fn meta(c: &Connection, key: &str) -> Result<u64> {
 }
 
 pub(super) fn parse_body(key: &str, body: &str) -> Result<AnyObject> {
-    serde_json::from_str(body).map_err(|source| StoreError::Corrupt { key: key.to_string(), source })
+    serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
 }
 
 fn load(c: &Connection, key: &ObjectKey) -> Result<Option<AnyObject>> {
     let body: Option<String> = c
-        .prepare_cached("SELECT body FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-        .query_row(params![key.kind.as_str(), key.namespace, key.name], |r| r.get(0))
+        .prepare_cached(
+            "SELECT body FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+        )?
+        .query_row(params![key.kind.as_str(), key.namespace, key.name], |r| {
+            r.get(0)
+        })
         .optional()?;
     body.map(|b| parse_body(&key.to_string(), &b)).transpose()
 }
@@ -226,7 +244,12 @@ fn load_existing(c: &Connection, key: &ObjectKey) -> Result<AnyObject> {
 }
 
 /// Assigns the next revision to `obj`, writes (or removes) its row, and appends the change.
-fn commit_change(tx: &Connection, opts: &OpenOptions, obj: &mut AnyObject, ty: ChangeType) -> Result<()> {
+fn commit_change(
+    tx: &Connection,
+    opts: &OpenOptions,
+    obj: &mut AnyObject,
+    ty: ChangeType,
+) -> Result<()> {
     let rev: i64 = tx
         .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value")?
         .query_row([], |r| r.get(0))?;
@@ -235,8 +258,10 @@ fn commit_change(tx: &Connection, opts: &OpenOptions, obj: &mut AnyObject, ty: C
     let (kind, ns, name) = (&obj.kind, obj.metadata.ns().to_string(), &obj.metadata.name);
     match ty {
         ChangeType::Deleted => {
-            tx.prepare_cached("DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3")?
-                .execute(params![kind, ns, name])?;
+            tx.prepare_cached(
+                "DELETE FROM objects WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            )?
+            .execute(params![kind, ns, name])?;
         }
         _ => {
             tx.prepare_cached(
@@ -251,8 +276,10 @@ fn commit_change(tx: &Connection, opts: &OpenOptions, obj: &mut AnyObject, ty: C
         .execute(params![rev, ty.as_str(), kind, ns, name, body])?;
     if rev as u64 % 1024 == 0 && rev as u64 > opts.history {
         let floor = rev as u64 - opts.history;
-        tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")?.execute([floor as i64])?;
-        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'compacted'")?.execute([floor as i64])?;
+        tx.prepare_cached("DELETE FROM changes WHERE revision <= ?1")?
+            .execute([floor as i64])?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'compacted'")?
+            .execute([floor as i64])?;
     }
     Ok(())
 }
@@ -273,7 +300,11 @@ fn check_rv(key: &ObjectKey, given: Option<&str>, current: &AnyObject) -> Result
     match given {
         None | Some("") => Ok(()),
         Some(g) if g.parse::<u64>().ok() == Some(cur) => Ok(()),
-        Some(g) => Err(StoreError::Conflict { key: key.clone(), given: g.to_string(), current: cur }),
+        Some(g) => Err(StoreError::Conflict {
+            key: key.clone(),
+            given: g.to_string(),
+            current: cur,
+        }),
     }
 }
 
@@ -297,7 +328,11 @@ fn do_create(tx: &Connection, opts: &OpenOptions, mut obj: AnyObject) -> Result<
 
 /// Moves the user-owned parts of `desired` onto `current`; bumps generation if the spec moved.
 /// Returns None when nothing changed.
-fn merge_user_fields(mut current: AnyObject, desired: AnyObject, keep_server_meta: bool) -> Option<AnyObject> {
+fn merge_user_fields(
+    mut current: AnyObject,
+    desired: AnyObject,
+    keep_server_meta: bool,
+) -> Option<AnyObject> {
     let before = current.clone();
     let d = desired.metadata;
     current.metadata.labels = d.labels;
@@ -322,7 +357,10 @@ fn do_update(tx: &Connection, opts: &OpenOptions, obj: AnyObject) -> Result<Opti
     check_rv(&key, obj.metadata.resource_version.as_deref(), &current)?;
     if let Some(uid) = &obj.metadata.uid {
         if Some(uid) != current.metadata.uid.as_ref() {
-            return Err(StoreError::Precondition { key, message: format!("uid {uid} does not match the stored object") });
+            return Err(StoreError::Precondition {
+                key,
+                message: format!("uid {uid} does not match the stored object"),
+            });
         }
     }
     match merge_user_fields(current.clone(), obj, false) {
@@ -336,20 +374,34 @@ fn do_apply_one(tx: &Connection, opts: &OpenOptions, obj: AnyObject) -> Result<A
     let key = obj.key().map_err(StoreError::Invalid)?;
     let Some(current) = load(tx, &key)? else {
         let object = do_create(tx, opts, obj)?;
-        return Ok(ApplyResult { key, action: Applied::Created, object });
+        return Ok(ApplyResult {
+            key,
+            action: Applied::Created,
+            object,
+        });
     };
     check_rv(&key, obj.metadata.resource_version.as_deref(), &current)?;
     if current.metadata.is_terminating() {
         return Err(StoreError::Precondition {
             key,
-            message: "it is being deleted; wait until it is gone (tend delete --wait), then apply again".into(),
+            message:
+                "it is being deleted; wait until it is gone (tend delete --wait), then apply again"
+                    .into(),
         });
     }
     match merge_user_fields(current.clone(), obj, true) {
-        None => Ok(ApplyResult { key, action: Applied::Unchanged, object: current }),
+        None => Ok(ApplyResult {
+            key,
+            action: Applied::Unchanged,
+            object: current,
+        }),
         Some(next) => {
             let object = save(tx, opts, next)?.expect("not terminating, so the row stays");
-            Ok(ApplyResult { key, action: Applied::Configured, object })
+            Ok(ApplyResult {
+                key,
+                action: Applied::Configured,
+                object,
+            })
         }
     }
 }
@@ -397,7 +449,12 @@ impl Store for SqliteStore {
         out.ok_or(StoreError::NotFound(key))
     }
 
-    async fn update_status(&self, key: &ObjectKey, rv: u64, status: serde_json::Value) -> Result<AnyObject> {
+    async fn update_status(
+        &self,
+        key: &ObjectKey,
+        rv: u64,
+        status: serde_json::Value,
+    ) -> Result<AnyObject> {
         let key = key.clone();
         self.write(move |tx, o| {
             let mut current = load_existing(tx, &key)?;
@@ -449,42 +506,62 @@ impl Store for SqliteStore {
         out.ok_or(StoreError::NotFound(k2))
     }
 
-    async fn apply(&self, objects: Vec<AnyObject>, dry_run: bool) -> std::result::Result<Vec<ApplyResult>, ApplyError> {
-        let conn = self.writer.get().await.map_err(|e| pool_apply_error(pool_err(e)))?;
+    async fn apply(
+        &self,
+        objects: Vec<AnyObject>,
+        dry_run: bool,
+    ) -> std::result::Result<Vec<ApplyResult>, ApplyError> {
+        let conn = self
+            .writer
+            .get()
+            .await
+            .map_err(|e| pool_apply_error(pool_err(e)))?;
         let opts = self.opts.clone();
         let out = conn
-            .interact(move |c| -> std::result::Result<Vec<ApplyResult>, ApplyError> {
-                let mut tx = c
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(|e| pool_apply_error(e.into()))?;
-                let mut applied = Vec::with_capacity(objects.len());
-                let mut failure = None;
-                for (i, obj) in objects.into_iter().enumerate() {
-                    let key = obj.key().ok();
-                    let sp = tx.savepoint().map_err(|e| pool_apply_error(e.into()))?;
-                    match do_apply_one(&sp, &opts, obj) {
-                        Ok(r) => {
-                            sp.commit().map_err(|e| pool_apply_error(e.into()))?;
-                            applied.push(r);
-                        }
-                        Err(error) => {
-                            drop(sp);
-                            failure = Some((i, key, error));
-                            break;
+            .interact(
+                move |c| -> std::result::Result<Vec<ApplyResult>, ApplyError> {
+                    let mut tx = c
+                        .transaction_with_behavior(TransactionBehavior::Immediate)
+                        .map_err(|e| pool_apply_error(e.into()))?;
+                    let mut applied = Vec::with_capacity(objects.len());
+                    let mut failure = None;
+                    for (i, obj) in objects.into_iter().enumerate() {
+                        let key = obj.key().ok();
+                        let sp = tx.savepoint().map_err(|e| pool_apply_error(e.into()))?;
+                        match do_apply_one(&sp, &opts, obj) {
+                            Ok(r) => {
+                                sp.commit().map_err(|e| pool_apply_error(e.into()))?;
+                                applied.push(r);
+                            }
+                            Err(error) => {
+                                drop(sp);
+                                failure = Some((i, key, error));
+                                break;
+                            }
                         }
                     }
-                }
-                if dry_run {
-                    tx.rollback().map_err(|e| pool_apply_error(e.into()))?;
-                } else if let Err(e) = tx.commit() {
-                    // Nothing was committed: report the failure against the first document.
-                    return Err(ApplyError { applied: vec![], failed: 0, key: None, error: e.into() });
-                }
-                match failure {
-                    None => Ok(applied),
-                    Some((failed, key, error)) => Err(ApplyError { applied, failed, key, error }),
-                }
-            })
+                    if dry_run {
+                        tx.rollback().map_err(|e| pool_apply_error(e.into()))?;
+                    } else if let Err(e) = tx.commit() {
+                        // Nothing was committed: report the failure against the first document.
+                        return Err(ApplyError {
+                            applied: vec![],
+                            failed: 0,
+                            key: None,
+                            error: e.into(),
+                        });
+                    }
+                    match failure {
+                        None => Ok(applied),
+                        Some((failed, key, error)) => Err(ApplyError {
+                            applied,
+                            failed,
+                            key,
+                            error,
+                        }),
+                    }
+                },
+            )
             .await
             .map_err(|e| pool_apply_error(pool_err(e)))?;
         if !dry_run {
@@ -499,7 +576,10 @@ impl Store for SqliteStore {
             let mut current = load_existing(tx, &key)?;
             if let Some(uid) = &dopts.uid {
                 if current.metadata.uid.as_ref() != Some(uid) {
-                    return Err(StoreError::Precondition { key, message: format!("uid is not {uid}") });
+                    return Err(StoreError::Precondition {
+                        key,
+                        message: format!("uid is not {uid}"),
+                    });
                 }
             }
             if let Some(rv) = &dopts.resource_version {
@@ -536,7 +616,10 @@ impl Store for SqliteStore {
                 return Ok(current);
             }
             if current.metadata.is_terminating() {
-                return Err(StoreError::Precondition { key, message: format!("cannot add finalizer {f:?}: the object is being deleted") });
+                return Err(StoreError::Precondition {
+                    key,
+                    message: format!("cannot add finalizer {f:?}: the object is being deleted"),
+                });
             }
             current.metadata.finalizers.push(f);
             commit_change(tx, o, &mut current, ChangeType::Modified)?;
@@ -642,5 +725,10 @@ impl Store for SqliteStore {
 }
 
 fn pool_apply_error(error: StoreError) -> ApplyError {
-    ApplyError { applied: vec![], failed: 0, key: None, error }
+    ApplyError {
+        applied: vec![],
+        failed: 0,
+        key: None,
+        error,
+    }
 }
