@@ -1,1 +1,104 @@
-//! The command-line interface: one file per subcommand.
+//! The command-line interface: argument parsing here, one file per subcommand.
+
+mod apply;
+pub mod bench;
+mod db;
+mod delete;
+mod describe;
+mod diff;
+mod get;
+mod input;
+mod output;
+pub mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tend_schema::store::{OpenOptions, SqliteStore};
+
+/// tend keeps one Linux host the way it was declared.
+#[derive(Debug, Parser)]
+#[command(name = "tend", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where tend keeps its database, locks and host-object bookkeeping.
+    #[arg(
+        long,
+        global = true,
+        env = "TEND_STATE_DIR",
+        default_value = "/var/lib/tend"
+    )]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from YAML/JSON files, a directory, or stdin (`-`).
+    Apply(apply::Args),
+    /// List objects, or show one.
+    Get(get::Args),
+    /// Show one object in detail: spec, status, conditions, recent events.
+    Describe(describe::Args),
+    /// Delete objects by kind and name, or those named in files.
+    Delete(delete::Args),
+    /// Show what `apply` would change. Exit 0: no change, 1: changes, 2 or more: error.
+    Diff(diff::Args),
+    /// Inspect the database: dump, read-only query, integrity check.
+    Db(db::Args),
+    /// Run the daemon: reconcile loops and the API.
+    Serve(serve::Args),
+    /// Measure tend and print figures.
+    Bench(bench::Args),
+}
+
+/// Runs a parsed command line; the exit code is what scripts see.
+pub fn run(cli: Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let diff_mode = matches!(cli.command, Command::Diff(_));
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // diff reserves 1 for "there are changes".
+            ExitCode::from(if diff_mode { 2 } else { 1 })
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = cli.state_dir;
+    match cli.command {
+        Command::Apply(a) => apply::run(&*open(&dir).await?, a).await,
+        Command::Get(a) => get::run(&*open(&dir).await?, a).await,
+        Command::Describe(a) => describe::run(&*open(&dir).await?, a).await,
+        Command::Delete(a) => delete::run(&*open(&dir).await?, a).await,
+        Command::Diff(a) => diff::run(&*open(&dir).await?, a).await,
+        Command::Db(a) => db::run(&*open(&dir).await?, a).await,
+        Command::Serve(a) => serve::run(&dir, a).await,
+        Command::Bench(a) => bench::run(&dir, a).await,
+    }
+}
+
+/// Opens the store in the state dir, creating the dir (0700) on first use.
+pub async fn open(dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
+    use anyhow::Context;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating state dir {}", dir.display()))?;
+    let store = SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?;
+    Ok(Arc::new(store))
+}

@@ -1,0 +1,83 @@
+//! `tend apply`: create or update every object in the inputs, all validated before any write.
+
+use super::input::{all_valid, read_inputs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tend_schema::store::{Applied, SqliteStore, Store};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Files, directories or `-` for stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Recurse into directories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Validate and show what would happen; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+    let docs = match all_valid(read_inputs(&args.files, args.recursive)?) {
+        Ok(d) => d,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("nothing was applied: {} invalid document(s)", errors.len());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if docs.is_empty() {
+        eprintln!("error: no objects found in the input");
+        return Ok(ExitCode::FAILURE);
+    }
+    let suffix = if args.dry_run { " (dry run)" } else { "" };
+    let objects = docs.iter().map(|(_, _, o)| o.clone()).collect();
+    let (applied, failure) = match store.apply(objects, args.dry_run).await {
+        Ok(r) => (r, None),
+        Err(e) => (e.applied, Some((e.failed, e.error))),
+    };
+    for r in &applied {
+        let verb = match r.action {
+            Applied::Created => "created",
+            Applied::Configured => "configured",
+            Applied::Unchanged => "unchanged",
+        };
+        println!(
+            "{}.tend.dev/{} {verb}{suffix}",
+            r.key.kind.singular(),
+            r.key.name
+        );
+    }
+    let Some((failed, error)) = failure else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (file, index, obj) = &docs[failed];
+    eprintln!(
+        "error: {file} document {index} ({}/{}): {error}",
+        obj.kind.to_lowercase(),
+        obj.metadata.name
+    );
+    let done: Vec<String> = docs[..failed]
+        .iter()
+        .map(|(f, i, _)| format!("{f}#{i}"))
+        .collect();
+    let not: Vec<String> = docs[failed..]
+        .iter()
+        .map(|(f, i, _)| format!("{f}#{i}"))
+        .collect();
+    eprintln!(
+        "applied {} of {} documents: {}; not applied: {}",
+        failed,
+        docs.len(),
+        if done.is_empty() {
+            "none".into()
+        } else {
+            done.join(", ")
+        },
+        not.join(", ")
+    );
+    Ok(ExitCode::FAILURE)
+}
