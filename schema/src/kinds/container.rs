@@ -282,7 +282,6 @@ pub struct NetworkStatusEntry {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::kinds::Kind;
     use serde_json::json;
 

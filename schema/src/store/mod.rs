@@ -167,7 +167,7 @@ pub struct ApplyError {
     /// The object that failed, when the failure was about one object.
     pub key: Option<ObjectKey>,
     #[source]
-    pub error: StoreError,
+    pub error: Box<StoreError>,
 }
 
 /// One entry of the change feed.

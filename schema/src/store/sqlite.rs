@@ -548,7 +548,7 @@ impl Store for SqliteStore {
                             applied: vec![],
                             failed: 0,
                             key: None,
-                            error: e.into(),
+                            error: Box::new(e.into()),
                         });
                     }
                     match failure {
@@ -557,7 +557,7 @@ impl Store for SqliteStore {
                             applied,
                             failed,
                             key,
-                            error,
+                            error: Box::new(error),
                         }),
                     }
                 },
@@ -729,6 +729,6 @@ fn pool_apply_error(error: StoreError) -> ApplyError {
         applied: vec![],
         failed: 0,
         key: None,
-        error,
+        error: Box::new(error),
     }
 }

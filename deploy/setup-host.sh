@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs and starts what tend and its tests need on a Debian 12 host. Idempotent: a second
+# run is fast. Needs root. Used by .ci/run, deploy/test.sh and deploy/quickstart.sh.
+set -euo pipefail
+
+packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-host: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# btrfs and loop devices for the embedded snapshot backend.
+modprobe btrfs 2>/dev/null || true
+modprobe loop 2>/dev/null || true
+
+# dockerd for the docker runtime and its tests: start it if nothing answers on the socket.
+if ! docker info >/dev/null 2>&1; then
+  echo "setup-host: starting dockerd"
+  nohup dockerd >/var/log/tend-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { echo "setup-host: dockerd did not start; see /var/log/tend-dockerd.log" >&2; exit 1; }
+fi
+
+# The local test image (no registry is reachable).
+here=$(cd "$(dirname "$0")" && pwd)
+if [ -x "$here/docker-test-image.sh" ]; then
+  "$here/docker-test-image.sh"
+fi
+echo "setup-host: ready"
