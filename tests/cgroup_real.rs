@@ -282,3 +282,36 @@ fn v2_unified_of_a_hybrid_host_joins_kills_and_removes() {
     assert!(!unified.join("tend").join(&name).exists());
     assert!(!g.mgr.exists(&name).unwrap());
 }
+
+#[test]
+fn v1_group_deleted_from_outside_is_noticed_and_rebuilt() {
+    if !common::privileged("v1_group_deleted_from_outside_is_noticed_and_rebuilt") {
+        return;
+    }
+    let mut g = v1_guard("cgd");
+    let name = g.name.clone();
+    let want = Limits {
+        memory_bytes: Some(64 * MIB),
+        ..Limits::default()
+    };
+    g.mgr.create(&name).unwrap();
+    g.mgr.apply(&name, &want).unwrap();
+    g.children
+        .push(Command::new("sleep").arg("30").spawn().unwrap());
+    let pid = g.children[0].id() as i32;
+    g.mgr.add_task(&name, pid).unwrap();
+
+    // Behind tend's back: move the workload out of the memory group and delete that group.
+    std::fs::write(format!("{ROOT}/memory/cgroup.procs"), pid.to_string()).unwrap();
+    std::fs::remove_dir(format!("{ROOT}/memory/tend/{name}")).unwrap();
+    assert!(!g.mgr.exists(&name).unwrap());
+    assert!(g.mgr.read_limits(&name).unwrap_err().is_not_found());
+
+    g.mgr.create(&name).unwrap();
+    g.mgr.apply(&name, &want).unwrap();
+    g.mgr.add_task(&name, pid).unwrap();
+    assert!(g.mgr.exists(&name).unwrap());
+    assert_eq!(g.mgr.read_limits(&name).unwrap(), want);
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cg.contains(&format!(":memory:/tend/{name}\n")), "{cg}");
+}

@@ -101,6 +101,19 @@ pub enum CgroupError {
     InvalidName(String),
 }
 
+impl CgroupError {
+    /// True when the error says a group (or its file) is gone: e.g. deleted behind tend's back,
+    /// so the caller should `create` it again and move the workload back.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            CgroupError::Read { source, .. } | CgroupError::Write { source, .. } => {
+                source.kind() == ErrorKind::NotFound
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Result alias for the cgroup driver.
 pub type Result<T> = std::result::Result<T, CgroupError>;
 

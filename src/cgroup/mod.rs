@@ -66,7 +66,9 @@ pub trait CgroupManager: Send + Sync {
     ///
     /// # Errors
     /// [`CgroupError::MissingController`] when a limit is `Some` but its controller is absent;
-    /// an unlimited value for an absent controller is accepted. Write errors carry the file.
+    /// an unlimited value for an absent controller is accepted. Write errors carry the file;
+    /// lowering memory below what the group uses fails with EBUSY once the kernel's reclaim
+    /// gives up (v1), and a group that is gone gives an error whose `is_not_found()` is true.
     fn apply(&self, name: &str, limits: &Limits) -> Result<()>;
 
     /// Moves process `pid` (all its threads) into the group.
@@ -78,7 +80,8 @@ pub trait CgroupManager: Send + Sync {
     /// PIDs of the processes in the group (union over controllers on v1), sorted.
     fn procs(&self, name: &str) -> Result<Vec<i32>>;
 
-    /// How many processes the kernel OOM killer has killed in the group.
+    /// How many processes the kernel OOM killer has killed in the group since it was created
+    /// (cumulative: compare with the count taken when the workload started).
     fn oom_kill_count(&self, name: &str) -> Result<u64>;
 
     /// SIGKILLs every process in the group, including ones forked meanwhile, and waits until the
