@@ -1,1 +1,230 @@
-//! cgroup driver (in progress).
+//! cgroup driver: one `CgroupManager` trait, a v1 (legacy/hybrid) and a v2 (unified) cgroupfs
+//! implementation, and `detect` that picks one from the host once at start-up.
+//!
+//! Why not the `cgroups-rs` crate (0.5): its v2 hierarchy is hard-wired to `/sys/fs/cgroup` and
+//! its v1 hierarchy is found through `/proc/self/mountinfo`, so neither can be aimed at a temp
+//! dir for unit tests, nor at the `/sys/fs/cgroup/unified` v2 mount of a hybrid host. What tend
+//! needs (mkdir, a handful of limit files, cgroup.procs, SIGKILL, rmdir) is small enough to write
+//! against cgroupfs directly, the way youki's libcgroups does.
+//!
+//! All groups live under one parent, [`PARENT`] (`/sys/fs/cgroup/memory/tend/<name>` on v1,
+//! `/sys/fs/cgroup/tend/<name>` on v2). Callers derive `<name>` from object uids. Every method
+//! blocks (file I/O, short sleeps while a group drains): call it through `crate::util::blocking`.
+
+mod fs;
+mod v1;
+mod v2;
+
+use std::path::{Path, PathBuf};
+
+pub use fs::{CgroupError, Result};
+pub use v1::V1Manager;
+pub use v2::V2Manager;
+
+/// The one parent directory every tend group lives under, in each hierarchy.
+pub const PARENT: &str = "tend";
+
+/// CFS period tend always uses: 100 ms. The quota is `cpu_millis * 100` µs per period.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Smallest CPU quota the kernel accepts (1 ms per period), in millicpus.
+pub const MIN_CPU_MILLIS: u64 = 10;
+
+/// Resource limits of one group; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory limit in bytes (v1 memory.limit_in_bytes, v2 memory.max). Swap is not limited on
+    /// v1 (memory.memsw is left alone, to keep things simple); on v2 memory.swap.max is set to 0.
+    pub memory_bytes: Option<u64>,
+    /// CPU quota in millicpus (1000 = one full CPU), as a CFS quota over a 100 ms period.
+    pub cpu_millis: Option<u64>,
+    /// Maximum number of tasks (pids.max).
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// The limits as the kernel will store them: memory rounded down to whole pages (at least
+    /// one page), CPU raised to the kernel's 1 ms minimum quota. [`CgroupManager::apply`] writes
+    /// these values, so `read_limits(name)? != desired.normalized()` is the drift test.
+    pub fn normalized(&self) -> Limits {
+        let page = page_size();
+        Limits {
+            memory_bytes: self.memory_bytes.map(|m| (m / page * page).max(page)),
+            cpu_millis: self.cpu_millis.map(|c| c.max(MIN_CPU_MILLIS)),
+            pids: self.pids,
+        }
+    }
+}
+
+/// The operations tend needs on one host's cgroups. Names are single path components under
+/// [`PARENT`]; PIDs are host PIDs. All methods block; implementations are cheap to share.
+pub trait CgroupManager: Send + Sync {
+    /// Creates the group in every controller tend uses (idempotent; repairs a partly deleted one).
+    fn create(&self, name: &str) -> Result<()>;
+
+    /// Sets the group's limits to exactly `limits` (normalized): `None` writes "unlimited".
+    ///
+    /// # Errors
+    /// [`CgroupError::MissingController`] when a limit is `Some` but its controller is absent;
+    /// an unlimited value for an absent controller is accepted. Write errors carry the file;
+    /// lowering memory below what the group uses fails with EBUSY once the kernel's reclaim
+    /// gives up (v1), and a group that is gone gives an error whose `is_not_found()` is true.
+    fn apply(&self, name: &str, limits: &Limits) -> Result<()>;
+
+    /// Moves process `pid` (all its threads) into the group.
+    fn add_task(&self, name: &str, pid: i32) -> Result<()>;
+
+    /// Reads the limits back from the kernel files, to notice changes made behind tend's back.
+    fn read_limits(&self, name: &str) -> Result<Limits>;
+
+    /// PIDs of the processes in the group (union over controllers on v1), sorted.
+    fn procs(&self, name: &str) -> Result<Vec<i32>>;
+
+    /// How many processes the kernel OOM killer has killed in the group since it was created
+    /// (cumulative: compare with the count taken when the workload started).
+    fn oom_kill_count(&self, name: &str) -> Result<u64>;
+
+    /// SIGKILLs every process in the group, including ones forked meanwhile, and waits until the
+    /// group is empty (a couple of seconds at most, else [`CgroupError::Busy`]).
+    fn kill_all(&self, name: &str) -> Result<()>;
+
+    /// Removes the group from every controller. Idempotent: a missing group is fine. Retries
+    /// briefly while processes drain; it does not kill them (call `kill_all` first).
+    fn remove(&self, name: &str) -> Result<()>;
+
+    /// True when the group exists in every controller tend uses (false if any part was deleted).
+    fn exists(&self, name: &str) -> Result<bool>;
+
+    /// Names of the groups under [`PARENT`] that start with `prefix` (for the orphan sweep).
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// The `cgroup.procs` files a process writes its own PID into to join the group (the shim
+    /// does this itself before exec). The group must have been created.
+    fn path_for_join(&self, name: &str) -> Vec<PathBuf>;
+}
+
+/// The manager picked for this host, dispatching to v1 or v2.
+#[derive(Debug, Clone)]
+pub enum AnyCgroupManager {
+    /// Legacy or hybrid host: one hierarchy per controller.
+    V1(V1Manager),
+    /// Unified hierarchy.
+    V2(V2Manager),
+}
+
+/// Picks the manager for the cgroupfs at `root` (normally `/sys/fs/cgroup`): v2 when `root`
+/// itself is a cgroup2 mount, otherwise v1 (a hybrid host's v2 mount at `root/unified` has no
+/// controllers, so tend uses the v1 hierarchies there).
+pub fn detect(root: &Path) -> Result<AnyCgroupManager> {
+    let st = nix::sys::statfs::statfs(root).map_err(|source| CgroupError::Statfs {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    Ok(
+        if st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+            AnyCgroupManager::V2(V2Manager::new(root))
+        } else {
+            AnyCgroupManager::V1(V1Manager::new(root))
+        },
+    )
+}
+
+impl AnyCgroupManager {
+    fn inner(&self) -> &dyn CgroupManager {
+        match self {
+            AnyCgroupManager::V1(m) => m,
+            AnyCgroupManager::V2(m) => m,
+        }
+    }
+
+    /// "v1" or "v2", for logs and `tend` status output.
+    pub fn version(&self) -> &'static str {
+        match self {
+            AnyCgroupManager::V1(_) => "v1",
+            AnyCgroupManager::V2(_) => "v2",
+        }
+    }
+}
+
+impl CgroupManager for AnyCgroupManager {
+    fn create(&self, name: &str) -> Result<()> {
+        self.inner().create(name)
+    }
+    fn apply(&self, name: &str, limits: &Limits) -> Result<()> {
+        self.inner().apply(name, limits)
+    }
+    fn add_task(&self, name: &str, pid: i32) -> Result<()> {
+        self.inner().add_task(name, pid)
+    }
+    fn read_limits(&self, name: &str) -> Result<Limits> {
+        self.inner().read_limits(name)
+    }
+    fn procs(&self, name: &str) -> Result<Vec<i32>> {
+        self.inner().procs(name)
+    }
+    fn oom_kill_count(&self, name: &str) -> Result<u64> {
+        self.inner().oom_kill_count(name)
+    }
+    fn kill_all(&self, name: &str) -> Result<()> {
+        self.inner().kill_all(name)
+    }
+    fn remove(&self, name: &str) -> Result<()> {
+        self.inner().remove(name)
+    }
+    fn exists(&self, name: &str) -> Result<bool> {
+        self.inner().exists(name)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.inner().list(prefix)
+    }
+    fn path_for_join(&self, name: &str) -> Vec<PathBuf> {
+        self.inner().path_for_join(name)
+    }
+}
+
+/// The system page size (memory limits are kept in whole pages).
+#[allow(unsafe_code)]
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a constant of the running system; it touches no memory of ours.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v).ok().filter(|&v| v > 0).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalized_rounds_memory_to_pages_and_raises_tiny_cpu() {
+        let page = page_size();
+        let l = Limits {
+            memory_bytes: Some(10 * page + 123),
+            cpu_millis: Some(3),
+            pids: Some(7),
+        };
+        let n = l.normalized();
+        assert_eq!(n.memory_bytes, Some(10 * page));
+        assert_eq!(n.cpu_millis, Some(MIN_CPU_MILLIS));
+        assert_eq!(n.pids, Some(7));
+        assert_eq!(Limits::default().normalized(), Limits::default());
+        assert_eq!(
+            Limits {
+                memory_bytes: Some(1),
+                ..Limits::default()
+            }
+            .normalized()
+            .memory_bytes,
+            Some(page)
+        );
+    }
+
+    #[test]
+    fn detect_picks_v1_on_a_plain_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(detect(dir.path()).unwrap().version(), "v1");
+        assert!(matches!(
+            detect(&dir.path().join("missing")),
+            Err(CgroupError::Statfs { .. })
+        ));
+    }
+}
