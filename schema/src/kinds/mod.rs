@@ -112,3 +112,49 @@ impl FromStr for Kind {
             })
     }
 }
+
+/// The objects `spec` refers to by name (same namespace): a Sandbox's State, a Container's
+/// Sandbox, State and Networks, a State's source State or Sandbox. The controller runtime uses
+/// this to requeue users when what they use changes, and for in-use protection.
+pub fn references(kind: Kind, namespace: &str, spec: &serde_json::Value) -> Vec<crate::ObjectKey> {
+    use crate::ObjectKey;
+    let mut out = Vec::new();
+    let mut add = |k: Kind, v: Option<&serde_json::Value>| {
+        if let Some(name) = v.and_then(|v| v.as_str()) {
+            out.push(ObjectKey::new(k, namespace, name));
+        }
+    };
+    match kind {
+        Kind::State => {
+            add(Kind::State, spec.pointer("/source/state"));
+            add(Kind::Sandbox, spec.pointer("/source/sandbox"));
+        }
+        Kind::Sandbox => add(Kind::State, spec.get("state")),
+        Kind::Network => {}
+        Kind::Container => {
+            add(Kind::Sandbox, spec.pointer("/rootfs/sandbox"));
+            add(Kind::State, spec.pointer("/rootfs/state"));
+            add(Kind::State, spec.pointer("/image/state"));
+            if let Some(nets) = spec.get("networks").and_then(|n| n.as_array()) {
+                for n in nets {
+                    add(Kind::Network, n.get("name"));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod ref_tests {
+    use super::*;
+
+    #[test]
+    fn container_references() {
+        let spec = serde_json::json!({"rootfs": {"sandbox": "dev"}, "networks": [{"name": "a"}, {"name": "b"}]});
+        let refs = references(Kind::Container, "ns", &spec);
+        let names: Vec<String> = refs.iter().map(|k| k.to_string()).collect();
+        assert_eq!(names, ["sandbox/ns/dev", "network/ns/a", "network/ns/b"]);
+        assert!(references(Kind::Network, "ns", &serde_json::json!({})).is_empty());
+    }
+}
