@@ -81,7 +81,7 @@ impl NetDriver {
             None => None,
         };
         let fresh = match (existing, peer) {
-            (Some(host), Some(peer)) => {
+            (Some(host), Some(_)) => {
                 if link_master(&host) != Some(bridge)
                     || !link_up(&host)
                     || link_mtu(&host) != Some(req.mtu)
@@ -98,9 +98,6 @@ impl NetDriver {
                         .await
                         .map_err(Error::netlink("enslave and up", &req.host_ifname))?;
                 }
-                if !link_up(&peer) {
-                    set_up(&ns, peer.header.index, &req.ifname).await?;
-                }
                 false
             }
             (host, _) => {
@@ -108,10 +105,11 @@ impl NetDriver {
                     // A host end without its peer in this namespace: start over.
                     self.delete_link(&req.host_ifname).await?;
                 }
+                // The peer cannot be set up in this message: veth_open refuses (ENOTCONN)
+                // until both ends are linked, so it goes up from inside the namespace.
                 let peer = LinkUnspec::new_with_name(&req.ifname)
                     .mtu(req.mtu)
                     .setns_by_fd(nsfile.as_raw_fd())
-                    .up()
                     .build();
                 let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                     .name(req.host_ifname.clone())
@@ -189,18 +187,14 @@ impl NetDriver {
     }
 }
 
-/// Inside the namespace: loopback up, the address on the peer, the default route.
-/// A freshly created peer is known to be up and bare, so its steps skip the checks.
+/// Inside the namespace: loopback and peer up, the address on the peer, the default route.
+/// A freshly created peer is known to be bare, so its address is added without a dump.
 async fn configure_inside(ns: &Handle, req: &AttachRequest, fresh: bool) -> Result<()> {
-    let lo_up = async {
-        let msg = LinkUnspec::new_with_name("lo").up().build();
-        ns.link()
-            .change(msg)
-            .execute()
-            .await
-            .map_err(Error::netlink("loopback up", &req.netns))
-    };
-    let ((), index) = futures::try_join!(lo_up, index_of(ns, &req.ifname, "peer interface"))?;
+    let ((), (), index) = futures::try_join!(
+        set_up(ns, "lo", &req.netns),
+        set_up(ns, &req.ifname, &req.ifname),
+        index_of(ns, &req.ifname, "peer interface"),
+    )?;
     if fresh {
         match ns
             .address()
@@ -234,12 +228,13 @@ async fn configure_inside(ns: &Handle, req: &AttachRequest, fresh: bool) -> Resu
     Ok(())
 }
 
-async fn set_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
-    let msg = LinkUnspec::new_with_index(index).up().build();
+/// Sets link `ifname` up (by name, one round trip); `object` names it in errors.
+async fn set_up(handle: &Handle, ifname: &str, object: &str) -> Result<()> {
+    let msg = LinkUnspec::new_with_name(ifname).up().build();
     handle
         .link()
         .change(msg)
         .execute()
         .await
-        .map_err(Error::netlink("set up", name))
+        .map_err(Error::netlink("set up", object))
 }
