@@ -33,13 +33,17 @@ impl Default for BenchConfig {
 /// Measured figures.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
+    /// Attachments made.
     pub count: usize,
+    /// Attachments in flight at once.
     pub concurrency: usize,
-    /// Namespace creation, per namespace.
+    /// Namespace creation, per namespace: median.
     pub netns_p50: Duration,
+    /// Namespace creation, per namespace: 99th percentile.
     pub netns_p99: Duration,
-    /// `attach` (veth with peer in the namespace, addresses, route), per attachment.
+    /// `attach` (veth with peer in the namespace, address, route), per attachment: median.
     pub attach_p50: Duration,
+    /// `attach`, per attachment: 99th percentile.
     pub attach_p99: Duration,
     /// Wall time to create all namespaces and attachments.
     pub setup_wall: Duration,
