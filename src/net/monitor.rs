@@ -1,0 +1,146 @@
+//! Link and address monitor: RTNLGRP_LINK and RTNLGRP_IPV4_IFADDR multicast events turned into
+//! a small stream of drift events (link deleted, link down, address removed).
+
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::MulticastGroup;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::bridge::addr_of;
+use super::{link_name, link_up, Error, NetDriver, Result};
+
+/// A change on a link or an IPv4 address that may be drift from the desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetEvent {
+    /// The link was deleted.
+    LinkDeleted { ifname: String, index: u32 },
+    /// The link changed and is now administratively down.
+    LinkDown { ifname: String, index: u32 },
+    /// An IPv4 address was removed from the link.
+    AddressRemoved {
+        ifname: String,
+        index: u32,
+        address: Ipv4Net,
+    },
+}
+
+impl NetEvent {
+    /// The interface the event is about.
+    pub fn ifname(&self) -> &str {
+        match self {
+            NetEvent::LinkDeleted { ifname, .. }
+            | NetEvent::LinkDown { ifname, .. }
+            | NetEvent::AddressRemoved { ifname, .. } => ifname,
+        }
+    }
+}
+
+/// A running monitor. Events are broadcast to every subscriber; a slow subscriber sees
+/// `RecvError::Lagged` and should fall back to a resync. Dropping the monitor stops it.
+pub struct NetMonitor {
+    tx: broadcast::Sender<NetEvent>,
+    rx: broadcast::Receiver<NetEvent>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+const CAPACITY: usize = 4096;
+
+impl NetDriver {
+    /// Starts a monitor of the host namespace (`netns: None`) or of the named namespace.
+    /// Events that happen after this returns are delivered.
+    pub async fn monitor(&self, netns: Option<&str>) -> Result<NetMonitor> {
+        let groups = [MulticastGroup::Link, MulticastGroup::Ipv4Ifaddr];
+        let open = move |what: &str| {
+            rtnetlink::new_multicast_connection(&groups).map_err(|source| Error::Io {
+                op: "open netlink multicast socket",
+                path: what.into(),
+                source,
+            })
+        };
+        let (conn, _handle, mut messages) = match netns {
+            None => open("host")?,
+            Some(name) => {
+                self.in_netns(name, move |p| open(&p.display().to_string()))
+                    .await?
+                    .1
+            }
+        };
+        let (tx, rx) = broadcast::channel(CAPACITY);
+        let sender = tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some((msg, _)) = messages.next().await {
+                if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                    if let Some(ev) = to_event(m) {
+                        let _ = sender.send(ev);
+                    }
+                }
+            }
+        });
+        Ok(NetMonitor {
+            tx,
+            rx,
+            tasks: vec![tokio::spawn(conn), forward],
+        })
+    }
+}
+
+impl NetMonitor {
+    /// The next event on the monitor's own subscription.
+    ///
+    /// # Errors
+    /// `Lagged(n)` when `n` events were lost (resync), `Closed` when the socket closed.
+    pub async fn recv(&mut self) -> Result<NetEvent, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+
+    /// A further, independent subscription, starting at the next event.
+    pub fn subscribe(&self) -> broadcast::Receiver<NetEvent> {
+        self.tx.subscribe()
+    }
+}
+
+impl Drop for NetMonitor {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn to_event(m: RouteNetlinkMessage) -> Option<NetEvent> {
+    match m {
+        RouteNetlinkMessage::DelLink(l) => {
+            let (ifname, index) = link_id(&l)?;
+            Some(NetEvent::LinkDeleted { ifname, index })
+        }
+        RouteNetlinkMessage::NewLink(l) if !link_up(&l) => {
+            let (ifname, index) = link_id(&l)?;
+            Some(NetEvent::LinkDown { ifname, index })
+        }
+        RouteNetlinkMessage::DelAddress(a) => {
+            let address = Ipv4Net::new(addr_of(&a)?, a.header.prefix_len).ok()?;
+            Some(NetEvent::AddressRemoved {
+                ifname: addr_label(&a).unwrap_or_default(),
+                index: a.header.index,
+                address,
+            })
+        }
+        _ => None,
+    }
+}
+
+fn link_id(l: &LinkMessage) -> Option<(String, u32)> {
+    Some((link_name(l)?.to_string(), l.header.index))
+}
+
+fn addr_label(a: &AddressMessage) -> Option<String> {
+    a.attributes.iter().find_map(|x| match x {
+        AddressAttribute::Label(l) => Some(l.clone()),
+        _ => None,
+    })
+}
