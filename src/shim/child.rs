@@ -21,7 +21,13 @@ pub(crate) enum Op {
     /// `symlink(target, link)`, existing is fine.
     Symlink(CString, CString),
     /// `mount(source, target, fstype, flags, data)`.
-    Mount { source: Option<CString>, target: CString, fstype: Option<CString>, flags: MsFlags, data: Option<CString> },
+    Mount {
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: MsFlags,
+        data: Option<CString>,
+    },
 }
 
 fn c(s: impl AsRef<[u8]>) -> CString {
@@ -33,8 +39,20 @@ fn cp(p: &Path) -> CString {
     c(p.as_os_str().as_bytes())
 }
 
-fn mount(source: Option<&str>, target: CString, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Op {
-    Op::Mount { source: source.map(c), target, fstype: fstype.map(c), flags, data: data.map(c) }
+fn mount(
+    source: Option<&str>,
+    target: CString,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Op {
+    Op::Mount {
+        source: source.map(c),
+        target,
+        fstype: fstype.map(c),
+        flags,
+        data: data.map(c),
+    }
 }
 
 /// The mounts that build a container root in `root` before `pivot_root`: the root bind itself,
@@ -43,15 +61,33 @@ pub(crate) fn rootfs_ops(root: &Path) -> Vec<Op> {
     let at = |rel: &str| cp(&root.join(rel));
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut ops = vec![
-        Op::Mount { source: Some(cp(root)), target: cp(root), fstype: None, flags: MsFlags::MS_BIND | MsFlags::MS_REC, data: None },
+        Op::Mount {
+            source: Some(cp(root)),
+            target: cp(root),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        },
         Op::Mkdir(at("proc")),
         mount(Some("proc"), at("proc"), Some("proc"), nosuid, None),
         Op::Mkdir(at("dev")),
-        mount(Some("tmpfs"), at("dev"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=755,size=65536k")),
+        mount(
+            Some("tmpfs"),
+            at("dev"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID,
+            Some("mode=755,size=65536k"),
+        ),
     ];
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
         ops.push(Op::Touch(at(&format!("dev/{dev}"))));
-        ops.push(mount(Some(&format!("/dev/{dev}")), at(&format!("dev/{dev}")), None, MsFlags::MS_BIND, None));
+        ops.push(mount(
+            Some(&format!("/dev/{dev}")),
+            at(&format!("dev/{dev}")),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ));
     }
     ops.extend([
         Op::Mkdir(at("dev/pts")),
@@ -64,20 +100,38 @@ pub(crate) fn rootfs_ops(root: &Path) -> Vec<Op> {
         ),
         Op::Symlink(c("pts/ptmx"), at("dev/ptmx")),
         Op::Mkdir(at("dev/shm")),
-        mount(Some("shm"), at("dev/shm"), Some("tmpfs"), nosuid, Some("mode=1777,size=65536k")),
+        mount(
+            Some("shm"),
+            at("dev/shm"),
+            Some("tmpfs"),
+            nosuid,
+            Some("mode=1777,size=65536k"),
+        ),
         Op::Symlink(c("/proc/self/fd"), at("dev/fd")),
         Op::Symlink(c("/proc/self/fd/0"), at("dev/stdin")),
         Op::Symlink(c("/proc/self/fd/1"), at("dev/stdout")),
         Op::Symlink(c("/proc/self/fd/2"), at("dev/stderr")),
         Op::Mkdir(at("sys")),
-        mount(Some("sysfs"), at("sys"), Some("sysfs"), nosuid | MsFlags::MS_RDONLY, None),
+        mount(
+            Some("sysfs"),
+            at("sys"),
+            Some("sysfs"),
+            nosuid | MsFlags::MS_RDONLY,
+            None,
+        ),
     ]);
     ops
 }
 
 /// On the host filesystem only /proc is replaced, so the new PID namespace shows itself.
 pub(crate) fn host_ops() -> Vec<Op> {
-    vec![mount(Some("proc"), c("/proc"), Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None)]
+    vec![mount(
+        Some("proc"),
+        c("/proc"),
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )]
 }
 
 /// Paths to try for `argv0`: itself when it has a `/`, else each `PATH` entry of `env`.
@@ -85,7 +139,11 @@ pub(crate) fn exec_candidates(argv0: &str, env: &[(String, String)]) -> Vec<CStr
     if argv0.contains('/') {
         return vec![c(argv0)];
     }
-    let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str());
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str());
     path.unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .split(':')
         .filter(|d| !d.is_empty())
@@ -100,9 +158,23 @@ pub(crate) fn envp(env: &[(String, String)]) -> Vec<CString> {
 
 /// Setup steps, reported to the parent with the errno when they fail.
 pub(crate) const STEPS: &[&str] = &[
-    "dup2 stdio", "wait for the shim", "setns net", "unshare mnt/uts/ipc", "make mounts private", "mount",
-    "mkdir", "create file", "symlink", "pivot_root", "sethostname", "chdir", "setgroups/setgid/setuid", "execve",
-    "setns", "chroot", "fork",
+    "dup2 stdio",
+    "wait for the shim",
+    "setns net",
+    "unshare mnt/uts/ipc",
+    "make mounts private",
+    "mount",
+    "mkdir",
+    "create file",
+    "symlink",
+    "pivot_root",
+    "sethostname",
+    "chdir",
+    "setgroups/setgid/setuid",
+    "execve",
+    "setns",
+    "chroot",
+    "fork",
 ];
 
 /// Everything the workload child needs, prepared before the fork.
@@ -154,13 +226,29 @@ fn run_op(op: &Op) -> Result<(), (&'static str, Errno)> {
         Err(e) => Err((step, e)),
     };
     match op {
-        Op::Mkdir(p) => ok_exists(nix::unistd::mkdir(p.as_c_str(), Mode::from_bits_truncate(0o755)), "mkdir"),
+        Op::Mkdir(p) => ok_exists(
+            nix::unistd::mkdir(p.as_c_str(), Mode::from_bits_truncate(0o755)),
+            "mkdir",
+        ),
         Op::Touch(p) => {
-            let flags = nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC;
-            nix::fcntl::open(p.as_c_str(), flags, Mode::from_bits_truncate(0o644)).map(drop).map_err(|e| ("create file", e))
+            let flags = nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_WRONLY
+                | nix::fcntl::OFlag::O_CLOEXEC;
+            nix::fcntl::open(p.as_c_str(), flags, Mode::from_bits_truncate(0o644))
+                .map(drop)
+                .map_err(|e| ("create file", e))
         }
-        Op::Symlink(t, l) => ok_exists(nix::unistd::symlinkat(t.as_c_str(), nix::fcntl::AT_FDCWD, l.as_c_str()), "symlink"),
-        Op::Mount { source, target, fstype, flags, data } => nix::mount::mount(
+        Op::Symlink(t, l) => ok_exists(
+            nix::unistd::symlinkat(t.as_c_str(), nix::fcntl::AT_FDCWD, l.as_c_str()),
+            "symlink",
+        ),
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => nix::mount::mount(
             source.as_deref(),
             target.as_c_str(),
             fstype.as_deref(),
@@ -202,10 +290,21 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
     if let Some(ns) = &plan.netns {
         step("setns net", nix::sched::setns(ns, CloneFlags::CLONE_NEWNET));
     }
-    step("unshare mnt/uts/ipc", nix::sched::unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC));
+    step(
+        "unshare mnt/uts/ipc",
+        nix::sched::unshare(
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
+        ),
+    );
     step(
         "make mounts private",
-        nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>),
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
     );
     for op in &plan.ops {
         if let Err((s, e)) = run_op(op) {
@@ -219,14 +318,30 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
     }
     if let Some(h) = &plan.hostname {
         use std::os::unix::ffi::OsStrExt;
-        step("sethostname", nix::unistd::sethostname(std::ffi::OsStr::from_bytes(h.as_bytes())));
+        step(
+            "sethostname",
+            nix::unistd::sethostname(std::ffi::OsStr::from_bytes(h.as_bytes())),
+        );
     }
     step("chdir", nix::unistd::chdir(plan.cwd.as_c_str()));
-    step("setgroups/setgid/setuid", nix::unistd::setgroups(&[Gid::from_raw(plan.gid)]));
-    step("setgroups/setgid/setuid", nix::unistd::setgid(Gid::from_raw(plan.gid)));
-    step("setgroups/setgid/setuid", nix::unistd::setuid(Uid::from_raw(plan.uid)));
+    step(
+        "setgroups/setgid/setuid",
+        nix::unistd::setgroups(&[Gid::from_raw(plan.gid)]),
+    );
+    step(
+        "setgroups/setgid/setuid",
+        nix::unistd::setgid(Gid::from_raw(plan.gid)),
+    );
+    step(
+        "setgroups/setgid/setuid",
+        nix::unistd::setuid(Uid::from_raw(plan.uid)),
+    );
     let _ = plan.report.as_raw_fd(); // stays open (O_CLOEXEC): EOF on exec tells the shim it worked
-    fail(report, "execve", exec_any(&plan.candidates, &plan.argv, &plan.envp))
+    fail(
+        report,
+        "execve",
+        exec_any(&plan.candidates, &plan.argv, &plan.envp),
+    )
 }
 
 #[cfg(test)]
@@ -245,7 +360,12 @@ mod tests {
     fn rootfs_ops_start_with_the_root_bind_and_end_with_sys() {
         let ops = rootfs_ops(Path::new("/r"));
         assert!(matches!(&ops[0], Op::Mount { target, .. } if target.as_bytes() == b"/r"));
-        assert!(matches!(ops.last(), Some(Op::Mount { flags, .. }) if flags.contains(MsFlags::MS_RDONLY)));
-        assert_eq!(decode_failure(&[13, 2, 0, 0, 0]), "execve: No such file or directory");
+        assert!(
+            matches!(ops.last(), Some(Op::Mount { flags, .. }) if flags.contains(MsFlags::MS_RDONLY))
+        );
+        assert_eq!(
+            decode_failure(&[13, 2, 0, 0, 0]),
+            "execve: No such file or directory"
+        );
     }
 }

@@ -63,7 +63,10 @@ pub struct LogLimits {
 
 impl Default for LogLimits {
     fn default() -> Self {
-        Self { max_bytes: 10 << 20, max_files: 3 }
+        Self {
+            max_bytes: 10 << 20,
+            max_files: 3,
+        }
     }
 }
 
@@ -125,7 +128,8 @@ pub struct ExitRecord {
 impl ExitRecord {
     /// The shell-style status: the exit code, or 128 + signal.
     pub fn status_code(&self) -> i32 {
-        self.exit_code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+        self.exit_code
+            .unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
     }
 }
 
@@ -137,7 +141,10 @@ pub(crate) fn now_rfc3339() -> String {
 /// Writes `value` as JSON to `path` atomically: a temp file in the same directory, fsync, rename.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
-    let body = serde_json::to_vec_pretty(value).map_err(|source| ShimError::Json { path: path.into(), source })?;
+    let body = serde_json::to_vec_pretty(value).map_err(|source| ShimError::Json {
+        path: path.into(),
+        source,
+    })?;
     let mut f = std::fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
     f.write_all(&body).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
@@ -147,7 +154,12 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 /// Reads a JSON file; `Ok(None)` when it does not exist.
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| ShimError::Json { path: path.into(), source }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| ShimError::Json {
+                path: path.into(),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err("read", path)(e)),
     }
@@ -170,7 +182,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("memory.events");
         std::fs::write(&f, "low 0\noom 2\noom_kill 1\n").unwrap();
-        let check = OomCheck { file: f, field: "oom_kill".into() };
+        let check = OomCheck {
+            file: f,
+            field: "oom_kill".into(),
+        };
         assert_eq!(check.read(), Some(1));
         let p = dir.path().join("exit.json");
         let rec = ExitRecord {
@@ -184,6 +199,8 @@ mod tests {
         write_json_atomic(&p, &rec).unwrap();
         assert_eq!(read_json::<ExitRecord>(&p).unwrap(), Some(rec.clone()));
         assert_eq!(rec.status_code(), 137);
-        assert!(read_json::<ExitRecord>(&dir.path().join("none.json")).unwrap().is_none());
+        assert!(read_json::<ExitRecord>(&dir.path().join("none.json"))
+            .unwrap()
+            .is_none());
     }
 }

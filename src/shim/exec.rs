@@ -43,7 +43,12 @@ struct ExecPlan {
 /// [`ShimError::StartFailed`] with the failed step when the command could not be started, e.g.
 /// `execve: No such file or directory`; an I/O error naming `/proc/<pid>/ns/...` when the
 /// workload is gone.
-pub fn exec_in(workload_pid: i32, argv: &[String], env: &[(String, String)], cgroup_procs: &[PathBuf]) -> Result<i32> {
+pub fn exec_in(
+    workload_pid: i32,
+    argv: &[String],
+    env: &[(String, String)],
+    cgroup_procs: &[PathBuf],
+) -> Result<i32> {
     let ns_dir = PathBuf::from(format!("/proc/{workload_pid}/ns"));
     let mut namespaces = Vec::new();
     for (name, flag) in NAMESPACES {
@@ -51,16 +56,23 @@ pub fn exec_in(workload_pid: i32, argv: &[String], env: &[(String, String)], cgr
         namespaces.push((File::open(&p).map_err(io_err("open", &p))?.into(), flag));
     }
     let root_path = PathBuf::from(format!("/proc/{workload_pid}/root"));
-    let root: OwnedFd = File::open(&root_path).map_err(io_err("open", &root_path))?.into();
-    let (go_r, go_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe2", "exec"))?;
-    let (rep_r, rep_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe2", "exec"))?;
+    let root: OwnedFd = File::open(&root_path)
+        .map_err(io_err("open", &root_path))?
+        .into();
+    let (go_r, go_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe2", "exec"))?;
+    let (rep_r, rep_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("pipe2", "exec"))?;
     let plan = ExecPlan {
         namespaces,
         root,
         go: go_r,
         report: rep_w,
         candidates: child::exec_candidates(argv.first().map_or("", |s| s.as_str()), env),
-        argv: argv.iter().map(|a| CString::new(a.as_str()).unwrap_or_default()).collect(),
+        argv: argv
+            .iter()
+            .map(|a| CString::new(a.as_str()).unwrap_or_default())
+            .collect(),
         envp: child::envp(env),
     };
     if argv.is_empty() {
@@ -77,9 +89,13 @@ pub fn exec_in(workload_pid: i32, argv: &[String], env: &[(String, String)], cgr
         e
     };
     for procs in cgroup_procs {
-        std::fs::write(procs, middle.as_raw().to_string()).map_err(io_err("write", procs)).map_err(abort)?;
+        std::fs::write(procs, middle.as_raw().to_string())
+            .map_err(io_err("write", procs))
+            .map_err(abort)?;
     }
-    nix::unistd::write(&go_w, b"g").map_err(sys_err("write", "exec go pipe")).map_err(abort)?;
+    nix::unistd::write(&go_w, b"g")
+        .map_err(sys_err("write", "exec go pipe"))
+        .map_err(abort)?;
     let mut msg = [0u8; 5];
     let mut n = 0;
     while n < msg.len() {
@@ -142,7 +158,11 @@ fn run_middle(plan: ExecPlan) -> ! {
         fail(report, "chroot", e);
     }
     let pid = match fork_raw() {
-        Ok(ForkResult::Child) => fail(report, "execve", child::exec_any(&plan.candidates, &plan.argv, &plan.envp)),
+        Ok(ForkResult::Child) => fail(
+            report,
+            "execve",
+            child::exec_any(&plan.candidates, &plan.argv, &plan.envp),
+        ),
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail(report, "fork", e),
     };

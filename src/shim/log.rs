@@ -22,9 +22,18 @@ pub struct RotatingLog {
 impl RotatingLog {
     /// Opens (appending to) `path` with the given limits.
     pub fn open(path: &Path, limits: LogLimits) -> Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path).map_err(io_err("open", path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err("open", path))?;
         let size = file.metadata().map_err(io_err("stat", path))?.len();
-        Ok(Self { path: path.to_owned(), limits, file, size })
+        Ok(Self {
+            path: path.to_owned(),
+            limits,
+            file,
+            size,
+        })
     }
 
     /// Writes one record `<timestamp> <stream> <text>\n`, rotating first when needed.
@@ -39,7 +48,9 @@ impl RotatingLog {
         if self.size > 0 && self.size + rec.len() as u64 > self.limits.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(&rec).map_err(io_err("write", &self.path))?;
+        self.file
+            .write_all(&rec)
+            .map_err(io_err("write", &self.path))?;
         self.size += rec.len() as u64;
         Ok(())
     }
@@ -55,16 +66,28 @@ impl RotatingLog {
         // Shift log.(k-1) -> log.k for the kept numbers; the oldest falls off.
         let _ = std::fs::remove_file(self.rotated(keep));
         for n in (1..keep).rev() {
-            let from = if n == 1 { self.path.clone() } else { self.rotated(n - 1) };
+            let from = if n == 1 {
+                self.path.clone()
+            } else {
+                self.rotated(n - 1)
+            };
             match std::fs::rename(&from, self.rotated(n)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err("rename", &from)(e)),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("rename", &from)(e))
+                }
                 _ => {}
             }
         }
         if keep == 1 {
-            self.file.set_len(0).map_err(io_err("truncate", &self.path))?;
+            self.file
+                .set_len(0)
+                .map_err(io_err("truncate", &self.path))?;
         }
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path).map_err(io_err("open", &self.path))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err("open", &self.path))?;
         self.size = 0;
         Ok(())
     }
@@ -78,7 +101,11 @@ pub(crate) struct LineSplitter {
 
 impl LineSplitter {
     /// Adds `data` and hands every complete line (without `\n`) to `emit`.
-    pub(crate) fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub(crate) fn push(
+        &mut self,
+        data: &[u8],
+        mut emit: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         self.buf.extend_from_slice(data);
         let mut start = 0;
         while let Some(i) = self.buf[start..].iter().position(|&b| b == b'\n') {
@@ -113,7 +140,8 @@ mod tests {
         let mut out: Vec<Vec<u8>> = Vec::new();
         s.push(b"a\nbc", |l| Ok(out.push(l.to_vec()))).unwrap();
         s.push(b"d\n\nx", |l| Ok(out.push(l.to_vec()))).unwrap();
-        s.push(&vec![b'y'; MAX_LINE], |l| Ok(out.push(l.to_vec()))).unwrap();
+        s.push(&vec![b'y'; MAX_LINE], |l| Ok(out.push(l.to_vec())))
+            .unwrap();
         s.finish(|l| Ok(out.push(l.to_vec()))).unwrap();
         assert_eq!(out[..3], [b"a".to_vec(), b"bcd".to_vec(), b"".to_vec()]);
         assert_eq!(out[3].len(), MAX_LINE);
@@ -124,11 +152,22 @@ mod tests {
     fn rotation_caps_files_and_sizes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let mut log = RotatingLog::open(&path, LogLimits { max_bytes: 200, max_files: 3 }).unwrap();
+        let mut log = RotatingLog::open(
+            &path,
+            LogLimits {
+                max_bytes: 200,
+                max_files: 3,
+            },
+        )
+        .unwrap();
         for i in 0..100 {
-            log.write_line("stdout", format!("line {i}").as_bytes()).unwrap();
+            log.write_line("stdout", format!("line {i}").as_bytes())
+                .unwrap();
         }
-        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         assert_eq!(names, ["log", "log.1", "log.2"]);
         for n in &names {

@@ -105,12 +105,22 @@ pub enum ShimError {
 /// Shorthand for results in this module.
 pub type Result<T, E = ShimError> = std::result::Result<T, E>;
 
-pub(crate) fn io_err(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ShimError {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ShimError {
     let path = path.into();
     move |source| ShimError::Io { op, path, source }
 }
 
-pub(crate) fn sys_err(syscall: &'static str, target: impl ToString) -> impl FnOnce(nix::Error) -> ShimError {
+pub(crate) fn sys_err(
+    syscall: &'static str,
+    target: impl ToString,
+) -> impl FnOnce(nix::Error) -> ShimError {
     let target = target.to_string();
-    move |source| ShimError::Sys { syscall, target, source }
+    move |source| ShimError::Sys {
+        syscall,
+        target,
+        source,
+    }
 }

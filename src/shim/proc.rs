@@ -25,7 +25,9 @@ pub(crate) fn stat_of(proc_root: &Path, pid: i32) -> Option<(char, u64)> {
 
 /// The start time of `pid` from `/proc/<pid>/stat` field 22 (clock ticks since boot).
 pub fn process_start_time(pid: i32) -> Result<u64> {
-    stat_of(Path::new("/proc"), pid).map(|(_, t)| t).ok_or(ShimError::ProcessGone { pid })
+    stat_of(Path::new("/proc"), pid)
+        .map(|(_, t)| t)
+        .ok_or(ShimError::ProcessGone { pid })
 }
 
 /// True when `pid` is alive (not a zombie) and started at `start_time`, i.e. not a recycled pid.
@@ -74,9 +76,16 @@ impl PidFd {
     /// Waits, without polling, until the process has exited (the pidfd becomes readable).
     /// Needs a tokio runtime; cancel-safe.
     pub async fn exited(&self) -> Result<()> {
-        let dup = self.fd.try_clone().map_err(io_err("dup pidfd of", format!("pid {}", self.pid)))?;
-        let afd = register(dup).map_err(io_err("register pidfd of", format!("pid {}", self.pid)))?;
-        let _ready = afd.readable().await.map_err(io_err("poll pidfd of", format!("pid {}", self.pid)))?;
+        let dup = self
+            .fd
+            .try_clone()
+            .map_err(io_err("dup pidfd of", format!("pid {}", self.pid)))?;
+        let afd =
+            register(dup).map_err(io_err("register pidfd of", format!("pid {}", self.pid)))?;
+        let _ready = afd
+            .readable()
+            .await
+            .map_err(io_err("poll pidfd of", format!("pid {}", self.pid)))?;
         Ok(())
     }
 }
@@ -101,7 +110,13 @@ fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
 fn pidfd_send_signal(fd: &OwnedFd, signal: Signal) -> nix::Result<()> {
     // SAFETY: `fd` is a live pidfd; a null siginfo asks the kernel to fill it in; flags are 0.
     let r = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, std::ptr::null::<libc::siginfo_t>(), 0)
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal as i32,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
     };
     Errno::result(r).map(drop)
 }
@@ -114,7 +129,9 @@ mod tests {
     fn stat_parsing_handles_odd_names() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("42")).unwrap();
-        let fields: Vec<String> = (3..=52).map(|i| if i == 22 { "777".into() } else { i.to_string() }).collect();
+        let fields: Vec<String> = (3..=52)
+            .map(|i| if i == 22 { "777".into() } else { i.to_string() })
+            .collect();
         let line = format!("42 (a b) (c)) S {}", fields[1..].join(" "));
         std::fs::write(dir.path().join("42/stat"), line).unwrap();
         assert_eq!(stat_of(dir.path(), 42), Some(('S', 777)));
@@ -126,7 +143,10 @@ mod tests {
     #[test]
     fn own_start_time_is_stable() {
         let me = std::process::id() as i32;
-        assert_eq!(process_start_time(me).unwrap(), process_start_time(me).unwrap());
+        assert_eq!(
+            process_start_time(me).unwrap(),
+            process_start_time(me).unwrap()
+        );
         assert!(PidFd::open(me, process_start_time(me).unwrap() + 1).is_err());
     }
 }

@@ -13,7 +13,9 @@ use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
 use super::child::{self, ChildPlan};
-use super::config::{now_rfc3339, read_json, write_json_atomic, ExitRecord, ShimConfig, ShimHandle};
+use super::config::{
+    now_rfc3339, read_json, write_json_atomic, ExitRecord, ShimConfig, ShimHandle,
+};
 use super::log::{LineSplitter, RotatingLog};
 use super::proc::process_start_time;
 use super::{io_err, sys_err, Result, ShimError};
@@ -42,7 +44,9 @@ pub fn main_from_args(args: Vec<String>) -> i32 {
         args = &args[1..];
     }
     let [dir] = args else {
-        report(&Report::Failed(ShimError::Usage(format!("expected one argument, got {args:?}")).to_string()));
+        report(&Report::Failed(
+            ShimError::Usage(format!("expected one argument, got {args:?}")).to_string(),
+        ));
         return 1;
     };
     let dir = PathBuf::from(dir);
@@ -61,6 +65,8 @@ pub fn main_from_args(args: Vec<String>) -> i32 {
 
 fn report(r: &Report) {
     let mut out = std::io::stdout().lock();
+    // A leading newline ends any unterminated output a wrapper printed before us.
+    let _ = out.write_all(b"\n");
     let _ = serde_json::to_writer(&mut out, r);
     let _ = out.write_all(b"\n");
     let _ = out.flush();
@@ -69,18 +75,31 @@ fn report(r: &Report) {
 /// Locks the directory, then forks: the parent returns at once, the child makes its own session.
 fn stage0(dir: &Path) -> Result<i32> {
     let lock_path = dir.join("shim.lock");
-    let file = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open", &lock_path))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| match e {
-        nix::errno::Errno::EWOULDBLOCK => ShimError::AlreadyRunning { dir: dir.to_owned() },
+        nix::errno::Errno::EWOULDBLOCK => ShimError::AlreadyRunning {
+            dir: dir.to_owned(),
+        },
         e => sys_err("flock", lock_path.display())(e),
     })?;
     for stale in ["exit.json", "shim.json"] {
         let _ = std::fs::remove_file(dir.join(stale));
     }
-    let config: ShimConfig = read_json(&dir.join("config.json"))?
-        .ok_or_else(|| io_err("read", dir.join("config.json"))(std::io::ErrorKind::NotFound.into()))?;
+    let config: ShimConfig = read_json(&dir.join("config.json"))?.ok_or_else(|| {
+        io_err("read", dir.join("config.json"))(std::io::ErrorKind::NotFound.into())
+    })?;
     match fork()? {
-        ForkResult::Parent { .. } => Ok(0),
+        ForkResult::Parent { .. } => {
+            // The child shares this open file description: dropping the Flock would unlock it
+            // for the shim too. The fd simply closes when stage 0 exits.
+            std::mem::forget(lock);
+            Ok(0)
+        }
         ForkResult::Child => {
             let _ = nix::unistd::setsid();
             let code = match shim(dir, &config) {
@@ -130,12 +149,19 @@ fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
                 ShimError::StartFailed { message, .. } => message,
                 e => e.to_string(),
             };
-            return Err(ShimError::StartFailed { dir: dir.to_owned(), message });
+            return Err(ShimError::StartFailed {
+                dir: dir.to_owned(),
+                message,
+            });
         }
     };
     write_json_atomic(&dir.join("shim.json"), &handle)?;
     report(&Report::Started(handle.clone()));
-    let devnull = File::options().read(true).write(true).open("/dev/null").map_err(io_err("open", "/dev/null"))?;
+    let devnull = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(io_err("open", "/dev/null"))?;
     let _ = nix::unistd::dup2_stdout(&devnull);
     let _ = nix::unistd::dup2_stderr(&devnull);
 
@@ -177,17 +203,30 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
         go: go_r,
         report: rep_w,
         netns: config.netns.as_deref().map(open_ro).transpose()?,
-        root: config.rootfs.as_deref().map(|r| std::ffi::CString::new(r.as_os_str().as_encoded_bytes()).unwrap_or_default()),
+        root: config
+            .rootfs
+            .as_deref()
+            .map(|r| std::ffi::CString::new(r.as_os_str().as_encoded_bytes()).unwrap_or_default()),
         ops: match &config.rootfs {
             Some(r) => child::rootfs_ops(r),
             None => child::host_ops(),
         },
-        hostname: config.hostname.as_deref().map(|h| std::ffi::CString::new(h).unwrap_or_default()),
+        hostname: config
+            .hostname
+            .as_deref()
+            .map(|h| std::ffi::CString::new(h).unwrap_or_default()),
         cwd: std::ffi::CString::new(config.cwd.as_os_str().as_encoded_bytes()).unwrap_or_default(),
         uid: config.uid,
         gid: config.gid,
-        candidates: child::exec_candidates(config.argv.first().map_or("", |s| s.as_str()), &config.env),
-        argv: config.argv.iter().map(|a| std::ffi::CString::new(a.as_str()).unwrap_or_default()).collect(),
+        candidates: child::exec_candidates(
+            config.argv.first().map_or("", |s| s.as_str()),
+            &config.env,
+        ),
+        argv: config
+            .argv
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_str()).unwrap_or_default())
+            .collect(),
         envp: child::envp(&config.env),
     };
     if config.argv.is_empty() {
@@ -205,14 +244,21 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
         e
     };
     for procs in &config.cgroup_procs {
-        std::fs::write(procs, pid.as_raw().to_string()).map_err(io_err("write", procs)).map_err(fail)?;
+        std::fs::write(procs, pid.as_raw().to_string())
+            .map_err(io_err("write", procs))
+            .map_err(fail)?;
     }
-    nix::unistd::write(&go_w, b"g").map_err(sys_err("write", "go pipe")).map_err(fail)?;
+    nix::unistd::write(&go_w, b"g")
+        .map_err(sys_err("write", "go pipe"))
+        .map_err(fail)?;
     let mut msg = [0u8; 5];
     let n = read_full(rep_r.as_fd(), &mut msg);
     if n > 0 {
         let _ = waitpid(pid, None);
-        return Err(ShimError::StartFailed { dir: PathBuf::new(), message: child::decode_failure(&msg) });
+        return Err(ShimError::StartFailed {
+            dir: PathBuf::new(),
+            message: child::decode_failure(&msg),
+        });
     }
     let workload_start_time = process_start_time(pid.as_raw())?;
     let me = std::process::id() as i32;
@@ -243,7 +289,10 @@ fn read_full(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> usize {
 /// so nothing can keep them open after it exits).
 fn pump(log: &mut RotatingLog, out: OwnedFd, err: OwnedFd) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut streams = [(Some(out), "stdout", LineSplitter::default()), (Some(err), "stderr", LineSplitter::default())];
+    let mut streams = [
+        (Some(out), "stdout", LineSplitter::default()),
+        (Some(err), "stderr", LineSplitter::default()),
+    ];
     let mut buf = vec![0u8; 64 * 1024];
     while streams.iter().any(|s| s.0.is_some()) {
         let mut ready = [false; 2];
@@ -266,7 +315,9 @@ fn pump(log: &mut RotatingLog, out: OwnedFd, err: OwnedFd) {
             }
         }
         for (i, s) in streams.iter_mut().enumerate() {
-            let (Some(fd), true) = (&s.0, ready[i]) else { continue };
+            let (Some(fd), true) = (&s.0, ready[i]) else {
+                continue;
+            };
             let name = s.1;
             match nix::unistd::read(fd.as_fd(), &mut buf) {
                 Ok(0) | Err(nix::errno::Errno::EIO) | Err(nix::errno::Errno::EBADF) => {

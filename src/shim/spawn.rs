@@ -29,18 +29,34 @@ pub fn spawn_shim(exe: &Path, container_dir: &Path) -> Result<ShimHandle> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(io_err("spawn", exe))?;
-    let mut line = String::new();
+    // The report is the first line that parses; anything a wrapper printed before it is skipped.
+    let mut report = None;
+    let mut last = String::new();
     if let Some(out) = child.stdout.take() {
-        std::io::BufReader::new(out).read_line(&mut line).map_err(io_err("read report of", exe))?;
+        for line in std::io::BufReader::new(out).lines() {
+            last = line.map_err(io_err("read report of", exe))?;
+            if let Ok(r) = serde_json::from_str::<Report>(last.trim()) {
+                report = Some(r);
+                break;
+            }
+        }
     }
     // Stage 0 exits right after forking the shim; reap it so it leaves no zombie.
     let status = child.wait().map_err(io_err("wait", exe))?;
-    let failed = |message: String| ShimError::StartFailed { dir: container_dir.to_owned(), message };
-    match serde_json::from_str::<Report>(line.trim()) {
-        Ok(Report::Started(h)) => Ok(h),
-        Ok(Report::AlreadyRunning) => Err(ShimError::AlreadyRunning { dir: container_dir.to_owned() }),
-        Ok(Report::Failed(m)) => Err(failed(m)),
-        Err(_) => Err(failed(format!("no report from the shim ({status}): {:?}", line.trim()))),
+    let failed = |message: String| ShimError::StartFailed {
+        dir: container_dir.to_owned(),
+        message,
+    };
+    match report {
+        Some(Report::Started(h)) => Ok(h),
+        Some(Report::AlreadyRunning) => Err(ShimError::AlreadyRunning {
+            dir: container_dir.to_owned(),
+        }),
+        Some(Report::Failed(m)) => Err(failed(m)),
+        None => Err(failed(format!(
+            "no report from the shim ({status}); last output {:?}",
+            last.trim()
+        ))),
     }
 }
 
