@@ -138,11 +138,14 @@ mod tests {
     fn splits_lines_and_long_runs() {
         let mut s = LineSplitter::default();
         let mut out: Vec<Vec<u8>> = Vec::new();
-        s.push(b"a\nbc", |l| Ok(out.push(l.to_vec()))).unwrap();
-        s.push(b"d\n\nx", |l| Ok(out.push(l.to_vec()))).unwrap();
-        s.push(&vec![b'y'; MAX_LINE], |l| Ok(out.push(l.to_vec())))
-            .unwrap();
-        s.finish(|l| Ok(out.push(l.to_vec()))).unwrap();
+        let mut collect = |l: &[u8]| {
+            out.push(l.to_vec());
+            Ok(())
+        };
+        s.push(b"a\nbc", &mut collect).unwrap();
+        s.push(b"d\n\nx", &mut collect).unwrap();
+        s.push(&vec![b'y'; MAX_LINE], &mut collect).unwrap();
+        s.finish(&mut collect).unwrap();
         assert_eq!(out[..3], [b"a".to_vec(), b"bcd".to_vec(), b"".to_vec()]);
         assert_eq!(out[3].len(), MAX_LINE);
         assert_eq!(out[4], b"y".to_vec());
