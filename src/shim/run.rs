@@ -129,7 +129,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 /// Starts the workload, reports, pumps its output into the log, records its exit.
 fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
     let oom_before = config.oom.as_ref().and_then(|o| o.read());
-    let mut log = RotatingLog::open(&dir.join("log"), config.log)?;
     let (handle, out_r, err_r) = match start(config) {
         Ok(v) => v,
         Err(e) => {
@@ -144,7 +143,7 @@ fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
                     e => e.to_string(),
                 }),
             };
-            write_json_atomic(&dir.join("exit.json"), &rec)?;
+            write_json_atomic(&dir.join("exit.json"), &rec, true)?;
             let message = match e {
                 ShimError::StartFailed { message, .. } => message,
                 e => e.to_string(),
@@ -155,7 +154,8 @@ fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
             });
         }
     };
-    write_json_atomic(&dir.join("shim.json"), &handle)?;
+    // No fsync: a host crash ends the workload too, so shim.json need only be atomic.
+    write_json_atomic(&dir.join("shim.json"), &handle, false)?;
     report(&Report::Started(handle.clone()));
     let devnull = File::options()
         .read(true)
@@ -165,7 +165,10 @@ fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
     let _ = nix::unistd::dup2_stdout(&devnull);
     let _ = nix::unistd::dup2_stderr(&devnull);
 
-    pump(&mut log, out_r, err_r);
+    // Opened after the report, off the start-up path. Should it fail, the output is drained
+    // (so the workload never blocks on a full pipe) and the error goes into exit.json.
+    let mut log = RotatingLog::open(&dir.join("log"), config.log);
+    pump(log.as_mut().ok(), out_r, err_r);
     let status = loop {
         match waitpid(Pid::from_raw(handle.workload_pid), None) {
             Err(nix::errno::Errno::EINTR) => continue,
@@ -184,9 +187,9 @@ fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
         oom_killed: matches!((oom_before, oom_after), (Some(b), Some(a)) if a > b),
         started_at: handle.started_at,
         finished_at: now_rfc3339(),
-        error: None,
+        error: log.err().map(|e| e.to_string()),
     };
-    write_json_atomic(&dir.join("exit.json"), &rec)
+    write_json_atomic(&dir.join("exit.json"), &rec, true)
 }
 
 /// Forks the workload into new namespaces and waits until it has exec'd (or failed to).
@@ -287,7 +290,7 @@ fn read_full(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8]) -> usize {
 
 /// Copies both pipes into the log until both reach EOF (the PID namespace dies with the workload,
 /// so nothing can keep them open after it exits).
-fn pump(log: &mut RotatingLog, out: OwnedFd, err: OwnedFd) {
+fn pump(mut log: Option<&mut RotatingLog>, out: OwnedFd, err: OwnedFd) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut streams = [
         (Some(out), "stdout", LineSplitter::default()),
@@ -321,11 +324,15 @@ fn pump(log: &mut RotatingLog, out: OwnedFd, err: OwnedFd) {
             let name = s.1;
             match nix::unistd::read(fd.as_fd(), &mut buf) {
                 Ok(0) | Err(nix::errno::Errno::EIO) | Err(nix::errno::Errno::EBADF) => {
-                    let _ = s.2.finish(|l| log.write_line(name, l));
+                    let _ = s
+                        .2
+                        .finish(|l| log.as_deref_mut().map_or(Ok(()), |g| g.write_line(name, l)));
                     s.0 = None;
                 }
                 Ok(n) => {
-                    let _ = s.2.push(&buf[..n], |l| log.write_line(name, l));
+                    let _ = s.2.push(&buf[..n], |l| {
+                        log.as_deref_mut().map_or(Ok(()), |g| g.write_line(name, l))
+                    });
                 }
                 Err(_) => {}
             }
