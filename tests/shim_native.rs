@@ -379,3 +379,64 @@ async fn spawn_latency() {
         times[10], times[19], to_exec[10]
     );
 }
+
+/// Removes the test's network namespace and cgroup even when the test fails.
+struct HostObjects {
+    netns: String,
+    cgroup: PathBuf,
+}
+
+impl Drop for HostObjects {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn joins_netns_and_cgroup() {
+    if !common::privileged("joins_netns_and_cgroup") {
+        return;
+    }
+    let name = common::unique("tshim");
+    let objs = HostObjects {
+        netns: name.clone(),
+        cgroup: PathBuf::from("/sys/fs/cgroup/unified").join(&name),
+    };
+    assert!(std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap()
+        .success());
+    std::fs::create_dir(&objs.cgroup).unwrap();
+    let c = Container::new();
+    let mut cfg = c.config(&["sleep", "30"]);
+    cfg.netns = Some(PathBuf::from("/run/netns").join(&name));
+    cfg.cgroup_procs = vec![objs.cgroup.join("cgroup.procs")];
+    let h = c.spawn(&cfg).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(format!("/run/netns/{name}"))
+        .unwrap()
+        .ino();
+    let got = std::fs::metadata(format!("/proc/{}/ns/net", h.workload_pid))
+        .unwrap()
+        .ino();
+    assert_eq!(got, want, "workload is not in the netns");
+    let procs = std::fs::read_to_string(objs.cgroup.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l == h.workload_pid.to_string()),
+        "{procs}"
+    );
+    let rec = shim::stop(&c.dir, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.signal, Some(9));
+}
