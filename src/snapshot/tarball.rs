@@ -9,6 +9,9 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Component, Path};
 
+use nix::fcntl::AT_FDCWD;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 use tar::EntryType;
 
 use super::error::{Error, Result};
@@ -91,6 +94,24 @@ pub fn extract(tarball: &Path, dst: &Path) -> Result<()> {
             .map_err(|e| bad(format!("entry name: {e}")))?
             .into_owned();
         unpack_one(&mut dir, dst, &path, tarball)?;
+        finish_dir(&mut dir, &dst.join(&path))?;
+    }
+    Ok(())
+}
+
+/// `tar` sets a directory's mode and owner but not its xattrs or mtime; do both here.
+fn finish_dir<R: Read>(entry: &mut tar::Entry<R>, path: &Path) -> Result<()> {
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                xattr::set(path, name, ext.value_bytes()).map_err(Error::io("setxattr", path))?;
+            }
+        }
+    }
+    if let Ok(mtime) = entry.header().mtime() {
+        let t = TimeSpec::new(mtime as i64, 0);
+        utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink)
+            .map_err(Error::sys("utimensat", path))?;
     }
     Ok(())
 }
