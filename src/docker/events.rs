@@ -98,9 +98,7 @@ impl State {
                 if self.failed {
                     tokio::time::sleep(self.backoff).await;
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                    if let Err(e) = self.driver.ping().await {
-                        return Err(e);
-                    }
+                    self.driver.ping().await?;
                 }
                 self.inner = Some(self.subscribe().await?);
                 if std::mem::take(&mut self.failed) {
