@@ -4,15 +4,18 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StartContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
-use tend::docker::{DockerDriver, DockerSpec, Owner};
+use tend::docker::{
+    DockerDriver, DockerSpec, Owner, LABEL_NAME, LABEL_NAMESPACE, LABEL_SPEC_HASH, LABEL_UID,
+};
 
 const IMAGE: &str = "tend-test/busybox:latest";
 const ROUNDS: usize = 8;
@@ -34,12 +37,23 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Raw create+start of the same container the driver makes (same labels, empty entrypoint,
+/// restart "no", no network), so the figure isolates tend's own cost, not Docker's per-field cost.
 async fn raw_create_start(docker: &Docker, name: &str) {
+    let labels = [LABEL_UID, LABEL_NAMESPACE, LABEL_NAME, LABEL_SPEC_HASH]
+        .map(|k| (k.to_string(), name.to_string()));
     let body = ContainerCreateBody {
         image: Some(IMAGE.into()),
         cmd: Some(vec!["sleep".into(), "60".into()]),
+        entrypoint: Some(Vec::new()),
+        env: Some(Vec::new()),
+        labels: Some(HashMap::from(labels)),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::NO),
+                maximum_retry_count: None,
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -73,22 +87,26 @@ async fn create_start_latency_against_raw_engine_api() {
         cmd: vec!["sleep".into(), "60".into()],
         ..Default::default()
     };
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         let owner = Owner {
             uid: uuid::Uuid::new_v4().to_string(),
             namespace: "default".into(),
             name: "bench".into(),
         };
         clean.0.push(owner.container_name());
-        let t0 = Instant::now();
-        driver.create_and_start(&owner, &spec).await.unwrap();
-        tend_times.push(t0.elapsed());
-
         let name = common::unique("rawbench");
         clean.0.push(name.clone());
-        let t0 = Instant::now();
-        raw_create_start(&raw, &name).await;
-        raw_times.push(t0.elapsed());
+        // Alternate which goes first so neither side systematically pays for the other.
+        for tend_turn in [round % 2 == 0, round % 2 != 0] {
+            let t0 = Instant::now();
+            if tend_turn {
+                driver.create_and_start(&owner, &spec).await.unwrap();
+                tend_times.push(t0.elapsed());
+            } else {
+                raw_create_start(&raw, &name).await;
+                raw_times.push(t0.elapsed());
+            }
+        }
     }
     let t0 = Instant::now();
     for name in &clean.0 {

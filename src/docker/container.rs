@@ -203,7 +203,7 @@ impl DockerDriver {
     /// exec timeout.
     ///
     /// # Errors
-    /// `NotFound` for a missing container; `Other` when it is not running; `Unavailable`.
+    /// `NotFound` for a missing container; `Conflict` when it is not running; `Unavailable`.
     pub async fn exec(&self, id: &str, argv: &[&str]) -> Result<ExecOutput, DockerError> {
         let ctx = self.ctx("exec", id, Target::Container);
         let config = ExecConfig {
