@@ -1,0 +1,172 @@
+//! Container logs as a stream of whole lines, for `tend logs` on docker containers.
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use bollard::container::LogOutput;
+use bollard::query_parameters::LogsOptionsBuilder;
+
+use super::error::Target;
+use super::{DockerDriver, DockerError};
+
+/// Which output a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of container output, without its trailing newline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// stdout or stderr.
+    pub stream: LogStream,
+    /// The text (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// Splits Docker's log frames (which need not end on line boundaries) into lines.
+#[derive(Default)]
+struct Splitter {
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+impl Splitter {
+    fn push(&mut self, frame: LogOutput, lines: &mut Vec<LogLine>) {
+        let (stream, bytes) = match frame {
+            LogOutput::StdErr { message } => (LogStream::Stderr, message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                (LogStream::Stdout, message)
+            }
+            LogOutput::StdIn { .. } => return,
+        };
+        let buf = self.buf(stream);
+        buf.extend_from_slice(&bytes);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let rest = buf.split_off(i + 1);
+            let mut line = std::mem::replace(buf, rest);
+            line.pop();
+            lines.push(LogLine {
+                stream,
+                line: String::from_utf8_lossy(&line).into_owned(),
+            });
+        }
+    }
+
+    fn finish(&mut self, lines: &mut Vec<LogLine>) {
+        for stream in [LogStream::Stdout, LogStream::Stderr] {
+            let buf = std::mem::take(self.buf(stream));
+            if !buf.is_empty() {
+                lines.push(LogLine {
+                    stream,
+                    line: String::from_utf8_lossy(&buf).into_owned(),
+                });
+            }
+        }
+    }
+
+    fn buf(&mut self, stream: LogStream) -> &mut Vec<u8> {
+        match stream {
+            LogStream::Stdout => &mut self.out,
+            LogStream::Stderr => &mut self.err,
+        }
+    }
+}
+
+impl DockerDriver {
+    /// The container's output as lines: the last `tail` lines (all when `None`), then, with
+    /// `follow`, new lines until the container stops or the stream is dropped.
+    ///
+    /// # Errors
+    /// `NotFound` up front for a missing container; `Unavailable` up front or as an item when the
+    /// stream breaks.
+    pub async fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<LogLine, DockerError>>, DockerError> {
+        // Inspect first so a missing container is an error now, not a first stream item.
+        let info = self.inspect(id).await?;
+        let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail)
+            .build();
+        let ctx = self.ctx("logs", id, Target::Container);
+        let docker = self.client(&ctx).await?;
+        let driver = self.clone();
+        let container = info.id;
+        let frames = docker.logs(&container, Some(opts)).boxed();
+        let state = (frames, Splitter::default(), false);
+        let lines = futures::stream::unfold(state, move |(mut frames, mut split, done)| {
+            let driver = driver.clone();
+            let container = container.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let mut lines = Vec::new();
+                let ended = loop {
+                    match frames.next().await {
+                        Some(Ok(frame)) => {
+                            split.push(frame, &mut lines);
+                            if !lines.is_empty() {
+                                break false;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let ctx = driver.ctx("logs", &container, Target::Container);
+                            let mut items: Vec<Result<LogLine, DockerError>> = Vec::new();
+                            split.finish(&mut lines);
+                            items.extend(lines.into_iter().map(Ok));
+                            items.push(Err(ctx.map(e)));
+                            return Some((items, (frames, split, true)));
+                        }
+                        None => {
+                            split.finish(&mut lines);
+                            break true;
+                        }
+                    }
+                };
+                let items = lines.into_iter().map(Ok).collect();
+                Some((items, (frames, split, ended)))
+            }
+        });
+        Ok(lines.flat_map(futures::stream::iter).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(s: &str) -> LogOutput {
+        LogOutput::StdOut {
+            message: s.as_bytes().to_vec().into(),
+        }
+    }
+
+    #[test]
+    fn frames_split_into_lines_across_boundaries() {
+        let mut split = Splitter::default();
+        let mut lines = Vec::new();
+        split.push(out("one\ntw"), &mut lines);
+        split.push(out("o\nthree"), &mut lines);
+        split.push(
+            LogOutput::StdErr {
+                message: b"err\n".to_vec().into(),
+            },
+            &mut lines,
+        );
+        split.finish(&mut lines);
+        let text: Vec<_> = lines.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!(text, ["one", "two", "err", "three"]);
+        assert_eq!(lines[2].stream, LogStream::Stderr);
+    }
+}
