@@ -1,0 +1,184 @@
+//! The runtime: the informer, the index and every registered controller, started together
+//! and stopped together.
+
+use crate::context::Context;
+use crate::controller::{Controller, ControllerConfig, Reconciler};
+use crate::gc::GarbageCollector;
+use crate::index::Index;
+use crate::informer::{self, Change};
+use crate::metrics::{self, ControllerMetrics};
+use crate::queue::Queue;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tend_schema::store::{Store, StoreError};
+use tend_schema::{Kind, ObjectKey};
+use tokio::sync::{mpsc, watch};
+
+/// Runtime-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// In-flight reconciles get this long to finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+    /// Whether to run the owner garbage collectors.
+    pub garbage_collection: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(10),
+            garbage_collection: true,
+        }
+    }
+}
+
+/// A handle that wakes a controller's keys from outside the store: driver events (pidfd,
+/// netlink, Docker) push the objects whose host state changed.
+#[derive(Clone)]
+pub struct Trigger {
+    queue: Arc<Queue>,
+    index: Arc<Index>,
+    kind: Kind,
+}
+
+impl Trigger {
+    pub fn key(&self, key: ObjectKey) {
+        self.queue.add(key);
+    }
+
+    /// Wakes the object with this uid, if it is of this controller's kind.
+    pub fn uid(&self, uid: &str) {
+        if let Some(k) = self.index.key_of_uid(uid).filter(|k| k.kind == self.kind) {
+            self.queue.add(k);
+        }
+    }
+}
+
+struct Registered {
+    controller: Controller,
+}
+
+/// Everything reconcile-related in one daemon.
+pub struct Runtime {
+    store: Arc<dyn Store>,
+    index: Arc<Index>,
+    cfg: RuntimeConfig,
+    controllers: Vec<Registered>,
+    metrics: Vec<(String, Arc<ControllerMetrics>)>,
+    ready_tx: watch::Sender<bool>,
+}
+
+impl Runtime {
+    pub fn new(store: Arc<dyn Store>, cfg: RuntimeConfig) -> Self {
+        let mut rt = Self {
+            store,
+            index: Arc::new(Index::new()),
+            cfg: cfg.clone(),
+            controllers: Vec::new(),
+            metrics: Vec::new(),
+            ready_tx: watch::channel(false).0,
+        };
+        if cfg.garbage_collection {
+            for kind in Kind::ALL {
+                rt.register(
+                    Arc::new(GarbageCollector { kind }),
+                    ControllerConfig {
+                        concurrency: 2,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        rt
+    }
+
+    /// Adds a controller; the returned trigger wakes its keys from driver events.
+    pub fn register(&mut self, reconciler: Arc<dyn Reconciler>, cfg: ControllerConfig) -> Trigger {
+        let queue = Arc::new(Queue::new());
+        let metrics = Arc::new(ControllerMetrics::default());
+        self.metrics.push((reconciler.name(), metrics.clone()));
+        let kind = reconciler.kind();
+        let ctx = Context {
+            store: self.store.clone(),
+            index: self.index.clone(),
+            metrics,
+        };
+        self.controllers.push(Registered {
+            controller: Controller {
+                reconciler,
+                queue: queue.clone(),
+                ctx,
+                cfg,
+            },
+        });
+        Trigger {
+            queue,
+            index: self.index.clone(),
+            kind,
+        }
+    }
+
+    pub fn index(&self) -> Arc<Index> {
+        self.index.clone()
+    }
+
+    /// True once every controller has passed its start-up gate (what `/readyz` reports).
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready_tx.subscribe()
+    }
+
+    /// A function rendering all controllers' metrics in Prometheus text.
+    pub fn metrics_renderer(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let m = self.metrics.clone();
+        move || metrics::render(&m)
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking work and gives in-flight reconciles
+    /// `shutdown_grace` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
+        let revision = informer::prime(&*self.store, &self.index).await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut subs = Vec::new();
+        let mut tasks = Vec::new();
+        let mut readies = Vec::new();
+        for r in self.controllers {
+            let (tx, rx) = mpsc::channel::<Change>(16_384);
+            subs.push(tx);
+            let (ready_tx, ready_rx) = watch::channel(false);
+            readies.push(ready_rx);
+            tasks.push(tokio::spawn(r.controller.run(
+                rx,
+                stop_rx.clone(),
+                ready_tx,
+            )));
+        }
+        let informer = tokio::spawn(informer::run(
+            self.store.clone(),
+            self.index.clone(),
+            revision,
+            subs,
+        ));
+        let ready_tx = self.ready_tx.clone();
+        let gate = tokio::spawn(async move {
+            for mut r in readies {
+                let _ = r.wait_for(|v| *v).await;
+            }
+            let _ = ready_tx.send(true);
+            tracing::info!("all controllers passed their start-up gate");
+        });
+        shutdown.await;
+        tracing::info!("runtime: shutting down");
+        let _ = stop_tx.send(true);
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(self.cfg.shutdown_grace, all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.cfg.shutdown_grace, "runtime: reconciles still running after the grace period; abandoning them");
+        }
+        informer.abort();
+        gate.abort();
+        Ok(())
+    }
+}
