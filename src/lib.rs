@@ -5,6 +5,7 @@
 
 pub mod cgroup;
 pub mod cli;
+pub mod daemon;
 pub mod docker;
 pub mod net;
 pub mod shim;

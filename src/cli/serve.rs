@@ -7,7 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Reconciles running at once, per controller.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Every object is reconciled at least this often (seconds), to find unreported drift.
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+}
 
 /// The daemon's announcement: who runs, since when, where to reach it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
