@@ -12,9 +12,31 @@ use tend_schema::store::{SqliteStore, Store};
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
+    /// This state dir's instance id (8 hex digits, `<state-dir>/instance-id`). Every host object
+    /// tend creates carries it (in its name, link alias or label), and orphan sweeps only ever
+    /// consider objects with this daemon's id — so daemons with different state dirs (tests run
+    /// many at once) never remove each other's objects.
+    pub instance: String,
     /// Path of this binary, for spawning `tend shim`.
     pub exe: PathBuf,
     pub controller: ControllerConfig,
+}
+
+/// Reads `<state-dir>/instance-id`, creating it with a random id on first use.
+pub fn instance_id(state_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = state_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() == 8 && s.trim().chars().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(s.trim().to_string())
+        }
+        _ => {
+            let id = format!("{:08x}", rand::random::<u32>());
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{id}\n"))?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(id)
+        }
+    }
 }
 
 /// A running daemon's parts that the API needs.
