@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 /// A change as a controller sees it: the event, and the index entry before and after.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Resync is rare; boxing every event would cost more.
 pub enum Change {
     Event {
         event: Arc<WatchEvent>,

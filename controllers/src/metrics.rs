@@ -88,10 +88,12 @@ pub struct ControllerMetrics {
     pub active: AtomicU64,
 }
 
+type Getter = fn(&ControllerMetrics) -> u64;
+
 /// Renders every controller's metrics as Prometheus text.
 pub fn render(controllers: &[(String, std::sync::Arc<ControllerMetrics>)]) -> String {
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&ControllerMetrics) -> u64); 4] = [
+    let counters: [(&str, &str, Getter); 4] = [
         ("tend_reconcile_total", "Reconciles run.", |m| {
             m.reconciles.get()
         }),
@@ -117,7 +119,7 @@ pub fn render(controllers: &[(String, std::sync::Arc<ControllerMetrics>)]) -> St
             let _ = writeln!(out, "{name}{{controller=\"{c}\"}} {}", get(m));
         }
     }
-    let gauges: [(&str, &str, fn(&ControllerMetrics) -> u64); 2] = [
+    let gauges: [(&str, &str, Getter); 2] = [
         ("tend_queue_depth", "Keys waiting to be reconciled.", |m| {
             m.queue_depth.load(Ordering::Relaxed)
         }),
