@@ -455,23 +455,3 @@ async fn small_bench_runs_and_cleans_up() {
         .unwrap()
         .is_empty());
 }
-
-/// The full issue-5 bench: `cargo test --test net_driver -- --ignored --nocapture bench_500`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn bench_500() {
-    if !common::privileged("bench_500") {
-        return;
-    }
-    let d = NetDriver::with_default_dir().unwrap();
-    let conc: usize = std::env::var("BENCH_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
-    let cfg = BenchConfig {
-        concurrency: conc,
-        ..BenchConfig::default()
-    };
-    let report = bench_attachments(&d, &cfg).await.unwrap();
-    eprintln!("{report}");
-}
