@@ -6,9 +6,9 @@
 //! Each watcher first replays history from the table, then follows the broadcast; if it falls
 //! behind or sees a gap it replays from the table again, so no change is ever skipped.
 
+use super::pool::Pool;
 use super::sqlite::{meta, parse_body, read_on};
 use super::{ChangeType, Result, StoreError, WatchEvent, WatchStream};
-use deadpool_sqlite::Pool;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};

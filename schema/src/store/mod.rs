@@ -6,6 +6,7 @@
 mod events;
 mod feed;
 mod migrate;
+mod pool;
 mod sqlite;
 
 pub use events::{Event, EventQuery, EventType, NewEvent};

@@ -6,9 +6,9 @@
 
 use super::feed::Feed;
 use super::migrate::migrate;
+use super::pool::{self, Pool};
 use super::*;
 use crate::meta::now;
-use deadpool_sqlite::{Config, Hook, HookError, Pool, PoolConfig, Runtime};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -64,7 +64,11 @@ fn pool_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Pool(e.to_string())
 }
 
-fn configure(conn: &Connection, opts: &OpenOptions, read_only: bool) -> rusqlite::Result<()> {
+pub(super) fn configure(
+    conn: &Connection,
+    opts: &OpenOptions,
+    read_only: bool,
+) -> rusqlite::Result<()> {
     conn.busy_timeout(opts.busy_timeout)?;
     let sync = match opts.synchronous {
         Synchronous::Normal => "NORMAL",
@@ -80,19 +84,7 @@ fn configure(conn: &Connection, opts: &OpenOptions, read_only: bool) -> rusqlite
 }
 
 fn make_pool(path: &Path, size: usize, opts: &OpenOptions, read_only: bool) -> Result<Pool> {
-    let opts = opts.clone();
-    let mut cfg = Config::new(path);
-    cfg.pool = Some(PoolConfig::new(size));
-    cfg.builder(Runtime::Tokio1)
-        .map_err(pool_err)?
-        .post_create(Hook::sync_fn(move |conn, _| {
-            let guard = conn
-                .lock()
-                .map_err(|_| HookError::message("poisoned connection"))?;
-            configure(&guard, &opts, read_only).map_err(HookError::Backend)
-        }))
-        .build()
-        .map_err(pool_err)
+    pool::build(path.to_path_buf(), size, opts, read_only).map_err(pool_err)
 }
 
 impl SqliteStore {
