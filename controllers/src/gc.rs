@@ -106,13 +106,18 @@ impl Reconciler for GarbageCollector {
             }
             if !any_alive {
                 tracing::info!(object = %key, "owners are gone; deleting dependent");
+                // Only the version we judged: if its owner references changed since (an orphan
+                // pass removed them), the precondition fails and the object stays.
                 let opts = DeleteOptions {
                     uid: Some(uid),
+                    resource_version: m.resource_version.clone(),
                     ..Default::default()
                 };
                 match ctx.store.delete(key, &opts).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Precondition { .. }) => {
-                    }
+                    Ok(_)
+                    | Err(StoreError::NotFound(_))
+                    | Err(StoreError::Precondition { .. })
+                    | Err(StoreError::Conflict { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
