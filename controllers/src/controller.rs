@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tend_schema::store::ChangeType;
 use tend_schema::{Kind, ObjectKey};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::Instrument;
 
 /// A reconcile loop for one kind.
@@ -128,14 +128,10 @@ pub(crate) struct Controller {
 }
 
 impl Controller {
-    /// Runs until `stop` turns true: gate, initial fill, then triggers, resync and workers.
+    /// Runs until `stop` turns true: gate, initial fill, then resync and workers. Store changes
+    /// reach the queue through the informer (`informer::Sink`).
     /// Sends `true` on `ready` once the start-up gate has passed.
-    pub async fn run(
-        self,
-        mut changes: mpsc::Receiver<Change>,
-        mut stop: watch::Receiver<bool>,
-        ready: watch::Sender<bool>,
-    ) {
+    pub async fn run(self, mut stop: watch::Receiver<bool>, ready: watch::Sender<bool>) {
         let name = self.reconciler.name();
         let mut failures = 0;
         loop {
@@ -158,20 +154,6 @@ impl Controller {
         let _ = ready.send(true);
         tracing::info!(controller = %name, objects = self.queue.depth(), "controller started");
 
-        let dispatcher = {
-            let (queue, index, r) = (
-                self.queue.clone(),
-                self.ctx.index.clone(),
-                self.reconciler.clone(),
-            );
-            tokio::spawn(async move {
-                while let Some(change) = changes.recv().await {
-                    for key in r.triggers(&change, &index) {
-                        queue.add(key);
-                    }
-                }
-            })
-        };
         let resync = {
             let (queue, index, every) =
                 (self.queue.clone(), self.ctx.index.clone(), self.cfg.resync);
@@ -200,7 +182,6 @@ impl Controller {
             .collect();
         let _ = stop.wait_for(|s| *s).await;
         self.queue.shutdown();
-        dispatcher.abort();
         resync.abort();
         for w in workers {
             let _ = w.await;

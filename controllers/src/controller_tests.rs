@@ -4,7 +4,6 @@ use crate::action::{Action, Error};
 use crate::context::Context;
 use crate::controller::{Controller, ControllerConfig, Reconciler};
 use crate::index::Index;
-use crate::informer::Change;
 use crate::metrics::ControllerMetrics;
 use crate::queue::Queue;
 use async_trait::async_trait;
@@ -14,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tend_schema::store::{OpenOptions, SqliteStore};
 use tend_schema::{AnyObject, Kind, ObjectKey};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 type Script = Box<dyn Fn(usize) -> Result<Action, Error> + Send + Sync>;
@@ -95,7 +94,6 @@ struct Harness {
     queue: Arc<Queue>,
     stop: watch::Sender<bool>,
     ready: watch::Receiver<bool>,
-    changes: mpsc::Sender<Change>,
     task: tokio::task::JoinHandle<()>,
     metrics: Arc<ControllerMetrics>,
     _dir: tempfile::TempDir,
@@ -134,13 +132,11 @@ async fn start(fake: Arc<Fake>, objects: &[&str], cfg: ControllerConfig) -> Harn
     };
     let (stop, stop_rx) = watch::channel(false);
     let (ready_tx, ready) = watch::channel(false);
-    let (changes, rx) = mpsc::channel(100);
-    let task = tokio::spawn(c.run(rx, stop_rx, ready_tx));
+    let task = tokio::spawn(c.run(stop_rx, ready_tx));
     Harness {
         queue,
         stop,
         ready,
-        changes,
         task,
         metrics,
         _dir: dir,
@@ -171,7 +167,6 @@ async fn initial_fill_reconciles_every_object_once() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(fake.count(), 3);
     assert!(*h.ready.borrow());
-    drop(h.changes);
 }
 
 #[tokio::test(start_paused = true)]

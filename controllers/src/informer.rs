@@ -1,12 +1,13 @@
 //! The shared informer: one list + watch of the store for the whole daemon, keeping the index
 //! current and fanning every change out to the controllers.
 
+use crate::controller::Reconciler;
 use crate::index::{Entry, Index};
+use crate::queue::Queue;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tend_schema::store::{ChangeType, ListQuery, Store, StoreError, WatchEvent};
-use tokio::sync::mpsc;
 
 /// A change as a controller sees it: the event, and the index entry before and after.
 #[derive(Debug, Clone)]
@@ -28,19 +29,30 @@ pub async fn prime(store: &dyn Store, index: &Index) -> Result<u64, StoreError> 
     Ok(list.revision)
 }
 
-/// Follows the store from `revision` until every subscriber is gone, re-listing after a gap.
-pub async fn run(
-    store: Arc<dyn Store>,
-    index: Arc<Index>,
-    mut revision: u64,
-    subscribers: Vec<mpsc::Sender<Change>>,
-) {
-    let mut subs = subscribers;
+/// One controller as the informer sees it: its trigger rules and its queue.
+pub struct Sink {
+    pub reconciler: Arc<dyn Reconciler>,
+    pub queue: Arc<Queue>,
+}
+
+impl Sink {
+    /// Queues whatever keys the controller wants woken by `change`. Synchronous and cheap, so
+    /// the informer calls it inline: no extra task between a commit and the work queue.
+    fn offer(&self, change: &Change, index: &Index) {
+        for key in self.reconciler.triggers(change, index) {
+            self.queue.add(key);
+        }
+    }
+}
+
+/// Follows the store from `revision` forever (the runtime aborts it), keeping the index current
+/// and offering every change to every controller; re-lists after a gap in the history.
+pub async fn run(store: Arc<dyn Store>, index: Arc<Index>, mut revision: u64, sinks: Vec<Sink>) {
     loop {
         let mut stream = match store.watch(revision).await {
             Ok(s) => s,
             Err(StoreError::TooOld { .. }) => {
-                revision = relist(&*store, &index, &mut subs).await;
+                revision = relist(&*store, &index, &sinks).await;
                 continue;
             }
             Err(e) => {
@@ -65,16 +77,12 @@ pub async fn run(
                         previous,
                         current,
                     };
-                    subs.retain(|s| !s.is_closed());
-                    if subs.is_empty() {
-                        return;
-                    }
-                    for s in &subs {
-                        let _ = s.send(change.clone()).await;
+                    for s in &sinks {
+                        s.offer(&change, &index);
                     }
                 }
                 Err(StoreError::TooOld { .. }) => {
-                    revision = relist(&*store, &index, &mut subs).await;
+                    revision = relist(&*store, &index, &sinks).await;
                     break;
                 }
                 Err(e) => {
@@ -83,14 +91,11 @@ pub async fn run(
                 }
             }
         }
-        if subs.iter().all(|s| s.is_closed()) {
-            return;
-        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn relist(store: &dyn Store, index: &Index, subs: &mut [mpsc::Sender<Change>]) -> u64 {
+async fn relist(store: &dyn Store, index: &Index, sinks: &[Sink]) -> u64 {
     loop {
         match prime(store, index).await {
             Ok(rev) => {
@@ -98,8 +103,8 @@ async fn relist(store: &dyn Store, index: &Index, subs: &mut [mpsc::Sender<Chang
                     revision = rev,
                     "informer: change history was compacted past us; re-listed everything"
                 );
-                for s in subs.iter() {
-                    let _ = s.send(Change::Resync).await;
+                for s in sinks {
+                    s.offer(&Change::Resync, index);
                 }
                 return rev;
             }

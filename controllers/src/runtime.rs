@@ -5,7 +5,7 @@ use crate::context::Context;
 use crate::controller::{Controller, ControllerConfig, Reconciler};
 use crate::gc::GarbageCollector;
 use crate::index::Index;
-use crate::informer::{self, Change};
+use crate::informer::{self, Sink};
 use crate::metrics::{self, ControllerMetrics};
 use crate::queue::Queue;
 use std::future::Future;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tend_schema::store::{Store, StoreError};
 use tend_schema::{Kind, ObjectKey};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Runtime-wide settings.
 #[derive(Debug, Clone)]
@@ -139,25 +139,23 @@ impl Runtime {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StoreError> {
         let revision = informer::prime(&*self.store, &self.index).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut subs = Vec::new();
+        let mut sinks = Vec::new();
         let mut tasks = Vec::new();
         let mut readies = Vec::new();
         for r in self.controllers {
-            let (tx, rx) = mpsc::channel::<Change>(16_384);
-            subs.push(tx);
+            sinks.push(Sink {
+                reconciler: r.controller.reconciler.clone(),
+                queue: r.controller.queue.clone(),
+            });
             let (ready_tx, ready_rx) = watch::channel(false);
             readies.push(ready_rx);
-            tasks.push(tokio::spawn(r.controller.run(
-                rx,
-                stop_rx.clone(),
-                ready_tx,
-            )));
+            tasks.push(tokio::spawn(r.controller.run(stop_rx.clone(), ready_tx)));
         }
         let informer = tokio::spawn(informer::run(
             self.store.clone(),
             self.index.clone(),
             revision,
-            subs,
+            sinks,
         ));
         let ready_tx = self.ready_tx.clone();
         let gate = tokio::spawn(async move {

@@ -3,24 +3,23 @@
 //! One feed task per store reads new rows of `changes` whenever it is woken and broadcasts them.
 //! It is woken by this process's own commits (`poke`) and, for commits by other processes (a
 //! CLI writing while the daemon runs), by inotify on the database's WAL file — no polling.
-//! Each watcher first replays history from the table, then follows the broadcast; if it falls
+//! Each watcher's stream replays history from the table, then follows the broadcast; if it falls
 //! behind or sees a gap it replays from the table again, so no change is ever skipped.
 
 use super::pool::Pool;
 use super::sqlite::{meta, parse_body, read_on};
 use super::{ChangeType, Result, StoreError, WatchEvent, WatchStream};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{broadcast, mpsc, Notify};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{broadcast, Notify};
 
 const BATCH: usize = 2048;
 const BROADCAST_CAPACITY: usize = 8192;
-const WATCHER_BUFFER: usize = 1024;
 
 pub(super) struct Feed {
     path: PathBuf,
@@ -105,10 +104,19 @@ impl Feed {
                 compacted,
             });
         }
-        let (out, out_rx) = mpsc::channel(WATCHER_BUFFER);
-        tokio::spawn(follow(readers.clone(), rx, from, out));
+        let follower = Follower {
+            readers: readers.clone(),
+            rx,
+            last: from,
+            pending: VecDeque::new(),
+            replay: true,
+            finished: false,
+        };
         self.poke();
-        Ok(Box::pin(ReceiverStream::new(out_rx)))
+        Ok(Box::pin(futures::stream::unfold(
+            follower,
+            |mut f| async move { f.next().await.map(|item| (item, f)) },
+        )))
     }
 }
 
@@ -187,71 +195,65 @@ async fn run(f: Shared, readers: Pool, inotify: AsyncFd<InotifyFd>) {
     }
 }
 
-/// One watcher: replay from the table, then follow the broadcast, replaying on any gap.
-async fn follow(
+/// One watcher's position: events read from the table and not yet handed out, the last
+/// revision handed out, and whether the broadcast must be re-checked against the table.
+struct Follower {
     readers: Pool,
-    mut rx: broadcast::Receiver<Arc<WatchEvent>>,
-    from: u64,
-    out: mpsc::Sender<Result<WatchEvent>>,
-) {
-    let mut last = from;
-    if catch_up(&readers, &mut last, &out).await.is_err() {
-        return;
-    }
-    loop {
-        match rx.recv().await {
-            Ok(ev) if ev.revision <= last => {}
-            Ok(ev) if ev.revision == last + 1 => {
-                last = ev.revision;
-                if out.send(Ok((*ev).clone())).await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                if catch_up(&readers, &mut last, &out).await.is_err() {
-                    return;
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
+    rx: broadcast::Receiver<Arc<WatchEvent>>,
+    last: u64,
+    pending: VecDeque<WatchEvent>,
+    replay: bool,
+    finished: bool,
 }
 
-/// Sends every stored change after `last`. Err means the watcher is gone or was told TooOld.
-async fn catch_up(
-    readers: &Pool,
-    last: &mut u64,
-    out: &mpsc::Sender<Result<WatchEvent>>,
-) -> std::result::Result<(), ()> {
-    loop {
-        let from = *last;
-        let compacted = read_on(readers, |c| meta(c, "compacted")).await;
-        if let Ok(c) = compacted {
-            if from < c {
-                let _ = out
-                    .send(Err(StoreError::TooOld {
-                        requested: from,
-                        compacted: c,
-                    }))
-                    .await;
-                return Err(());
+impl Follower {
+    /// The next event: from the replay buffer, else the broadcast; a gap or lag means replaying
+    /// from the table again. Ends after a TooOld or store error (yielded first).
+    async fn next(&mut self) -> Option<Result<WatchEvent>> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(ev) = self.pending.pop_front() {
+                self.last = ev.revision;
+                return Some(Ok(ev));
+            }
+            if self.replay {
+                match self.replay_batch().await {
+                    Ok(more) => self.replay = more,
+                    Err(e) => {
+                        self.finished = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(ev) if ev.revision <= self.last => {}
+                Ok(ev) if ev.revision == self.last + 1 => {
+                    self.last = ev.revision;
+                    return Some(Ok((*ev).clone()));
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.replay = true,
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-        let batch = match read_changes(readers, from).await {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = out.send(Err(e)).await;
-                return Err(());
-            }
-        };
-        let n = batch.len();
-        for ev in batch {
-            *last = ev.revision;
-            out.send(Ok(ev)).await.map_err(|_| ())?;
+    }
+
+    /// Reads one batch after `last` into `pending`; true when there may be more.
+    async fn replay_batch(&mut self) -> Result<bool> {
+        let from = self.last;
+        let compacted = read_on(&self.readers, |c| meta(c, "compacted")).await?;
+        if from < compacted {
+            return Err(StoreError::TooOld {
+                requested: from,
+                compacted,
+            });
         }
-        if n < BATCH {
-            return Ok(());
-        }
+        let batch = read_changes(&self.readers, from).await?;
+        let more = batch.len() == BATCH;
+        self.pending.extend(batch);
+        Ok(more)
     }
 }
 
