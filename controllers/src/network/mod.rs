@@ -86,8 +86,8 @@ impl NetworkReconciler {
         &*self.attacher.driver
     }
 
-    /// The Network keys a netlink event on `ifname` concerns: the Network of a bridge, or the
-    /// Networks a container with that host veth uses. Used by the monitor to trigger repairs.
+    /// The keys a netlink event on `ifname` concerns: the Network of a bridge, or the Networks
+    /// a container with that host veth uses and the Container itself. The monitor wakes them.
     pub fn keys_for_ifname(&self, index: &Index, ifname: &str) -> Vec<ObjectKey> {
         let d = self.driver();
         if ifname.starts_with("tnd-") {
@@ -111,6 +111,7 @@ impl NetworkReconciler {
             let own = d.host_veth_name(&e.uid, 0);
             if own[..own.len() - 1] == *stem {
                 out.extend(e.refs.into_iter().filter(|r| r.kind == Kind::Network));
+                out.push(k);
             }
         }
         out
