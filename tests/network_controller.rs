@@ -49,7 +49,10 @@ fn leftovers(instance: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    let links = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
     for line in String::from_utf8_lossy(&links.stdout).lines() {
         if line.contains(&format!("alias tend:{instance}:")) {
             let name = line.split(": ").nth(1).unwrap_or("");
@@ -73,14 +76,21 @@ impl Drop for HostGuard {
 
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A /24 in 10.220–249.n.0 distinct per test process and per test (`n`).
 fn subnet(n: u8) -> (String, Ipv4Addr) {
     let second = 220 + (std::process::id() % 30) as u8;
-    (format!("10.{second}.{n}.0/24"), Ipv4Addr::new(10, second, n, 0))
+    (
+        format!("10.{second}.{n}.0/24"),
+        Ipv4Addr::new(10, second, n, 0),
+    )
 }
 
 struct TestDaemon {
@@ -183,7 +193,10 @@ impl TestDaemon {
 
     async fn attach(&self, name: &str) -> Vec<NetworkStatusEntry> {
         let obj = self.get(Kind::Container, name).await.unwrap();
-        self.attacher.ensure_attachments(&self.ctx, &obj).await.unwrap()
+        self.attacher
+            .ensure_attachments(&self.ctx, &obj)
+            .await
+            .unwrap()
     }
 
     async fn delete(&self, kind: Kind, name: &str) {
@@ -236,12 +249,18 @@ async fn two_attachments_talk_and_nothing_is_left_after_deletion() {
     let _guard = HostGuard::new(&inst);
     let d = start(dir.path(), &inst).await;
     let (cidr, base) = subnet(1);
-    let net = d.create(Kind::Network, "backend", json!({"subnet": cidr})).await;
+    let net = d
+        .create(Kind::Network, "backend", json!({"subnet": cidr}))
+        .await;
     d.wait_ready("backend", "True", "BridgeReady").await;
     let bridge = tend::net::names::bridge_name(net.metadata.uid.as_deref().unwrap());
     assert!(ip(&["-d", "link", "show", &bridge]).contains(&format!("alias tend:{inst}:")));
     let a = d
-        .create(Kind::Container, "a", container_spec(json!([{"name": "backend"}])))
+        .create(
+            Kind::Container,
+            "a",
+            container_spec(json!([{"name": "backend"}])),
+        )
         .await;
     let fixed = Ipv4Addr::from(u32::from(base) + 50);
     let b = d
@@ -262,9 +281,23 @@ async fn two_attachments_talk_and_nothing_is_left_after_deletion() {
     let (pa, pb) = (d.attacher.netns_path(&ua), d.attacher.netns_path(&ub));
     let listed = ip(&["netns", "list"]);
     assert!(listed.contains(&d.attacher.netns_name(&ua)), "{listed}");
-    let addr_a = ip(&["-n", &d.attacher.netns_name(&ua), "-4", "-o", "addr", "show", "eth0"]);
+    let addr_a = ip(&[
+        "-n",
+        &d.attacher.netns_name(&ua),
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ]);
     assert!(addr_a.contains(&format!("{}/24", ea[0].ip)), "{addr_a}");
-    let routes = ip(&["-n", &d.attacher.netns_name(&ua), "route", "show", "default"]);
+    let routes = ip(&[
+        "-n",
+        &d.attacher.netns_name(&ua),
+        "route",
+        "show",
+        "default",
+    ]);
     assert!(routes.contains(&format!("via {}", Ipv4Addr::from(u32::from(base) + 1))));
     d.wait_ready("backend", "True", "BridgeReady").await;
     eventually("leases: 2", || async {
@@ -309,8 +342,324 @@ async fn two_attachments_talk_and_nothing_is_left_after_deletion() {
         d.get(Kind::Network, "backend").await.is_none()
     })
     .await;
-    eventually("nothing of tend's left", || async { leftovers(&inst).is_empty() }).await;
+    eventually("nothing of tend's left", || async {
+        leftovers(&inst).is_empty()
+    })
+    .await;
     let leases = d.store.list_leases(&LeaseFilter::default()).await.unwrap();
     assert!(leases.is_empty(), "{leases:?}");
+    d.shutdown().await;
+}
+
+fn lease_req(net: &str, cidr: &str, owner: &str, requested: Option<Ipv4Addr>) -> LeaseRequest {
+    let subnet = tend_schema::kinds::network::Subnet::parse(cidr).unwrap();
+    LeaseRequest {
+        network_uid: net.to_string(),
+        subnet,
+        gateway: subnet.first_host(),
+        owner_uid: owner.to_string(),
+        requested,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_unique_under_concurrency_from_two_stores_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tend.db");
+    let s1 = Arc::new(
+        SqliteStore::open(&path, OpenOptions::default())
+            .await
+            .unwrap(),
+    );
+    // A second store on the same file: its own writer connection, as another process has.
+    let s2 = Arc::new(
+        SqliteStore::open(&path, OpenOptions::default())
+            .await
+            .unwrap(),
+    );
+    let cidr = "10.1.0.0/24";
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let s = if i % 2 == 0 { s1.clone() } else { s2.clone() };
+            tokio::spawn(async move {
+                s.allocate_lease(lease_req("n1", cidr, &format!("c{i}"), None))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut addrs = Vec::new();
+    for t in tasks {
+        addrs.push(t.await.unwrap().address);
+    }
+    let mut sorted = addrs.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 50, "duplicate addresses: {addrs:?}");
+    assert!(
+        !addrs.contains(&"10.1.0.1".parse().unwrap()),
+        "gateway leased"
+    );
+    // Lowest free: exactly .2 to .51.
+    assert_eq!(sorted.first().unwrap().to_string(), "10.1.0.2");
+    assert_eq!(sorted.last().unwrap().to_string(), "10.1.0.51");
+    // Idempotent per owner; a released address is reused lowest-first.
+    let again = s1
+        .allocate_lease(lease_req("n1", cidr, "c7", None))
+        .await
+        .unwrap();
+    assert_eq!(again.address, addrs[7]);
+    s2.release_leases("c0", None).await.unwrap();
+    let next = s1
+        .allocate_lease(lease_req("n1", cidr, "new", None))
+        .await
+        .unwrap();
+    assert_eq!(next.address, addrs[0]);
+    // Fixed addresses: taken, gateway, outside the subnet.
+    for (want, why) in [
+        (addrs[3], "already leased"),
+        ("10.1.0.1".parse().unwrap(), "gateway"),
+        ("10.2.0.9".parse().unwrap(), "not a host address"),
+        ("10.1.0.255".parse().unwrap(), "not a host address"),
+    ] {
+        let err = s1
+            .allocate_lease(lease_req("n1", cidr, "fixed", Some(want)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Lease(LeaseError::AddressUnavailable { .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // Exhaustion: a /29 has six hosts, one is the gateway.
+    for i in 0..5 {
+        s1.allocate_lease(lease_req("small", "10.3.0.0/29", &format!("s{i}"), None))
+            .await
+            .unwrap();
+    }
+    let err = s1
+        .allocate_lease(lease_req("small", "10.3.0.0/29", "s5", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Lease(LeaseError::SubnetExhausted { .. })),
+        "{err}"
+    );
+    // A subnet change re-addresses the holder.
+    let moved = s1
+        .allocate_lease(lease_req("small", "10.4.0.0/29", "s0", None))
+        .await
+        .unwrap();
+    assert_eq!(moved.address.to_string(), "10.4.0.2");
+    drop((s1, s2));
+    let s3 = SqliteStore::open(&path, OpenOptions::default())
+        .await
+        .unwrap();
+    let f = LeaseFilter {
+        network_uid: Some("n1".into()),
+        owner_uid: None,
+    };
+    assert_eq!(s3.list_leases(&f).await.unwrap().len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_repaired_and_a_restart_keeps_every_address() {
+    if !common::privileged("drift_is_repaired_and_a_restart_keeps_every_address") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance();
+    let _guard = HostGuard::new(&inst);
+    let d = start(dir.path(), &inst).await;
+    let (cidr, _) = subnet(2);
+    let net = d
+        .create(Kind::Network, "drift", json!({"subnet": cidr}))
+        .await;
+    d.wait_ready("drift", "True", "BridgeReady").await;
+    let bridge = tend::net::names::bridge_name(net.metadata.uid.as_deref().unwrap());
+    let c = d
+        .create(
+            Kind::Container,
+            "c",
+            container_spec(json!([{"name": "drift"}])),
+        )
+        .await;
+    let uid = c.metadata.uid.clone().unwrap();
+    let entries = d.attach("c").await;
+    let want = format!("{}/24", entries[0].ip);
+    let ns = d.attacher.netns_name(&uid);
+    let veth = tend::net::names::host_veth_name(&uid, 0);
+    let whole = || {
+        let host = Command::new("ip")
+            .args(["-o", "link", "show", &veth])
+            .output()
+            .unwrap();
+        let host = String::from_utf8_lossy(&host.stdout).into_owned();
+        let inside = Command::new("ip")
+            .args(["-n", &ns, "-4", "-o", "addr", "show", "eth0"])
+            .output()
+            .unwrap();
+        let inside = String::from_utf8_lossy(&inside.stdout).into_owned();
+        host.contains(&format!("master {bridge}")) && host.contains(",UP") && inside.contains(&want)
+    };
+    assert!(whole());
+    let cases: [&[&str]; 5] = [
+        &["link", "del", &veth],
+        &["link", "set", &veth, "down"],
+        &["-n", &ns, "addr", "del", &want, "dev", "eth0"],
+        &["link", "del", &bridge],
+        &["netns", "del", &ns],
+    ];
+    for case in cases {
+        ip(case);
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        eventually(&format!("repair after ip {case:?}"), || async { whole() }).await;
+        eprintln!("ip {case:?}: repaired in {:?}", t0.elapsed());
+    }
+    let events = d
+        .store
+        .list_events(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.reason == "DriftRepaired")
+        .count();
+    assert!(events >= 3, "DriftRepaired events: {events}");
+
+    // Restart: a new daemon on the same state dir keeps the lease and the address, and its
+    // start-up sweep removes an orphaned namespace of this instance (and nobody else's).
+    d.shutdown().await;
+    let orphan = format!("tend-{inst}-00000000-dead-beef-0000-000000000000");
+    let foreign = common::unique("tend-other-");
+    ip(&["netns", "add", &orphan]);
+    ip(&["netns", "add", &foreign]);
+    let d = start(dir.path(), &inst).await;
+    d.wait_ready("drift", "True", "BridgeReady").await;
+    eventually("orphan swept", || async {
+        !Path::new("/run/netns").join(&orphan).exists()
+    })
+    .await;
+    assert!(Path::new("/run/netns").join(&foreign).exists());
+    ip(&["netns", "del", &foreign]);
+    assert!(whole());
+    assert_eq!(d.attach("c").await, entries);
+
+    let obj = d.get(Kind::Container, "c").await.unwrap();
+    d.attacher.remove_attachments(&d.ctx, &obj).await.unwrap();
+    d.delete(Kind::Container, "c").await;
+    d.delete(Kind::Network, "drift").await;
+    eventually("network gone", || async {
+        d.get(Kind::Network, "drift").await.is_none()
+    })
+    .await;
+    eventually("nothing of tend's left", || async {
+        leftovers(&inst).is_empty()
+    })
+    .await;
+    d.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_and_exhaustion_give_their_conditions() {
+    if !common::privileged("overlap_and_exhaustion_give_their_conditions") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance();
+    let mut guard = HostGuard::new(&inst);
+    let d = start(dir.path(), &inst).await;
+    let (cidr, base) = subnet(3);
+    d.create(Kind::Network, "first", json!({"subnet": cidr}))
+        .await;
+    d.wait_ready("first", "True", "BridgeReady").await;
+    let half = format!("{}/25", Ipv4Addr::from(u32::from(base) + 128));
+    d.create(Kind::Network, "second", json!({"subnet": half}))
+        .await;
+    let msg = d.wait_ready("second", "False", "SubnetOverlap").await;
+    assert!(msg.contains("network/default/first"), "{msg}");
+
+    // A host route (on a plain bridge the test owns) overlapping a Network's subnet.
+    let dummy = common::unique("tdm");
+    guard.dummies.push(dummy.clone());
+    let (route_cidr, route_base) = subnet(4);
+    ip(&["link", "add", &dummy, "type", "bridge"]);
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", Ipv4Addr::from(u32::from(route_base) + 1)),
+        "dev",
+        &dummy,
+    ]);
+    ip(&["link", "set", &dummy, "up"]);
+    d.create(Kind::Network, "routed", json!({"subnet": route_cidr}))
+        .await;
+    let msg = d.wait_ready("routed", "False", "SubnetOverlap").await;
+    assert!(msg.contains("host route"), "{msg}");
+
+    // Exhaustion: a /29 has five leasable addresses.
+    let (_, small_base) = subnet(5);
+    d.create(
+        Kind::Network,
+        "small",
+        json!({"subnet": format!("{small_base}/29")}),
+    )
+    .await;
+    d.wait_ready("small", "True", "BridgeReady").await;
+    for i in 0..6 {
+        d.create(
+            Kind::Container,
+            &format!("s{i}"),
+            container_spec(json!([{"name": "small"}])),
+        )
+        .await;
+    }
+    for i in 0..5 {
+        d.attach(&format!("s{i}")).await;
+    }
+    let obj = d.get(Kind::Container, "s5").await.unwrap();
+    let err = d
+        .attacher
+        .ensure_attachments(&d.ctx, &obj)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "SubnetExhausted", "{err}");
+    // A container waiting for a Network that is not Ready.
+    d.create(
+        Kind::Container,
+        "w",
+        container_spec(json!([{"name": "second"}])),
+    )
+    .await;
+    let obj = d.get(Kind::Container, "w").await.unwrap();
+    let err = d
+        .attacher
+        .ensure_attachments(&d.ctx, &obj)
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "WaitingForNetwork", "{err}");
+
+    for i in 0..6 {
+        let obj = d.get(Kind::Container, &format!("s{i}")).await.unwrap();
+        d.attacher.remove_attachments(&d.ctx, &obj).await.unwrap();
+        d.delete(Kind::Container, &format!("s{i}")).await;
+    }
+    d.delete(Kind::Container, "w").await;
+    for n in ["first", "second", "routed", "small"] {
+        d.delete(Kind::Network, n).await;
+    }
+    eventually("networks gone", || async {
+        let q = tend_schema::store::ListQuery::default();
+        d.store.list(&q).await.unwrap().items.is_empty()
+    })
+    .await;
+    eventually("nothing of tend's left", || async {
+        leftovers(&inst).is_empty()
+    })
+    .await;
     d.shutdown().await;
 }

@@ -364,8 +364,9 @@ fn bridge_problem(seen: Option<&BridgeObserved>, want: &BridgeConfig) -> Option<
     }
 }
 
-/// Another Network (in any namespace) whose subnet overlaps and that has precedence: created
-/// earlier (ties broken by uid), so the first one keeps its subnet and later ones are refused.
+/// Another Network (in any namespace) whose subnet overlaps and that has precedence: one that
+/// is Ready (it holds the subnet) over one that is not; otherwise the one created earlier
+/// (ties broken by uid). So the first one keeps its subnet and later ones are refused.
 async fn overlapping_network(
     ctx: &Context,
     obj: &AnyObject,
@@ -375,7 +376,18 @@ async fn overlapping_network(
         kind: Some(Kind::Network),
         ..Default::default()
     };
-    let mine = (&obj.metadata.creation_timestamp, &obj.metadata.uid);
+    let holds = |o: &AnyObject| {
+        o.typed::<NetworkSpec, NetworkStatus>()
+            .is_ok_and(|t| t.status.common.is_ready(0))
+    };
+    let rank = |o: &AnyObject| {
+        (
+            !holds(o),
+            o.metadata.creation_timestamp,
+            o.metadata.uid.clone(),
+        )
+    };
+    let mine = rank(obj);
     for other in ctx.store.list(&q).await?.items {
         if other.metadata.uid == obj.metadata.uid || other.metadata.is_terminating() {
             continue;
@@ -386,8 +398,7 @@ async fn overlapping_network(
         let Ok(theirs) = Subnet::parse(s) else {
             continue;
         };
-        let first = (&other.metadata.creation_timestamp, &other.metadata.uid) < mine;
-        if first && theirs.overlaps(subnet) {
+        if theirs.overlaps(subnet) && rank(&other) < mine {
             let k = other.key().map(|k| k.to_string()).unwrap_or_default();
             return Ok(Some(format!("{k} ({s})")));
         }
