@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use tend_controllers::network::{
-    AttachConfig, AttachObserved, Attacher, BridgeConfig, BridgeObserved, HostLink,
-    NetworkDriver, NetworkReconciler,
+    AttachConfig, AttachObserved, Attacher, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
+    NetworkReconciler,
 };
 use tend_controllers::{Error, Index, Runtime, Trigger};
 use tend_schema::Kind;
@@ -252,7 +252,10 @@ async fn watch_links(
             }
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(lost = n, "netlink monitor lagged; waking every Network");
-                index.keys(Kind::Network).into_iter().for_each(|k| trigger.key(k));
+                index
+                    .keys(Kind::Network)
+                    .into_iter()
+                    .for_each(|k| trigger.key(k));
             }
             Err(RecvError::Closed) => {
                 tracing::error!("netlink monitor closed; drift is now found by resync only");
