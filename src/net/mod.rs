@@ -5,6 +5,7 @@ pub mod adapter;
 mod attach;
 pub mod bench;
 mod bridge;
+pub mod ctlbench;
 pub mod firewall;
 mod monitor;
 pub mod names;
