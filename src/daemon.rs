@@ -49,8 +49,12 @@ impl Daemon {
     /// Probes the host and registers every controller.
     pub async fn build(store: Arc<SqliteStore>, cfg: &DaemonConfig) -> anyhow::Result<Self> {
         let dyn_store: Arc<dyn Store> = store.clone();
-        let runtime = Runtime::new(dyn_store, RuntimeConfig::default());
-        let _ = cfg;
+        let mut runtime = Runtime::new(dyn_store, RuntimeConfig::default());
+        // Network (issue 5): bridges, leases, and the attachment component that the Container
+        // controller uses (`network.attacher`; `network.add_container_trigger(t)` lets netlink
+        // events about a container's veth wake the Container).
+        let network = crate::net::adapter::register_network(&mut runtime, cfg).await?;
+        let _ = &network;
         // Controllers for each kind are registered here (issues 4–7).
         Ok(Self { runtime, store })
     }

@@ -13,6 +13,7 @@ pub mod gc;
 pub mod index;
 pub mod informer;
 pub mod metrics;
+pub mod network;
 pub mod queue;
 pub mod runtime;
 

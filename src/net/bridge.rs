@@ -23,6 +23,8 @@ pub struct BridgeState {
     pub mtu: u32,
     /// IPv4 addresses on the bridge, with their prefix lengths.
     pub addresses: Vec<Ipv4Net>,
+    /// The link alias (`IFLA_IFALIAS`), which tend uses to record the owning daemon and object.
+    pub alias: Option<String>,
 }
 
 /// A link whose name carries tend's prefix, as found on the host.
@@ -34,6 +36,12 @@ pub struct TendLink {
     pub index: u32,
     /// Link kind (`bridge`, `veth`…) when the kernel reports it.
     pub kind: Option<String>,
+    /// The link alias (`IFLA_IFALIAS`), e.g. `tend:<instance>:<uid>`.
+    pub alias: Option<String>,
+    /// Administratively up.
+    pub up: bool,
+    /// Index of the bridge this link is a port of.
+    pub master: Option<u32>,
 }
 
 impl NetDriver {
@@ -117,7 +125,22 @@ impl NetDriver {
             up: link_up(&link),
             mtu: link_mtu(&link).unwrap_or(0),
             addresses,
+            alias: link_alias(&link),
         }))
+    }
+
+    /// Sets the alias (`IFLA_IFALIAS`, what `ip link show` prints as `alias`) of host link
+    /// `name`. tend records `tend:<instance>:<uid>` there, so an orphan sweep can tell its own
+    /// links from another daemon's.
+    pub async fn set_link_alias(&self, name: &str, alias: &str) -> Result<()> {
+        check_ifname(name)?;
+        let msg = LinkUnspec::new_with_name(name).alias(alias).build();
+        self.handle
+            .link()
+            .change(msg)
+            .execute()
+            .await
+            .map_err(Error::netlink("set alias", name))
     }
 
     /// Deletes the host link `name` (a veth takes its peer with it); missing is success.
@@ -146,6 +169,9 @@ impl NetDriver {
                     name: name.to_string(),
                     index: link.header.index,
                     kind: link_kind(&link),
+                    alias: link_alias(&link),
+                    up: link_up(&link),
+                    master: super::link_master(&link),
                 });
             }
         }
@@ -161,6 +187,14 @@ pub(crate) fn link_kind(msg: &LinkMessage) -> Option<String> {
             LinkInfo::Kind(k) => Some(k.to_string()),
             _ => None,
         }),
+        _ => None,
+    })
+}
+
+/// The `IFLA_IFALIAS` of a link, when set.
+pub(crate) fn link_alias(msg: &LinkMessage) -> Option<String> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfAlias(s) if !s.is_empty() => Some(s.clone()),
         _ => None,
     })
 }

@@ -1,9 +1,12 @@
 //! Netlink driver: bridges, named network namespaces, veth attachments, a link/address monitor
 //! and host-route checks, all through one `rtnetlink` connection (no `ip` subprocess).
 
+pub mod adapter;
 mod attach;
 pub mod bench;
 mod bridge;
+pub mod ctlbench;
+pub mod firewall;
 mod monitor;
 pub mod names;
 mod netns;

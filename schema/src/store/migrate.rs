@@ -5,8 +5,13 @@ use rusqlite::Connection;
 use std::path::Path;
 
 /// Migrations in order; the schema version is the number applied (`PRAGMA user_version`).
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0002_leases",
+        include_str!("../../migrations/0002_leases.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

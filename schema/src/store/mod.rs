@@ -5,11 +5,13 @@
 
 mod events;
 mod feed;
+mod leases;
 mod migrate;
 mod pool;
 mod sqlite;
 
 pub use events::{Event, EventQuery, EventType, NewEvent};
+pub use leases::{Lease, LeaseError, LeaseFilter, LeaseRequest};
 pub use migrate::SCHEMA_VERSION;
 pub use sqlite::{OpenOptions, SqliteStore, Synchronous};
 
@@ -61,6 +63,9 @@ pub enum StoreError {
     },
     #[error("connection pool: {0}")]
     Pool(String),
+    /// An IPv4 lease could not be given (subnet full, fixed address unavailable).
+    #[error("{0}")]
+    Lease(#[from] LeaseError),
     #[error("watching {path} for changes: {source}")]
     Inotify { path: PathBuf, source: nix::Error },
 }
@@ -257,4 +262,28 @@ pub trait Store: Send + Sync + 'static {
     async fn record_event(&self, event: NewEvent) -> Result<()>;
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    /// Leases an IPv4 address on a Network to an owner (a Container uid): the requested fixed
+    /// address, or the lowest free host address that is not the gateway.
+    ///
+    /// # Guarantees
+    /// No address is ever leased twice on one network, even under concurrent allocation from
+    /// several processes (a unique constraint backs the serialized transaction). Idempotent: an
+    /// owner that already holds a fitting address gets the same lease back; a held address that
+    /// no longer fits (the subnet changed, another fixed address was asked for) is replaced.
+    ///
+    /// # Errors
+    /// `Lease(SubnetExhausted)` when no host address is free; `Lease(AddressUnavailable)` when
+    /// the requested address is taken, outside the subnet, or the gateway.
+    async fn allocate_lease(&self, req: LeaseRequest) -> Result<Lease>;
+
+    /// Releases the leases of `owner_uid` on `network_uid`, or on every network when `None`.
+    /// Returns how many were released; releasing nothing is success.
+    async fn release_leases(&self, owner_uid: &str, network_uid: Option<&str>) -> Result<u64>;
+
+    /// Releases every lease on a network (the Network is going away).
+    async fn release_network_leases(&self, network_uid: &str) -> Result<u64>;
+
+    /// Leases matching the filter, ordered by network and address.
+    async fn list_leases(&self, filter: &LeaseFilter) -> Result<Vec<Lease>>;
 }

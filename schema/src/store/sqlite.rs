@@ -5,6 +5,7 @@
 //! them). Readers never wait for the writer: WAL gives each read a consistent snapshot.
 
 use super::feed::Feed;
+use super::leases;
 use super::migrate::migrate;
 use super::pool::{self, Pool};
 use super::*;
@@ -713,6 +714,48 @@ impl Store for SqliteStore {
             Ok(events)
         })
         .await
+    }
+
+    async fn allocate_lease(&self, req: LeaseRequest) -> Result<Lease> {
+        self.write_leases(move |c| leases::allocate(c, &req, &now().to_rfc3339()))
+            .await
+    }
+
+    async fn release_leases(&self, owner_uid: &str, network_uid: Option<&str>) -> Result<u64> {
+        let (o, n) = (owner_uid.to_string(), network_uid.map(str::to_string));
+        self.write_leases(move |c| leases::release(c, &o, n.as_deref()))
+            .await
+    }
+
+    async fn release_network_leases(&self, network_uid: &str) -> Result<u64> {
+        let n = network_uid.to_string();
+        self.write_leases(move |c| leases::release_network(c, &n))
+            .await
+    }
+
+    async fn list_leases(&self, filter: &LeaseFilter) -> Result<Vec<Lease>> {
+        let f = filter.clone();
+        self.read(move |c| leases::list(c, &f)).await
+    }
+}
+
+impl SqliteStore {
+    /// Runs a lease change in one IMMEDIATE transaction on the writer. Leases are not objects:
+    /// no revision, no change row, no feed wake-up.
+    async fn write_leases<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self.writer.get().await.map_err(pool_err)?;
+        conn.interact(move |c| -> Result<T> {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(pool_err)?
     }
 }
 

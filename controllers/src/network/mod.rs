@@ -1,0 +1,407 @@
+//! The Network controller: a bridge per Network (gateway address, MTU, up, instance alias),
+//! subnet overlap checks, lease bookkeeping, repair of drifted attachments, in-use protection
+//! on deletion, and the start-up orphan sweep.
+
+pub mod attach;
+pub mod driver;
+pub mod fake;
+mod sweep;
+#[cfg(test)]
+mod tests;
+
+pub use attach::{link_alias, parse_alias, AttachError, Attacher, ResolvedNetwork};
+pub use driver::{
+    AttachConfig, AttachObserved, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
+};
+
+use crate::action::{Action, Error};
+use crate::context::Context;
+use crate::controller::Reconciler;
+use crate::finalizer::{self, Cleanup, Event};
+use crate::index::Index;
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tend_schema::kinds::network::Subnet;
+use tend_schema::kinds::{NetworkSpec, NetworkStatus};
+use tend_schema::store::{EventType, LeaseFilter, ListQuery, StoreError};
+use tend_schema::{AnyObject, ConditionStatus, Kind, ObjectKey};
+
+/// The finalizer the Network controller puts on every Network.
+pub const FINALIZER: &str = "tend.dev/network";
+
+/// What the Network controller failed to do, with the object or operation involved.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A host operation failed.
+    #[error("{op} {object}: {source}")]
+    Driver {
+        op: &'static str,
+        object: String,
+        #[source]
+        source: Error,
+    },
+    /// The stored object does not read as a Network.
+    #[error("network {network}: {message}")]
+    Invalid { network: String, message: String },
+    /// Some attachments could not be repaired.
+    #[error("network {network}: {failed} attachment(s) not repaired; first: {first}")]
+    Repair {
+        network: String,
+        failed: usize,
+        first: String,
+    },
+}
+
+impl NetworkError {
+    pub(crate) fn driver(op: &'static str, object: &str) -> impl FnOnce(Error) -> Self {
+        let object = object.to_string();
+        move |source| NetworkError::Driver { op, object, source }
+    }
+}
+
+/// The reconciler. Shares its [`Attacher`] with the Container controller.
+pub struct NetworkReconciler {
+    attacher: Arc<Attacher>,
+    /// How often the inside of every namespace is inspected (the netlink monitor only sees the
+    /// host side); other reconciles check the host ends only, in one link dump.
+    deep_every: Duration,
+    last_deep: Mutex<HashMap<String, Instant>>,
+}
+
+impl NetworkReconciler {
+    pub fn new(attacher: Arc<Attacher>, deep_every: Duration) -> Self {
+        Self {
+            attacher,
+            deep_every,
+            last_deep: Mutex::default(),
+        }
+    }
+
+    fn driver(&self) -> &dyn NetworkDriver {
+        &*self.attacher.driver
+    }
+
+    /// The keys a netlink event on `ifname` concerns: the Network of a bridge, or the Networks
+    /// a container with that host veth uses and the Container itself. The monitor wakes them.
+    pub fn keys_for_ifname(&self, index: &Index, ifname: &str) -> Vec<ObjectKey> {
+        let d = self.driver();
+        if ifname.starts_with("tnd-") {
+            return index
+                .keys(Kind::Network)
+                .into_iter()
+                .filter(|k| {
+                    index
+                        .get(k)
+                        .is_some_and(|e| d.bridge_name(&e.uid) == ifname)
+                })
+                .collect();
+        }
+        if !ifname.starts_with("tnv-") || ifname.len() < 2 {
+            return vec![];
+        }
+        let stem = &ifname[..ifname.len() - 1];
+        let mut out = Vec::new();
+        for k in index.keys(Kind::Container) {
+            let Some(e) = index.get(&k) else { continue };
+            let own = d.host_veth_name(&e.uid, 0);
+            if own[..own.len() - 1] == *stem {
+                out.extend(e.refs.into_iter().filter(|r| r.kind == Kind::Network));
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    async fn apply(&self, ctx: &Context, obj: AnyObject) -> Result<Action, Error> {
+        let t = obj
+            .typed::<NetworkSpec, NetworkStatus>()
+            .map_err(|e| invalid(&obj, e.to_string()))?;
+        let generation = obj.metadata.generation;
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        let spec_changed = t.status.common.observed_generation != generation;
+        let mut status = t.status.clone();
+        status.common.observed_generation = generation;
+        let (subnet, gateway) = match t.spec.subnet().and_then(|s| Ok((s, t.spec.gateway()?))) {
+            Ok(v) => v,
+            Err(m) => {
+                return self
+                    .refuse(ctx, &obj, status, "InvalidSpec", &m, None)
+                    .await
+            }
+        };
+        if let Some(other) = overlapping_network(ctx, &obj, &subnet).await? {
+            let m = format!("subnet {} overlaps {other}", t.spec.subnet);
+            return self
+                .refuse(ctx, &obj, status, "SubnetOverlap", &m, Some(10))
+                .await;
+        }
+        let d = self.driver();
+        let route = d
+            .route_overlap(subnet.network, subnet.prefix)
+            .await
+            .map_err(NetworkError::driver(
+                "check host routes for",
+                &t.spec.subnet,
+            ))?;
+        if let Some(r) = route {
+            let m = format!("subnet {} overlaps host route {r}", t.spec.subnet);
+            return self
+                .refuse(ctx, &obj, status, "SubnetOverlap", &m, Some(30))
+                .await;
+        }
+        let want = BridgeConfig {
+            name: d.bridge_name(&uid),
+            alias: link_alias(&self.attacher.instance, &uid),
+            gateway,
+            prefix: subnet.prefix,
+            mtu: t.spec.mtu(),
+        };
+        let seen = d
+            .inspect_bridge(&want.name)
+            .await
+            .map_err(NetworkError::driver("inspect bridge", &want.name))?;
+        if let Some(problem) = bridge_problem(seen.as_ref(), &want) {
+            d.ensure_bridge(&want)
+                .await
+                .map_err(NetworkError::driver("ensure bridge", &want.name))?;
+            if status.bridge.is_some() && !spec_changed {
+                ctx.drift_repaired();
+                let msg = format!("bridge {} repaired: {problem}", want.name);
+                ctx.event(&obj, EventType::Warning, "DriftRepaired", msg)
+                    .await;
+            }
+        }
+        status.bridge = Some(want.name.clone());
+        let net = attach::resolve(&obj, &t.spec, Some(&want.name)).map_err(|m| invalid(&obj, m))?;
+        let repair = self.repair_attachments(ctx, &net, spec_changed).await;
+        let leases = ctx.store.list_leases(&network_filter(&uid)).await?;
+        status.leases = leases.len() as u32;
+        status.common.phase = Some("Ready".into());
+        let msg = format!(
+            "bridge {} up with {gateway}/{}, {} lease(s)",
+            want.name,
+            subnet.prefix,
+            leases.len()
+        );
+        status.common.set_condition(
+            "Ready",
+            ConditionStatus::True,
+            "BridgeReady",
+            &msg,
+            generation,
+        );
+        ctx.write_status(&obj, &status).await?;
+        repair?;
+        Ok(Action::await_change())
+    }
+
+    /// Checks and repairs the attachments of every lease on the network, concurrently.
+    async fn repair_attachments(
+        &self,
+        ctx: &Context,
+        net: &ResolvedNetwork,
+        force_deep: bool,
+    ) -> Result<(), Error> {
+        let leases = ctx.store.list_leases(&network_filter(&net.uid)).await?;
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let deep = force_deep || {
+            let mut last = self.last_deep.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last
+                .get(&net.uid)
+                .is_none_or(|t| t.elapsed() >= self.deep_every);
+            if due {
+                last.insert(net.uid.clone(), Instant::now());
+            }
+            due
+        };
+        let links: HashMap<String, HostLink> = self
+            .driver()
+            .list_links()
+            .await
+            .map_err(NetworkError::driver("list links", "host"))?
+            .into_iter()
+            .map(|l| (l.name.clone(), l))
+            .collect();
+        let jobs: Vec<futures::future::BoxFuture<'_, _>> = leases
+            .iter()
+            .map(|l| Box::pin(self.attacher.repair(ctx, &l.owner_uid, net, &links, deep)) as _)
+            .collect();
+        let results: Vec<Result<_, attach::AttachError>> = futures::stream::iter(jobs)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let errors: Vec<String> = results
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        match errors.first() {
+            None => Ok(()),
+            Some(first) => Err(NetworkError::Repair {
+                network: net.name.clone(),
+                failed: errors.len(),
+                first: first.clone(),
+            }
+            .into()),
+        }
+    }
+
+    /// Writes `Ready=False` with `reason` and looks again after `retry` seconds (overlaps clear
+    /// up when the other side goes, which does not wake this Network).
+    async fn refuse(
+        &self,
+        ctx: &Context,
+        obj: &AnyObject,
+        mut status: NetworkStatus,
+        reason: &str,
+        message: &str,
+        retry: Option<u64>,
+    ) -> Result<Action, Error> {
+        let g = obj.metadata.generation;
+        status.common.phase = Some("Pending".into());
+        let flipped =
+            status
+                .common
+                .set_condition("Ready", ConditionStatus::False, reason, message, g);
+        ctx.write_status(obj, &status).await?;
+        if flipped {
+            ctx.event(obj, EventType::Warning, reason, message).await;
+        }
+        Ok(retry.map_or(Action::await_change(), |s| {
+            Action::requeue(Duration::from_secs(s))
+        }))
+    }
+
+    async fn cleanup(&self, ctx: &Context, obj: AnyObject) -> Result<Cleanup, Error> {
+        let key = obj.key().map_err(|e| invalid(&obj, e.to_string()))?;
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        let users = finalizer::users(ctx, &key);
+        if !users.is_empty() {
+            let mut status: NetworkStatus = obj
+                .typed::<NetworkSpec, NetworkStatus>()
+                .map(|t| t.status)
+                .unwrap_or_default();
+            let names: Vec<String> = users.iter().map(|k| k.to_string()).collect();
+            let msg = format!("in use by {}", names.join(", "));
+            status.common.phase = Some("Terminating".into());
+            let g = obj.metadata.generation;
+            status
+                .common
+                .set_condition("Ready", ConditionStatus::False, "InUse", &msg, g);
+            ctx.write_status(&obj, &status).await?;
+            return Ok(Cleanup::Wait(Action::await_change()));
+        }
+        let bridge = self.driver().bridge_name(&uid);
+        self.driver()
+            .delete_link(&bridge)
+            .await
+            .map_err(NetworkError::driver("delete bridge", &bridge))?;
+        ctx.store.release_network_leases(&uid).await?;
+        self.last_deep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
+        Ok(Cleanup::Done)
+    }
+}
+
+#[async_trait]
+impl Reconciler for NetworkReconciler {
+    fn kind(&self) -> Kind {
+        Kind::Network
+    }
+
+    async fn observe(&self, ctx: &Context) -> Result<(), Error> {
+        sweep::sweep_orphans(ctx, &self.attacher).await
+    }
+
+    async fn reconcile(&self, ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
+        finalizer::finalizer(ctx, FINALIZER, key, |ev| async move {
+            match ev {
+                Event::Apply(obj) => self.apply(ctx, obj).await.map(Into::into),
+                Event::Cleanup(obj) => self.cleanup(ctx, obj).await.map(Into::into),
+            }
+        })
+        .await
+    }
+}
+
+fn invalid(obj: &AnyObject, message: String) -> NetworkError {
+    NetworkError::Invalid {
+        network: obj.metadata.name.clone(),
+        message,
+    }
+}
+
+fn network_filter(uid: &str) -> LeaseFilter {
+    LeaseFilter {
+        network_uid: Some(uid.to_string()),
+        owner_uid: None,
+    }
+}
+
+/// What is wrong with the bridge, if anything.
+fn bridge_problem(seen: Option<&BridgeObserved>, want: &BridgeConfig) -> Option<String> {
+    let Some(b) = seen else {
+        return Some("missing".into());
+    };
+    if !b.up {
+        Some("down".into())
+    } else if b.mtu != want.mtu {
+        Some(format!("MTU {} instead of {}", b.mtu, want.mtu))
+    } else if b.addresses != [(want.gateway, want.prefix)] {
+        Some(format!("addresses {:?}", b.addresses))
+    } else if b.alias.as_deref() != Some(want.alias.as_str()) {
+        Some("alias missing".into())
+    } else {
+        None
+    }
+}
+
+/// Another Network (in any namespace) whose subnet overlaps and that has precedence: one that
+/// is Ready (it holds the subnet) over one that is not; otherwise the one created earlier
+/// (ties broken by uid). So the first one keeps its subnet and later ones are refused.
+async fn overlapping_network(
+    ctx: &Context,
+    obj: &AnyObject,
+    subnet: &Subnet,
+) -> Result<Option<String>, StoreError> {
+    let q = ListQuery {
+        kind: Some(Kind::Network),
+        ..Default::default()
+    };
+    let holds = |o: &AnyObject| {
+        o.typed::<NetworkSpec, NetworkStatus>()
+            .is_ok_and(|t| t.status.common.is_ready(0))
+    };
+    let rank = |o: &AnyObject| {
+        (
+            !holds(o),
+            o.metadata.creation_timestamp,
+            o.metadata.uid.clone(),
+        )
+    };
+    let mine = rank(obj);
+    for other in ctx.store.list(&q).await?.items {
+        if other.metadata.uid == obj.metadata.uid || other.metadata.is_terminating() {
+            continue;
+        }
+        let Some(s) = other.spec.get("subnet").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        let Ok(theirs) = Subnet::parse(s) else {
+            continue;
+        };
+        if theirs.overlaps(subnet) && rank(&other) < mine {
+            let k = other.key().map(|k| k.to_string()).unwrap_or_default();
+            return Ok(Some(format!("{k} ({s})")));
+        }
+    }
+    Ok(None)
+}

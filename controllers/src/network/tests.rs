@@ -1,0 +1,188 @@
+//! The Network reconciler and the attachment component against the fake driver.
+
+use super::fake::FakeDriver;
+use super::*;
+use crate::metrics::ControllerMetrics;
+use serde_json::json;
+use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore};
+
+struct Setup {
+    ctx: Context,
+    driver: Arc<FakeDriver>,
+    attacher: Arc<Attacher>,
+    rec: NetworkReconciler,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
+        .await
+        .unwrap();
+    let ctx = Context {
+        store: Arc::new(store),
+        index: Arc::new(Index::new()),
+        metrics: Arc::new(ControllerMetrics::default()),
+    };
+    let driver = Arc::new(FakeDriver::new());
+    let attacher = Arc::new(Attacher::new(driver.clone(), "abcd0123"));
+    let rec = NetworkReconciler::new(attacher.clone(), Duration::from_secs(60));
+    Setup {
+        ctx,
+        driver,
+        attacher,
+        rec,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    async fn create(&self, kind: Kind, name: &str, spec: serde_json::Value) -> AnyObject {
+        let o = self
+            .ctx
+            .store
+            .create(AnyObject::new(kind, "default", name, spec))
+            .await
+            .unwrap();
+        self.ctx.index.upsert(&o);
+        o
+    }
+
+    async fn reconcile(&self, name: &str) -> NetworkStatus {
+        let key = ObjectKey::new(Kind::Network, "default", name);
+        self.rec.reconcile(&self.ctx, &key).await.unwrap();
+        match self.ctx.get(&key).await.unwrap() {
+            Some(o) => o.typed::<NetworkSpec, NetworkStatus>().unwrap().status,
+            None => NetworkStatus::default(),
+        }
+    }
+}
+
+fn reason(s: &NetworkStatus) -> String {
+    s.common.condition("Ready").unwrap().reason.clone()
+}
+
+#[tokio::test]
+async fn bridge_is_made_with_alias_and_overlaps_are_refused() {
+    let s = setup().await;
+    let n = s
+        .create(Kind::Network, "a", json!({"subnet": "10.8.0.0/24"}))
+        .await;
+    let st = s.reconcile("a").await;
+    assert_eq!(reason(&st), "BridgeReady");
+    let bridge = st.bridge.unwrap();
+    let b = s.driver.with(|h| h.bridges[&bridge].clone());
+    let uid = n.metadata.uid.unwrap();
+    assert_eq!(b.alias.unwrap(), format!("tend:abcd0123:{uid}"));
+    assert_eq!(b.addresses, vec![("10.8.0.1".parse().unwrap(), 24)]);
+    s.create(Kind::Network, "b", json!({"subnet": "10.8.0.0/16"}))
+        .await;
+    let st = s.reconcile("b").await;
+    assert_eq!(reason(&st), "SubnetOverlap");
+    assert!(st
+        .common
+        .condition("Ready")
+        .unwrap()
+        .message
+        .contains("network/default/a"));
+    s.driver
+        .with(|h| h.routes.push(("10.9.0.0".parse().unwrap(), 16)));
+    s.create(Kind::Network, "c", json!({"subnet": "10.9.1.0/24"}))
+        .await;
+    assert_eq!(reason(&s.reconcile("c").await), "SubnetOverlap");
+    // A down bridge is drift: repaired and counted.
+    s.driver
+        .with(|h| h.bridges.get_mut(&bridge).unwrap().up = false);
+    s.reconcile("a").await;
+    assert!(s.driver.with(|h| h.bridges[&bridge].up));
+    assert_eq!(s.ctx.metrics.drift_repairs.get(), 1);
+}
+
+#[tokio::test]
+async fn attachments_wait_lease_repair_and_protect_the_network() {
+    let s = setup().await;
+    s.create(Kind::Network, "n", json!({"subnet": "10.8.0.0/24"}))
+        .await;
+    let c = s
+        .create(
+            Kind::Container,
+            "c",
+            json!({"command": ["x"], "networks": [{"name": "n"}]}),
+        )
+        .await;
+    let err = s.attacher.ensure_attachments(&s.ctx, &c).await.unwrap_err();
+    assert_eq!(err.reason(), "WaitingForNetwork");
+    s.reconcile("n").await;
+    let entries = s.attacher.ensure_attachments(&s.ctx, &c).await.unwrap();
+    assert_eq!(
+        (entries[0].interface.as_str(), entries[0].ip.as_str()),
+        ("eth0", "10.8.0.2")
+    );
+    let uid = c.metadata.uid.clone().unwrap();
+    assert!(s
+        .driver
+        .with(|h| h.netns.contains(&format!("tend-abcd0123-{uid}"))));
+    // The veth vanishes: the Network's reconcile puts it back with the same address.
+    let veth = s.driver.host_veth_name(&uid, 0);
+    s.driver.with(|h| h.attachments.remove(&veth));
+    let st = s.reconcile("n").await;
+    assert_eq!(st.leases, 1);
+    let addr = s.driver.with(|h| h.attachments[&veth].0.address);
+    assert_eq!(addr.to_string(), "10.8.0.2");
+    // Deleting the Network while used: Terminating, InUse, bridge kept.
+    let key = ObjectKey::new(Kind::Network, "default", "n");
+    s.ctx
+        .store
+        .delete(&key, &DeleteOptions::default())
+        .await
+        .unwrap();
+    let st = s.reconcile("n").await;
+    assert_eq!(reason(&st), "InUse");
+    assert_eq!(st.common.phase.as_deref(), Some("Terminating"));
+    // The user goes: the bridge goes, and so does the row.
+    s.attacher.remove_attachments(&s.ctx, &c).await.unwrap();
+    let ckey = c.key().unwrap();
+    s.ctx
+        .store
+        .delete(&ckey, &DeleteOptions::default())
+        .await
+        .unwrap();
+    s.ctx.index.remove(&ckey);
+    s.reconcile("n").await;
+    assert!(s.ctx.get(&key).await.unwrap().is_none());
+    assert!(s
+        .driver
+        .with(|h| h.bridges.is_empty() && h.netns.is_empty()));
+}
+
+#[test]
+fn monitor_events_map_to_their_objects() {
+    let driver = Arc::new(FakeDriver::new());
+    let attacher = Arc::new(Attacher::new(driver.clone(), "abcd0123"));
+    let rec = NetworkReconciler::new(attacher, Duration::from_secs(60));
+    let index = Index::new();
+    let mut n = AnyObject::new(
+        Kind::Network,
+        "default",
+        "n",
+        json!({"subnet": "10.8.0.0/24"}),
+    );
+    n.metadata.uid = Some("11111111-2222".into());
+    let mut c = AnyObject::new(
+        Kind::Container,
+        "default",
+        "c",
+        json!({"command": ["x"], "networks": [{"name": "n"}]}),
+    );
+    c.metadata.uid = Some("33333333-4444".into());
+    index.upsert(&n);
+    index.upsert(&c);
+    let bridge = driver.bridge_name("11111111-2222");
+    assert_eq!(rec.keys_for_ifname(&index, &bridge), vec![n.key().unwrap()]);
+    let veth = driver.host_veth_name("33333333-4444", 0);
+    assert_eq!(
+        rec.keys_for_ifname(&index, &veth),
+        vec![n.key().unwrap(), c.key().unwrap()]
+    );
+    assert!(rec.keys_for_ifname(&index, "eth0").is_empty());
+}

@@ -1,0 +1,266 @@
+//! The Network controller's driver over netlink (`NetDriver`), its registration in the daemon,
+//! and the monitor task that turns link/address events into reconciles.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use tend_controllers::network::{
+    AttachConfig, AttachObserved, Attacher, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
+    NetworkReconciler,
+};
+use tend_controllers::{Error, Index, Runtime, Trigger};
+use tend_schema::Kind;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{firewall, names, AttachRequest, NetDriver};
+use crate::daemon::DaemonConfig;
+
+/// [`NetworkDriver`] over the netlink driver.
+#[derive(Clone)]
+pub struct NetlinkNetworkDriver {
+    net: NetDriver,
+}
+
+impl NetlinkNetworkDriver {
+    pub fn new(net: NetDriver) -> Self {
+        Self { net }
+    }
+}
+
+fn net4(n: &Ipv4Net) -> (Ipv4Addr, u8) {
+    (n.addr(), n.prefix_len())
+}
+
+fn box_err(e: super::Error) -> Error {
+    Box::new(e)
+}
+
+#[async_trait]
+impl NetworkDriver for NetlinkNetworkDriver {
+    fn bridge_name(&self, network_uid: &str) -> String {
+        names::bridge_name(network_uid)
+    }
+
+    fn host_veth_name(&self, container_uid: &str, index: usize) -> String {
+        names::host_veth_name(container_uid, index)
+    }
+
+    fn netns_path(&self, name: &str) -> PathBuf {
+        self.net.netns_dir().join(name)
+    }
+
+    async fn ensure_bridge(&self, b: &BridgeConfig) -> Result<(), Error> {
+        let st = self
+            .net
+            .ensure_bridge(&b.name, b.gateway, b.prefix, b.mtu)
+            .await
+            .map_err(box_err)?;
+        if st.alias.as_deref() != Some(b.alias.as_str()) {
+            self.net
+                .set_link_alias(&b.name, &b.alias)
+                .await
+                .map_err(box_err)?;
+        }
+        Ok(())
+    }
+
+    async fn inspect_bridge(&self, name: &str) -> Result<Option<BridgeObserved>, Error> {
+        Ok(self
+            .net
+            .inspect_bridge(name)
+            .await
+            .map_err(box_err)?
+            .map(|b| BridgeObserved {
+                up: b.up,
+                mtu: b.mtu,
+                addresses: b.addresses.iter().map(net4).collect(),
+                alias: b.alias,
+            }))
+    }
+
+    async fn delete_link(&self, name: &str) -> Result<(), Error> {
+        self.net.delete_link(name).await.map_err(box_err)
+    }
+
+    async fn list_links(&self) -> Result<Vec<HostLink>, Error> {
+        let links = self.net.list_tend_links().await.map_err(box_err)?;
+        let name_of = |i: u32| links.iter().find(|l| l.index == i).map(|l| l.name.clone());
+        Ok(links
+            .iter()
+            .map(|l| HostLink {
+                name: l.name.clone(),
+                alias: l.alias.clone(),
+                up: l.up,
+                master: l.master.and_then(name_of),
+            })
+            .collect())
+    }
+
+    async fn route_overlap(&self, network: Ipv4Addr, prefix: u8) -> Result<Option<String>, Error> {
+        let subnet = Ipv4Net::new(network, prefix).map_err(|e| -> Error { Box::new(e) })?;
+        let bridges: Vec<u32> = self
+            .net
+            .list_tend_links()
+            .await
+            .map_err(box_err)?
+            .iter()
+            .filter(|l| l.name.starts_with(names::BRIDGE_PREFIX))
+            .map(|l| l.index)
+            .collect();
+        let hit = self
+            .net
+            .route_overlap(subnet, &bridges)
+            .await
+            .map_err(box_err)?;
+        Ok(hit.map(|r| {
+            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let dev = r.oif.map(|o| format!(" (ifindex {o})")).unwrap_or_default();
+            format!("{}{via}{dev}", r.destination)
+        }))
+    }
+
+    async fn create_netns(&self, name: &str) -> Result<(), Error> {
+        self.net.create_netns(name).await.map_err(box_err)
+    }
+
+    async fn delete_netns(&self, name: &str) -> Result<(), Error> {
+        self.net.delete_netns(name).await.map_err(box_err)
+    }
+
+    async fn list_netns(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        self.net.list_netns(prefix).await.map_err(box_err)
+    }
+
+    async fn attach(&self, a: &AttachConfig) -> Result<(), Error> {
+        let req = AttachRequest {
+            netns: a.netns.clone(),
+            bridge: a.bridge.clone(),
+            host_ifname: a.host_ifname.clone(),
+            ifname: a.ifname.clone(),
+            address: Ipv4Net::new(a.address, a.prefix).map_err(|e| -> Error { Box::new(e) })?,
+            gateway: a.gateway,
+            mtu: a.mtu,
+        };
+        self.net.attach(&req).await.map_err(box_err)?;
+        self.net
+            .set_link_alias(&a.host_ifname, &a.alias)
+            .await
+            .map_err(box_err)
+    }
+
+    async fn inspect_attachment(&self, a: &AttachConfig) -> Result<AttachObserved, Error> {
+        let s = self
+            .net
+            .inspect_attachment(&a.netns, &a.host_ifname, &a.ifname)
+            .await
+            .map_err(box_err)?;
+        Ok(AttachObserved {
+            netns_exists: s.netns_exists,
+            host_exists: s.host_exists,
+            host_up: s.host_up,
+            master: s.master,
+            peer_exists: s.peer_exists,
+            peer_up: s.peer_up,
+            addresses: s.addresses.iter().map(net4).collect(),
+            default_gateway: s.default_gateway,
+        })
+    }
+}
+
+/// What the daemon keeps of the Network controller: the attachment component (the Container
+/// controller calls it) and where to add the Container controller's trigger, so netlink
+/// events about a container's veth wake the Container too.
+pub struct NetworkHandle {
+    pub attacher: Arc<Attacher>,
+    container_triggers: Arc<Mutex<Vec<Trigger>>>,
+}
+
+impl NetworkHandle {
+    /// Makes the monitor also wake Containers whose veths changed.
+    pub fn add_container_trigger(&self, t: Trigger) {
+        self.container_triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(t);
+    }
+}
+
+/// Registers the Network controller: the iptables forwarding rule, the netlink driver on
+/// `/run/netns`, the reconciler, and the monitor that triggers it.
+///
+/// # Errors
+/// When netlink cannot be opened or the monitor cannot start.
+pub async fn register_network(
+    runtime: &mut Runtime,
+    cfg: &DaemonConfig,
+) -> anyhow::Result<NetworkHandle> {
+    match crate::util::blocking(firewall::ensure_bridge_forwarding).await {
+        Ok(firewall::FirewallOutcome::NoIptables) => {
+            tracing::warn!("iptables not found; not adding the tend-bridges FORWARD rule")
+        }
+        Ok(o) => tracing::debug!(outcome = ?o, "tend-bridges FORWARD rule"),
+        Err(e) => tracing::warn!(error = %e, "could not ensure the tend-bridges FORWARD rule"),
+    }
+    let net = NetDriver::with_default_dir()?;
+    let driver: Arc<dyn NetworkDriver> = Arc::new(NetlinkNetworkDriver::new(net.clone()));
+    let attacher = Arc::new(Attacher::new(driver, cfg.instance.clone()));
+    let deep_every = cfg.controller.resync.mul_f64(0.9);
+    let reconciler = Arc::new(NetworkReconciler::new(attacher.clone(), deep_every));
+    let trigger = runtime.register(reconciler.clone(), cfg.controller.clone());
+    let container_triggers: Arc<Mutex<Vec<Trigger>>> = Arc::default();
+    let monitor = net.monitor(None).await?;
+    tokio::spawn(watch_links(
+        monitor,
+        reconciler,
+        runtime.index(),
+        trigger,
+        container_triggers.clone(),
+    ));
+    Ok(NetworkHandle {
+        attacher,
+        container_triggers,
+    })
+}
+
+/// Turns link/address events on tend's interfaces into reconciles of the objects they belong
+/// to; a lost event (lag) wakes every Network.
+async fn watch_links(
+    mut monitor: super::NetMonitor,
+    reconciler: Arc<NetworkReconciler>,
+    index: Arc<Index>,
+    trigger: Trigger,
+    containers: Arc<Mutex<Vec<Trigger>>>,
+) {
+    loop {
+        match monitor.recv().await {
+            Ok(ev) => {
+                if !names::is_tend_link(ev.ifname()) {
+                    continue;
+                }
+                for k in reconciler.keys_for_ifname(&index, ev.ifname()) {
+                    match k.kind {
+                        Kind::Network => trigger.key(k),
+                        _ => {
+                            let ts = containers.lock().unwrap_or_else(|p| p.into_inner());
+                            ts.iter().for_each(|t| t.key(k.clone()));
+                        }
+                    }
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(lost = n, "netlink monitor lagged; waking every Network");
+                index
+                    .keys(Kind::Network)
+                    .into_iter()
+                    .for_each(|k| trigger.key(k));
+            }
+            Err(RecvError::Closed) => {
+                tracing::error!("netlink monitor closed; drift is now found by resync only");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `tend bench network` through the controller: attachments made by the attachment component
+//! (leases in SQLite, names, aliases), veth deletions repaired by the running Network controller,
+//! and teardown — in a throwaway state dir with its own instance id.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use tend_controllers::metrics::ControllerMetrics;
+use tend_controllers::{Context, ControllerConfig, Runtime, RuntimeConfig};
+use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
+use tend_schema::{AnyObject, Kind, ObjectKey};
+
+use super::adapter::register_network;
+use super::bench::percentile;
+use super::{names, NetDriver};
+use crate::daemon::DaemonConfig;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct NetworkBenchConfig {
+    /// Containers attached (one namespace each).
+    pub count: usize,
+    /// Attachments in flight at once.
+    pub concurrency: usize,
+    /// How many veth deletions to time the repair of.
+    pub repairs: usize,
+    /// The Network's subnet; must hold `count + 1` hosts and overlap no host route.
+    pub subnet: String,
+}
+
+impl Default for NetworkBenchConfig {
+    fn default() -> Self {
+        Self {
+            count: 500,
+            concurrency: 8,
+            repairs: 50,
+            subnet: "10.214.0.0/16".into(),
+        }
+    }
+}
+
+/// Measured figures.
+#[derive(Debug, Clone)]
+pub struct NetworkBenchReport {
+    pub count: usize,
+    /// `ensure_attachments` per container (lease, netns, veth, address, route): median, p99.
+    pub attach_p50: Duration,
+    pub attach_p99: Duration,
+    /// Containers attached per second with `concurrency` in flight.
+    pub per_second: f64,
+    /// From deleting a container's host veth to the controller having put it back.
+    pub repair_p50: Duration,
+    pub repair_p99: Duration,
+    /// `remove_attachments` of every container (namespaces deleted, leases released).
+    pub teardown: Duration,
+}
+
+impl fmt::Display for NetworkBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "containers attached: {}", self.count)?;
+        writeln!(
+            f,
+            "attach: p50 {:?}  p99 {:?}  ({:.0}/s)",
+            self.attach_p50, self.attach_p99, self.per_second
+        )?;
+        writeln!(
+            f,
+            "veth deleted -> repaired: p50 {:?}  p99 {:?}",
+            self.repair_p50, self.repair_p99
+        )?;
+        write!(f, "teardown of {}: {:?}", self.count, self.teardown)
+    }
+}
+
+/// Runs the benchmark in a temporary state dir and removes everything it made.
+///
+/// # Errors
+/// Store, driver or daemon failures, or the Network never becoming Ready (e.g. the subnet
+/// overlaps a host route).
+pub async fn bench_network_controller(
+    cfg: &NetworkBenchConfig,
+) -> anyhow::Result<NetworkBenchReport> {
+    let instance = format!("{:08x}", rand::random::<u32>());
+    let dir = std::env::temp_dir().join(format!("tend-netbench-{instance}"));
+    std::fs::create_dir_all(&dir)?;
+    let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
+    let dcfg = DaemonConfig {
+        state_dir: dir.clone(),
+        instance,
+        exe: std::env::current_exe()?,
+        controller: ControllerConfig::default(),
+    };
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());
+    let handle = register_network(&mut rt, &dcfg).await?;
+    let ctx = Context {
+        store: dyn_store,
+        index: rt.index(),
+        metrics: Arc::new(ControllerMetrics::default()),
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(rt.run(async {
+        let _ = rx.await;
+    }));
+    let res = run(cfg, &store, &ctx, &handle.attacher).await;
+    let net = ObjectKey::new(Kind::Network, "default", "bench");
+    let _ = store.delete(&net, &DeleteOptions::default()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.get(&net).await.is_ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(());
+    let _ = task.await;
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+async fn run(
+    cfg: &NetworkBenchConfig,
+    store: &Arc<SqliteStore>,
+    ctx: &Context,
+    attacher: &Arc<tend_controllers::network::Attacher>,
+) -> anyhow::Result<NetworkBenchReport> {
+    let spec = json!({"subnet": cfg.subnet});
+    let net = store
+        .create(AnyObject::new(Kind::Network, "default", "bench", spec))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = store.get(&net.key()?).await?;
+        if o.status["phase"] == "Ready" {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "network never Ready: {}",
+            o.status
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut containers = Vec::with_capacity(cfg.count);
+    for i in 0..cfg.count {
+        let spec = json!({"command": ["/bin/true"], "networks": [{"name": "bench"}]});
+        let c = AnyObject::new(Kind::Container, "default", &format!("c{i}"), spec);
+        containers.push(store.create(c).await?);
+    }
+    let start = Instant::now();
+    let timings: Vec<anyhow::Result<Duration>> = futures::stream::iter(&containers)
+        .map(|c| async move {
+            let t = Instant::now();
+            attacher.ensure_attachments(ctx, c).await?;
+            Ok(t.elapsed())
+        })
+        .buffer_unordered(cfg.concurrency.max(1))
+        .collect()
+        .await;
+    let wall = start.elapsed();
+    let mut attach = timings.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let mut repairs = Vec::new();
+    let driver = NetDriver::with_default_dir()?;
+    for c in containers.iter().take(cfg.repairs) {
+        let veth = names::host_veth_name(c.metadata.uid.as_deref().unwrap_or_default(), 0);
+        driver.delete_link(&veth).await?;
+        let t = Instant::now();
+        loop {
+            let back = driver.link_by_name(&veth).await?;
+            if back.is_some_and(|l| super::link_master(&l).is_some() && super::link_up(&l)) {
+                break;
+            }
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "{veth} never repaired"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        repairs.push(t.elapsed());
+    }
+    let start = Instant::now();
+    let removed: Vec<_> = futures::stream::iter(&containers)
+        .map(|c| attacher.remove_attachments(ctx, c))
+        .buffer_unordered(cfg.concurrency.max(1))
+        .collect()
+        .await;
+    let teardown = start.elapsed();
+    for r in removed {
+        r?;
+    }
+    for c in &containers {
+        store.delete(&c.key()?, &DeleteOptions::default()).await?;
+    }
+    Ok(NetworkBenchReport {
+        count: cfg.count,
+        attach_p50: percentile(&mut attach, 50),
+        attach_p99: percentile(&mut attach, 99),
+        per_second: cfg.count as f64 / wall.as_secs_f64(),
+        repair_p50: percentile(&mut repairs, 50),
+        repair_p99: percentile(&mut repairs, 99),
+        teardown,
+    })
+}
