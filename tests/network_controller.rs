@@ -663,26 +663,3 @@ async fn overlap_and_exhaustion_give_their_conditions() {
     .await;
     d.shutdown().await;
 }
-
-/// The controller-level benchmark, small enough for a test run (`--ignored --nocapture`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn bench_network_controller_small() {
-    if !common::privileged("bench_network_controller_small") {
-        return;
-    }
-    let n: usize = std::env::var("TEND_NETBENCH_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let cfg = tend::net::ctlbench::NetworkBenchConfig {
-        count: n,
-        repairs: 20,
-        subnet: "10.215.0.0/16".into(),
-        ..Default::default()
-    };
-    let report = tend::net::ctlbench::bench_network_controller(&cfg)
-        .await
-        .unwrap();
-    eprintln!("{report}");
-}

@@ -25,6 +25,12 @@ pub enum What {
         #[arg(long, default_value_t = 10)]
         idle_seconds: u64,
     },
+    /// Networks: attachment latency and throughput, veth deleted → repaired, teardown. Needs root.
+    Network {
+        /// Container attachments to create.
+        #[arg(long, default_value_t = 500)]
+        count: usize,
+    },
 }
 
 pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -34,6 +40,16 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             objects,
             idle_seconds,
         } => crate::bench::runtime::run(objects, idle_seconds).await?,
+        What::Network { count } => {
+            let cfg = crate::net::ctlbench::NetworkBenchConfig {
+                count,
+                ..Default::default()
+            };
+            println!(
+                "{}",
+                crate::net::ctlbench::bench_network_controller(&cfg).await?
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
