@@ -7,13 +7,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Also serve the API on this TCP address (bearer token required), e.g. 127.0.0.1:6443.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
 
 /// The daemon's announcement: who runs, since when, where to reach it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct EngineInfo {
     pub pid: u32,
     pub endpoint: Option<String>,
+    /// The API's TCP address (`tend serve --listen`), for `tend kubeconfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     pub started_at: tend_schema::Time,
     pub version: String,
 }
@@ -53,9 +60,19 @@ impl StateLock {
 
     /// Writes `engine.json` atomically.
     pub fn announce(&self, endpoint: Option<String>) -> anyhow::Result<()> {
+        self.announce_listeners(endpoint, None)
+    }
+
+    /// Writes `engine.json` atomically, with the API's TCP address when there is one.
+    pub fn announce_listeners(
+        &self,
+        endpoint: Option<String>,
+        listen: Option<String>,
+    ) -> anyhow::Result<()> {
         let info = EngineInfo {
             pid: std::process::id(),
             endpoint,
+            listen,
             started_at: tend_schema::meta::now(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -72,17 +89,33 @@ impl Drop for StateLock {
     }
 }
 
-pub async fn run(dir: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::open(dir).await?;
     let lock = StateLock::acquire(dir)?;
-    lock.announce(None)?;
-    tracing::info!(state_dir = %dir.display(), db = %store.path().display(), "tend serve started");
+    let db = store.path().display().to_string();
+    // No start-up observation pass is wired yet, so the daemon is ready once it listens.
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api = crate::api::bind(crate::api::ApiConfig {
+        state_dir: dir.to_path_buf(),
+        listen: args.listen,
+        store,
+        ready: ready.clone(),
+        metrics: None,
+        limits: Default::default(),
+    })
+    .await?;
+    let endpoint = format!("unix://{}", api.socket().display());
+    let tcp = api.tcp_addr().map(|a| a.to_string());
+    lock.announce_listeners(Some(endpoint.clone()), tcp.clone())?;
+    ready.store(true, std::sync::atomic::Ordering::Release);
+    tracing::info!(state_dir = %dir.display(), db, "tend serve started");
     eprintln!(
-        "tend serve: state dir {}, pid {}",
+        "tend serve: state dir {}, pid {}, API on {endpoint}{}",
         dir.display(),
-        std::process::id()
+        std::process::id(),
+        tcp.map(|a| format!(" and https://{a}")).unwrap_or_default()
     );
-    shutdown_signal().await;
+    api.run(shutdown_signal()).await?;
     eprintln!("tend serve: shutting down");
     drop(lock);
     Ok(ExitCode::SUCCESS)
