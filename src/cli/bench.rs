@@ -22,11 +22,14 @@ pub enum What {
         #[arg(long, default_value_t = 10_000)]
         objects: usize,
     },
+    /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
+    Api(crate::api::bench::Args),
 }
 
 pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Store { objects } => store(objects).await?,
+        What::Api(a) => crate::api::bench::run(a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
