@@ -18,8 +18,17 @@ impl Drop for Kill {
 }
 
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("kubectl").env("KUBECONFIG", kc).env("HOME", kc.parent().unwrap()).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", kc)
+        .env("HOME", kc.parent().unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -32,7 +41,13 @@ fn ok(kc: &Path, args: &[&str]) -> String {
 fn start(dir: &Path) -> (Kill, PathBuf) {
     let tend = env!("CARGO_BIN_EXE_tend");
     let child = Command::new(tend)
-        .args(["--state-dir", dir.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--state-dir",
+            dir.to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -43,11 +58,21 @@ fn start(dir: &Path) -> (Kill, PathBuf) {
         if engine.contains("\"listen\"") {
             break;
         }
-        assert!(Instant::now() < deadline, "tend serve did not announce a listener");
+        assert!(
+            Instant::now() < deadline,
+            "tend serve did not announce a listener"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = Command::new(tend).args(["--state-dir", dir.to_str().unwrap(), "kubeconfig"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(tend)
+        .args(["--state-dir", dir.to_str().unwrap(), "kubeconfig"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let kc = dir.join("kubeconfig");
     std::fs::write(&kc, &out.stdout).unwrap();
     (guard, kc)
@@ -55,7 +80,12 @@ fn start(dir: &Path) -> (Kill, PathBuf) {
 
 #[test]
 fn kubectl_drives_tend() {
-    if Command::new("kubectl").arg("version").arg("--client").output().is_err() {
+    if Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED kubectl_drives_tend: kubectl is not installed");
         return;
     }
@@ -75,11 +105,21 @@ fn kubectl_drives_tend() {
     let (good, text) = kubectl(&kc, &["apply", "-f", f]);
     assert!(!good && text.contains("subnett"), "{text}");
     let yaml = ok(&kc, &["get", "network", "backend", "-o", "yaml"]);
-    assert!(yaml.contains("subnet: 10.88.0.0/24") && yaml.contains("resourceVersion:"), "{yaml}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&kc, &["get", "net", "-o", "json"])).unwrap();
+    assert!(
+        yaml.contains("subnet: 10.88.0.0/24") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&kc, &["get", "net", "-o", "json"])).unwrap();
     assert_eq!(json["items"][0]["metadata"]["name"], "backend");
     let wide = ok(&kc, &["get", "networks", "-o", "wide"]);
-    assert!(wide.contains("SUBNET") && wide.contains("PHASE") && wide.contains("BRIDGE") && wide.contains("10.88.0.0/24"), "{wide}");
+    assert!(
+        wide.contains("SUBNET")
+            && wide.contains("PHASE")
+            && wide.contains("BRIDGE")
+            && wide.contains("10.88.0.0/24"),
+        "{wide}"
+    );
     let narrow = ok(&kc, &["get", "networks"]);
     assert!(!narrow.contains("BRIDGE"), "{narrow}");
     assert!(ok(&kc, &["explain", "containers.spec.resources"]).contains("memory"));
@@ -111,15 +151,32 @@ fn kubectl_drives_tend() {
         }
     }
     assert!(ok(&kc, &["label", "network", "backend", "tier=db"]).contains("labeled"));
-    while !lines.iter().any(|l| l.contains("MODIFIED") && l.contains("db")) && Instant::now() < deadline {
+    while !lines
+        .iter()
+        .any(|l| l.contains("MODIFIED") && l.contains("db"))
+        && Instant::now() < deadline
+    {
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(l);
         }
     }
     drop(watch);
-    assert!(lines.iter().any(|l| l.contains("MODIFIED") && l.contains("db")), "{lines:?}");
-    assert!(ok(&kc, &["get", "net", "-l", "tier=db", "-o", "name"]).contains("network.tend.dev/backend"));
-    assert!(ok(&kc, &["delete", "network", "backend", "--wait", "--timeout=10s"]).contains("deleted"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("MODIFIED") && l.contains("db")),
+        "{lines:?}"
+    );
+    assert!(ok(&kc, &["get", "net", "-l", "tier=db", "-o", "name"])
+        .contains("network.tend.dev/backend"));
+    assert!(ok(
+        &kc,
+        &["delete", "network", "backend", "--wait", "--timeout=10s"]
+    )
+    .contains("deleted"));
     let (good, text) = kubectl(&kc, &["get", "network", "backend"]);
-    assert!(!good && text.contains("NotFound") || text.contains("not found"), "{text}");
+    assert!(
+        !good && text.contains("NotFound") || text.contains("not found"),
+        "{text}"
+    );
 }

@@ -187,10 +187,13 @@ impl Identity {
     }
 }
 
+/// Identifies one version of the file on disk: inode, size, mtime (s, ns).
+type Stamp = (u64, u64, i64, i64);
+
 /// The token file as the server sees it, re-read when it changes on disk.
 pub struct Tokens {
     path: PathBuf,
-    cached: Mutex<(Option<(u64, u64, i64, i64)>, TokenFile)>,
+    cached: Mutex<(Option<Stamp>, TokenFile)>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -59,9 +59,23 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let server = tokio::spawn(api.run(async move {
         let _ = stopped.await;
     }));
-    println!("tend bench api: server in this process (pid {}), load from a child process over {}", std::process::id(), sock.display());
+    println!(
+        "tend bench api: server in this process (pid {}), load from a child process over {}",
+        std::process::id(),
+        sock.display()
+    );
     let status = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["bench", "api", "--clients", &args.clients.to_string(), "--seconds", &args.seconds.to_string(), "--watchers", &args.watchers.to_string(), "--client"])
+        .args([
+            "bench",
+            "api",
+            "--clients",
+            &args.clients.to_string(),
+            "--seconds",
+            &args.seconds.to_string(),
+            "--watchers",
+            &args.watchers.to_string(),
+            "--client",
+        ])
         .arg(&sock)
         .status()
         .await?;
@@ -72,7 +86,12 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
 }
 
 fn net(name: &str, annotations: &[(&str, String)]) -> AnyObject {
-    let mut o = AnyObject::new(Kind::Network, "default", name, serde_json::json!({"subnet": "10.9.0.0/24"}));
+    let mut o = AnyObject::new(
+        Kind::Network,
+        "default",
+        name,
+        serde_json::json!({"subnet": "10.9.0.0/24"}),
+    );
     for (k, v) in annotations {
         o.metadata.annotations.insert(k.to_string(), v.clone());
     }
@@ -80,7 +99,10 @@ fn net(name: &str, annotations: &[(&str, String)]) -> AnyObject {
 }
 
 fn now_nanos() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
 }
 
 async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
@@ -127,7 +149,11 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
         lat.push(t.elapsed());
     }
     lat.sort();
-    println!("create, 1 client: p50 {:.0}µs, p99 {:.0}µs (n=500)", pct(&lat, 0.5), pct(&lat, 0.99));
+    println!(
+        "create, 1 client: p50 {:.0}µs, p99 {:.0}µs (n=500)",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    );
     // Watch delivery: N watchers, creates stamped with their send time.
     let rev = c.list(Kind::Network, Some("default"), "").await?.revision;
     let mut watchers = Vec::new();
@@ -140,7 +166,10 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
             while lat.len() < events {
                 match tokio::time::timeout(Duration::from_secs(30), w.next()).await {
                     Ok(Some(Ok(l))) if l.type_ == "ADDED" => {
-                        if let Some(t) = l.object["metadata"]["annotations"]["t"].as_str().and_then(|s| s.parse::<u128>().ok()) {
+                        if let Some(t) = l.object["metadata"]["annotations"]["t"]
+                            .as_str()
+                            .and_then(|s| s.parse::<u128>().ok())
+                        {
                             lat.push(Duration::from_nanos(now_nanos().saturating_sub(t) as u64));
                         }
                     }
@@ -152,7 +181,8 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
         }));
     }
     for i in 0..events {
-        c.create(&net(&format!("w{i}"), &[("t", now_nanos().to_string())])).await?;
+        c.create(&net(&format!("w{i}"), &[("t", now_nanos().to_string())]))
+            .await?;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut lat = Vec::new();
