@@ -3,6 +3,7 @@
 //! Logic lives in `tend-schema` (the data contract) and `tend-controllers` (the reconcile
 //! loops); this crate reaches the kernel and wires the pieces together.
 
+pub mod api;
 pub mod bench;
 pub mod cgroup;
 pub mod cli;

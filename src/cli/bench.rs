@@ -31,6 +31,8 @@ pub enum What {
         #[arg(long, default_value_t = 500)]
         count: usize,
     },
+    /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
+    Api(crate::api::bench::Args),
 }
 
 pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -50,6 +52,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 crate::net::ctlbench::bench_network_controller(&cfg).await?
             );
         }
+        What::Api(a) => crate::api::bench::run(a).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

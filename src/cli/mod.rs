@@ -8,8 +8,10 @@ mod describe;
 mod diff;
 mod get;
 mod input;
-mod output;
+mod kubeconfig;
+pub(crate) mod output;
 pub mod serve;
+mod token;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +53,10 @@ pub enum Command {
     Serve(serve::Args),
     /// Measure tend and print figures.
     Bench(bench::Args),
+    /// Manage API bearer tokens.
+    Token(token::Args),
+    /// Print a kubeconfig for the running daemon (needs `tend serve --listen`).
+    Kubeconfig(kubeconfig::Args),
 }
 
 /// Runs a parsed command line; the exit code is what scripts see.
@@ -87,6 +93,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(a) => db::run(&*open(&dir).await?, a).await,
         Command::Serve(a) => serve::run(&dir, a).await,
         Command::Bench(a) => bench::run(&dir, a).await,
+        Command::Token(a) => token::run(&dir, a),
+        Command::Kubeconfig(a) => kubeconfig::run(&dir, a),
     }
 }
 

@@ -5,6 +5,8 @@ use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,6 +16,9 @@ pub struct Args {
     /// Every object is reconciled at least this often (seconds), to find unreported drift.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
+    /// Also serve the API on this TCP address (bearer token required), e.g. 127.0.0.1:6443.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The daemon's announcement: who runs, since when, where to reach it.
@@ -21,6 +26,9 @@ pub struct Args {
 pub struct EngineInfo {
     pub pid: u32,
     pub endpoint: Option<String>,
+    /// The API's TCP address (`tend serve --listen`), for `tend kubeconfig`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     pub started_at: tend_schema::Time,
     pub version: String,
 }
@@ -60,9 +68,19 @@ impl StateLock {
 
     /// Writes `engine.json` atomically.
     pub fn announce(&self, endpoint: Option<String>) -> anyhow::Result<()> {
+        self.announce_listeners(endpoint, None)
+    }
+
+    /// Writes `engine.json` atomically, with the API's TCP address when there is one.
+    pub fn announce_listeners(
+        &self,
+        endpoint: Option<String>,
+        listen: Option<String>,
+    ) -> anyhow::Result<()> {
         let info = EngineInfo {
             pid: std::process::id(),
             endpoint,
+            listen,
             started_at: tend_schema::meta::now(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
@@ -79,34 +97,76 @@ impl Drop for StateLock {
     }
 }
 
-pub async fn run(dir: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::open(dir).await?;
     let lock = StateLock::acquire(dir)?;
-    lock.announce(None)?;
+    let cfg = crate::daemon::DaemonConfig {
+        state_dir: dir.to_path_buf(),
+        instance: crate::daemon::instance_id(dir).context("reading the instance id")?,
+        exe: std::env::current_exe().context("locating the tend binary")?,
+        controller: tend_controllers::ControllerConfig {
+            concurrency: args.concurrency,
+            resync: std::time::Duration::from_secs(args.resync_seconds),
+        },
+    };
+    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
+    let shutdown = shutdown_signal();
+    // /readyz turns true once every controller has passed its start-up observation pass.
+    let ready = Arc::new(AtomicBool::new(false));
+    let api = crate::api::bind(crate::api::ApiConfig {
+        state_dir: dir.to_path_buf(),
+        listen: args.listen,
+        store: store.clone(),
+        ready: ready.clone(),
+        metrics: Some(Arc::new(daemon.runtime.metrics_renderer())),
+        limits: Default::default(),
+    })
+    .await?;
+    let mut gate = daemon.runtime.ready();
+    tokio::spawn(async move {
+        if gate.wait_for(|v| *v).await.is_ok() {
+            ready.store(true, Ordering::Release);
+        }
+    });
+    let endpoint = format!("unix://{}", api.socket().display());
+    let tcp = api.tcp_addr().map(|a| a.to_string());
+    lock.announce_listeners(Some(endpoint.clone()), tcp.clone())?;
     tracing::info!(state_dir = %dir.display(), db = %store.path().display(), "tend serve started");
     eprintln!(
-        "tend serve: state dir {}, pid {}",
+        "tend serve: state dir {}, pid {}, API on {endpoint}{}",
         dir.display(),
-        std::process::id()
+        std::process::id(),
+        tcp.map(|a| format!(" and https://{a}")).unwrap_or_default()
     );
-    shutdown_signal().await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let api_task = tokio::spawn(api.run(stopped(stop_rx.clone())));
+    let runtime_task = tokio::spawn(daemon.runtime.run(stopped(stop_rx)));
+    shutdown.await;
     eprintln!("tend serve: shutting down");
+    let _ = stop_tx.send(true);
+    runtime_task.await??;
+    api_task.await??;
     drop(lock);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT now (so a signal from this moment on is not fatal) and
+/// returns a future that resolves when one arrives.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let handlers =
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+    async move {
+        let Ok((mut term, mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop tend with SIGKILL");
+            return std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
