@@ -15,6 +15,9 @@ pub mod informer;
 pub mod metrics;
 pub mod queue;
 pub mod runtime;
+pub mod sandbox;
+pub mod snapshot;
+pub mod state;
 
 pub use action::{Action, Error};
 pub use context::Context;
