@@ -242,3 +242,6 @@ impl Sweeper {
 }
 
 pub mod fake;
+
+#[cfg(test)]
+mod tests;
