@@ -14,6 +14,19 @@ pub struct Args {
     /// Every object is reconciled at least this often (seconds), to find unreported drift.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
+    /// Snapshot backend for States and Sandboxes: auto (btrfs, via an embedded loop image when
+    /// the state dir is not on btrfs), btrfs, or copy.
+    #[arg(long, default_value = "auto")]
+    pub snapshot_backend: crate::snapshot::BackendMode,
+    /// Size of the embedded btrfs image when one is created (sparse), e.g. 4Gi, 512Mi.
+    #[arg(long, default_value = "4Gi", value_parser = tend_schema::Quantity::parse)]
+    pub btrfs_image_size: tend_schema::Quantity,
+    /// Use this existing btrfs mount for snapshots instead of an image.
+    #[arg(long)]
+    pub btrfs_root: Option<PathBuf>,
+    /// Seconds a tree no object owns is left alone before it is removed.
+    #[arg(long, default_value_t = 30)]
+    pub orphan_grace_seconds: u64,
 }
 
 /// The daemon's announcement: who runs, since when, where to reach it.
@@ -79,9 +92,31 @@ impl Drop for StateLock {
     }
 }
 
-pub async fn run(dir: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::open(dir).await?;
     let lock = StateLock::acquire(dir)?;
+    let cfg = crate::daemon::DaemonConfig {
+        state_dir: dir.to_path_buf(),
+        instance: crate::daemon::instance_id(dir)?,
+        exe: std::env::current_exe()?,
+        controller: tend_controllers::ControllerConfig {
+            concurrency: args.concurrency,
+            resync: std::time::Duration::from_secs(args.resync_seconds),
+        },
+        snapshot: crate::snapshot::register::SnapshotConfig {
+            mode: args.snapshot_backend,
+            image_size: args.btrfs_image_size.value(),
+            btrfs_root: args.btrfs_root,
+            orphan_grace: std::time::Duration::from_secs(args.orphan_grace_seconds),
+        },
+    };
+    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
+    // Handlers first: a SIGTERM from the moment engine.json exists shuts down cleanly.
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     lock.announce(None)?;
     tracing::info!(state_dir = %dir.display(), db = %store.path().display(), "tend serve started");
     eprintln!(
@@ -89,7 +124,13 @@ pub async fn run(dir: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         dir.display(),
         std::process::id()
     );
-    shutdown_signal().await;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    daemon.runtime.run(shutdown).await?;
     eprintln!("tend serve: shutting down");
     drop(lock);
     Ok(ExitCode::SUCCESS)
