@@ -171,6 +171,19 @@ impl Env {
         self.until(kind, name, "deletion", |o| o.is_none()).await;
     }
 
+    /// Waits for an event with this reason (events are recorded just after the host change).
+    async fn event(&self, reason: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.event_reasons().await.iter().any(|r| r == reason) {
+            assert!(
+                Instant::now() < deadline,
+                "no {reason} event: {:?}",
+                self.event_reasons().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn event_reasons(&self) -> Vec<String> {
         let evs = self
             .store
@@ -369,4 +382,386 @@ async fn import_snapshot_and_freeze_btrfs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn import_snapshot_and_freeze_copy() {
     import_snapshot_and_freeze(BackendMode::Copy, "import_snapshot_and_freeze_copy").await;
+}
+
+/// Removes a tree behind tend's back, the way a user would.
+fn remove_behind(mode: BackendMode, path: &Path) {
+    let ok = if mode == BackendMode::Btrfs {
+        Command::new("btrfs")
+            .args(["subvolume", "delete"])
+            .arg(path)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    } else {
+        Command::new("chattr")
+            .args(["-R", "-i"])
+            .arg(path)
+            .status()
+            .unwrap();
+        std::fs::remove_dir_all(path).is_ok()
+    };
+    assert!(ok, "could not remove {}", path.display());
+}
+
+/// Makes a State writable behind tend's back.
+fn unfreeze_behind(mode: BackendMode, path: &Path) {
+    let st = if mode == BackendMode::Btrfs {
+        Command::new("btrfs")
+            .args(["property", "set", "-ts"])
+            .arg(path)
+            .args(["ro", "false"])
+            .status()
+    } else {
+        Command::new("chattr").arg("-i").arg(path).status()
+    };
+    assert!(st.unwrap().success());
+    assert!(writable(path));
+}
+
+async fn drift(mode: BackendMode, test: &str) {
+    let Some(mut env) = Env::new(test, mode).await else {
+        return;
+    };
+    let src = env.source("src");
+    env.create(
+        Kind::State,
+        "base",
+        serde_json::json!({"source": {"directory": src}}),
+    )
+    .await;
+    env.create(Kind::Sandbox, "dev", serde_json::json!({"state": "base"}))
+        .await;
+    let base = env.ready(Kind::State, "base").await;
+    let dev = env.ready(Kind::Sandbox, "dev").await;
+    std::fs::write(dev.join("scratch"), "lost soon").unwrap();
+
+    // A Sandbox deleted behind tend's back comes back from its State, without the writes.
+    remove_behind(mode, &dev);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(dev.join("run.sh").exists()) {
+        assert!(Instant::now() < deadline, "sandbox not recreated");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!dev.join("scratch").exists());
+    env.event("Recreated").await;
+
+    // A State made writable is made read-only again (found by resync: 1 s here).
+    unfreeze_behind(mode, &base);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while writable(&base) {
+        assert!(Instant::now() < deadline, "state not made read-only again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(env
+        .event_reasons()
+        .await
+        .contains(&"DriftRepaired".to_string()));
+
+    // A State deleted behind tend's back is re-imported while its source exists...
+    remove_behind(mode, &base);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(base.join("run.sh").exists() && !writable(&base)) {
+        assert!(Instant::now() < deadline, "state not re-imported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_content(&base);
+    // ... and reports SourceLost when the source is gone too.
+    std::fs::remove_dir_all(&src).unwrap();
+    remove_behind(mode, &base);
+    env.until(Kind::State, "base", "SourceLost", |o| {
+        reason(o) == "SourceLost"
+    })
+    .await;
+
+    // A tree no object owns is removed after the grace period (1 s here).
+    let stray = base
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("sandboxes/0123abcd-stray");
+    if mode == BackendMode::Btrfs {
+        assert!(Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&stray)
+            .output()
+            .unwrap()
+            .status
+            .success());
+    } else {
+        std::fs::create_dir(&stray).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stray.exists() {
+        assert!(Instant::now() < deadline, "stray tree not removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dev.exists(), "owned trees stay");
+
+    env.delete(Kind::Sandbox, "dev", Propagation::Background)
+        .await;
+    env.delete(Kind::State, "base", Propagation::Background)
+        .await;
+    env.gone(Kind::State, "base").await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_btrfs() {
+    drift(BackendMode::Btrfs, "drift_btrfs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_copy() {
+    drift(BackendMode::Copy, "drift_copy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_waits_for_users_and_cascades() {
+    let Some(mut env) = Env::new("deletion_waits_for_users_and_cascades", BackendMode::Btrfs).await
+    else {
+        return;
+    };
+    let src = env.source("src");
+    env.create(
+        Kind::State,
+        "base",
+        serde_json::json!({"source": {"directory": src}}),
+    )
+    .await;
+    env.create(Kind::Sandbox, "a", serde_json::json!({"state": "base"}))
+        .await;
+    env.create(
+        Kind::State,
+        "derived",
+        serde_json::json!({"source": {"state": "base"}}),
+    )
+    .await;
+    env.create(Kind::Sandbox, "b", serde_json::json!({"state": "derived"}))
+        .await;
+    let base = env.ready(Kind::State, "base").await;
+    let a = env.ready(Kind::Sandbox, "a").await;
+    let derived = env.ready(Kind::State, "derived").await;
+    let b = env.ready(Kind::Sandbox, "b").await;
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .arg("--state-dir")
+        .arg(&env.state)
+        .args(["delete", "state", "base", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "state.tend.dev/base",
+        "  sandbox.tend.dev/a",
+        "  state.tend.dev/derived",
+        "    sandbox.tend.dev/b",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "dry run lacks {line:?}:\n{text}"
+        );
+    }
+    assert!(
+        env.store
+            .get(&ObjectKey::new(Kind::State, "default", "base"))
+            .await
+            .is_ok(),
+        "dry run deleted nothing"
+    );
+
+    // In use: Terminating, InUse naming the users, tree kept.
+    env.delete(Kind::State, "base", Propagation::Background)
+        .await;
+    let o = env
+        .until(Kind::State, "base", "InUse", |o| reason(o) == "InUse")
+        .await
+        .unwrap();
+    let msg = o.status["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("sandbox/default/a") && msg.contains("state/default/derived"),
+        "{msg}"
+    );
+    assert_eq!(phase(Some(&o)), "Terminating");
+    assert!(base.exists() && a.exists());
+    env.delete(Kind::Sandbox, "a", Propagation::Background)
+        .await;
+    env.gone(Kind::Sandbox, "a").await;
+    assert!(base.exists(), "still used by derived");
+
+    // Foreground cascade takes the users along.
+    env.delete(Kind::State, "derived", Propagation::Foreground)
+        .await;
+    env.gone(Kind::Sandbox, "b").await;
+    env.gone(Kind::State, "derived").await;
+    env.gone(Kind::State, "base").await;
+    for p in [&base, &a, &derived, &b] {
+        assert!(!p.exists(), "{} removed", p.display());
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sources_give_conditions_and_write_nothing() {
+    let Some(mut env) = Env::new(
+        "bad_sources_give_conditions_and_write_nothing",
+        BackendMode::Copy,
+    )
+    .await
+    else {
+        return;
+    };
+    let file = env.work.join("plain");
+    std::fs::write(&file, "not a dir").unwrap();
+    let not_tar = env.work.join("junk.tar");
+    std::fs::write(&not_tar, vec![0x5a; 4096]).unwrap();
+    // A tarball whose entry climbs out with `../`.
+    let evil = env.work.join("evil.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&evil).unwrap());
+        let data = b"escaped";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"../escape.txt");
+        h.set_cksum();
+        b.append(&h, &data[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let inside = env.state.join("snapshots");
+    let cases = [
+        (
+            "missing",
+            serde_json::json!({"directory": env.work.join("nope")}),
+            "SourceNotFound",
+        ),
+        ("file", serde_json::json!({"directory": file}), "BadSource"),
+        (
+            "junk",
+            serde_json::json!({"tarball": not_tar}),
+            "BadTarball",
+        ),
+        ("evil", serde_json::json!({"tarball": evil}), "BadTarball"),
+        (
+            "inside",
+            serde_json::json!({"directory": inside}),
+            "BadSource",
+        ),
+    ];
+    for (name, source, _) in &cases {
+        env.create(Kind::State, name, serde_json::json!({"source": source}))
+            .await;
+    }
+    for (name, _, want) in &cases {
+        let o = env
+            .until(Kind::State, name, want, |o| reason(o) == *want)
+            .await
+            .unwrap();
+        assert_eq!(phase(Some(&o)), "Failed", "{name}");
+        let msg = o.status["conditions"][0]["message"].as_str().unwrap();
+        assert!(!msg.is_empty(), "{name}: a message for people");
+    }
+    for dir in [
+        env.state.join("snapshots"),
+        env.state.clone(),
+        env.work.clone(),
+    ] {
+        assert!(
+            !dir.join("escape.txt").exists(),
+            "nothing written at {}",
+            dir.display()
+        );
+    }
+    let trees = std::fs::read_dir(env.state.join("snapshots/states"))
+        .unwrap()
+        .count();
+    assert_eq!(trees, 0, "no half-made trees");
+    for (name, _, _) in &cases {
+        env.delete(Kind::State, name, Propagation::Background).await;
+        env.gone(Kind::State, name).await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_trees_and_removes_stale_temps() {
+    let Some(mut env) = Env::new(
+        "restart_keeps_trees_and_removes_stale_temps",
+        BackendMode::Btrfs,
+    )
+    .await
+    else {
+        return;
+    };
+    let src = env.source("src");
+    env.create(
+        Kind::State,
+        "base",
+        serde_json::json!({"source": {"directory": src}}),
+    )
+    .await;
+    env.create(Kind::Sandbox, "dev", serde_json::json!({"state": "base"}))
+        .await;
+    let base = env.ready(Kind::State, "base").await;
+    let dev = env.ready(Kind::Sandbox, "dev").await;
+    let before = env
+        .store
+        .get(&ObjectKey::new(Kind::State, "default", "base"))
+        .await
+        .unwrap();
+    let inodes = (
+        std::fs::metadata(base.join("run.sh")).unwrap().ino(),
+        std::fs::metadata(&dev).unwrap().dev(),
+    );
+    env.stop().await;
+
+    // A crash mid-import leaves a temp tree; the next start removes it before any reconcile.
+    let stale = base.parent().unwrap().join(".tmp-0123abcd-deadbeef");
+    assert!(Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(&stale)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    std::fs::write(stale.join("half"), "half").unwrap();
+    env.start().await;
+    assert!(!stale.exists(), "stale temp removed at start-up");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = env
+        .store
+        .get(&ObjectKey::new(Kind::State, "default", "base"))
+        .await
+        .unwrap();
+    assert_eq!(phase(Some(&after)), "Ready");
+    assert_eq!(
+        before.status, after.status,
+        "status unchanged: nothing re-imported"
+    );
+    assert_eq!(
+        inodes,
+        (
+            std::fs::metadata(base.join("run.sh")).unwrap().ino(),
+            std::fs::metadata(&dev).unwrap().dev()
+        )
+    );
+    let imported = env
+        .event_reasons()
+        .await
+        .iter()
+        .filter(|r| *r == "Imported")
+        .count();
+    assert_eq!(imported, 1, "imported once");
+    env.delete(Kind::Sandbox, "dev", Propagation::Background)
+        .await;
+    env.delete(Kind::State, "base", Propagation::Background)
+        .await;
+    env.gone(Kind::State, "base").await;
+    env.stop().await;
 }
