@@ -440,7 +440,7 @@ async fn drift(mode: BackendMode, test: &str) {
     // A Sandbox deleted behind tend's back comes back from its State, without the writes.
     remove_behind(mode, &dev);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(dev.join("run.sh").exists()) {
+    while !dev.join("run.sh").exists() {
         assert!(Instant::now() < deadline, "sandbox not recreated");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -459,7 +459,7 @@ async fn drift(mode: BackendMode, test: &str) {
     // A State deleted behind tend's back is re-imported while its source exists...
     remove_behind(mode, &base);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(base.join("run.sh").exists() && !writable(&base)) {
+    while !base.join("run.sh").exists() || writable(&base) {
         assert!(Instant::now() < deadline, "state not re-imported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
