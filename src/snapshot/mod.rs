@@ -14,6 +14,7 @@ pub mod adapter;
 mod bench;
 mod btrfs;
 mod copy;
+pub mod ctl_bench;
 mod error;
 mod fsops;
 pub mod loopimg;
