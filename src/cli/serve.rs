@@ -131,6 +131,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     daemon.runtime.run(shutdown).await?;
+    crate::snapshot::register::release(dir);
     eprintln!("tend serve: shutting down");
     drop(lock);
     Ok(ExitCode::SUCCESS)

@@ -163,3 +163,16 @@ pub async fn register_snapshots(
     });
     Ok(adapter)
 }
+
+/// At a clean shutdown: unmounts the embedded image (and frees its loop device) unless it is
+/// in use — a workload with its root inside keeps it mounted (`EBUSY`), and the next start
+/// reuses it either way. Nothing happens where no image is used.
+pub fn release(state_dir: &Path) {
+    if !loopimg::image_path(state_dir).exists() {
+        return;
+    }
+    match loopimg::unmount_and_detach(state_dir) {
+        Ok(()) => tracing::info!("snapshot image unmounted"),
+        Err(e) => tracing::info!(error = %e, "snapshot image left mounted (in use)"),
+    }
+}
