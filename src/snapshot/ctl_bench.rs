@@ -2,7 +2,7 @@
 //! daemon (store, runtime, controller, backend), on btrfs (embedded image) or copy.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -189,7 +189,7 @@ async fn wait_ready(feed: &mut WatchStream, mut names: HashSet<String>) -> anyho
 }
 
 /// 50 MB of random data in 500 files across 10 directories.
-fn write_tree(dir: &PathBuf, bytes: u64) -> anyhow::Result<()> {
+fn write_tree(dir: &Path, bytes: u64) -> anyhow::Result<()> {
     let per = bytes / 500;
     let mut buf = vec![0u8; per as usize];
     for i in 0..500 {
