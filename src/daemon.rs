@@ -20,6 +20,8 @@ pub struct DaemonConfig {
     /// Path of this binary, for spawning `tend shim`.
     pub exe: PathBuf,
     pub controller: ControllerConfig,
+    /// Snapshot backend choice for States and Sandboxes.
+    pub snapshot: crate::snapshot::register::SnapshotConfig,
 }
 
 /// Reads `<state-dir>/instance-id`, creating it with a random id on first use.
@@ -49,7 +51,9 @@ impl Daemon {
     /// Probes the host and registers every controller.
     pub async fn build(store: Arc<SqliteStore>, cfg: &DaemonConfig) -> anyhow::Result<Self> {
         let dyn_store: Arc<dyn Store> = store.clone();
-        let mut runtime = Runtime::new(dyn_store, RuntimeConfig::default());
+        let mut runtime = Runtime::new(dyn_store.clone(), RuntimeConfig::default());
+        // States and Sandboxes (issue 4).
+        crate::snapshot::register::register_snapshots(&mut runtime, dyn_store.clone(), cfg).await?;
         // Network (issue 5): bridges, leases, and the attachment component that the Container
         // controller uses (`network.attacher`; `network.add_container_trigger(t)` lets netlink
         // events about a container's veth wake the Container).

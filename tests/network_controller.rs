@@ -115,6 +115,7 @@ async fn start(dir: &Path, instance: &str) -> TestDaemon {
             concurrency: 4,
             resync: Duration::from_secs(2),
         },
+        snapshot: Default::default(),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

@@ -16,6 +16,9 @@ pub mod metrics;
 pub mod network;
 pub mod queue;
 pub mod runtime;
+pub mod sandbox;
+pub mod snapshot;
+pub mod state;
 
 pub use action::{Action, Error};
 pub use context::Context;

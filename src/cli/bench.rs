@@ -33,6 +33,18 @@ pub enum What {
     },
     /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
     Api(crate::api::bench::Args),
+    /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
+    Sandbox {
+        /// Sandboxes applied one after another for the latency figures.
+        #[arg(long, default_value_t = 100)]
+        latency: usize,
+        /// Sandboxes applied at once for the throughput figure (btrfs).
+        #[arg(long, default_value_t = 1000)]
+        burst: usize,
+        /// Burst size on the copy backend (each copy writes 50 MB).
+        #[arg(long, default_value_t = 50)]
+        copy_burst: usize,
+    },
 }
 
 pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
@@ -53,6 +65,16 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         What::Api(a) => crate::api::bench::run(a).await?,
+        What::Sandbox {
+            latency,
+            burst,
+            copy_burst,
+        } => {
+            use crate::snapshot::{ctl_bench::bench_sandbox, BackendMode};
+            for (mode, n) in [(BackendMode::Btrfs, burst), (BackendMode::Copy, copy_burst)] {
+                println!("{}", bench_sandbox(mode, latency, n).await?);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,9 @@ pub struct Args {
     /// Not found is not an error.
     #[arg(long)]
     pub ignore_not_found: bool,
+    /// Print the objects that would go (each with its users and dependents), delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
@@ -53,6 +56,9 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|n| ObjectKey::new(kind, args.namespace.clone(), n.clone())),
         );
+    }
+    if args.dry_run {
+        return dry_run(store, &keys).await;
     }
     let from = store.revision().await?;
     let opts = DeleteOptions {
@@ -132,4 +138,70 @@ async fn wait_gone(
         }
     }
     Ok(())
+}
+
+/// Prints each object with everything built on it (users by name, owned dependents), as a tree.
+async fn dry_run(store: &SqliteStore, keys: &[ObjectKey]) -> anyhow::Result<ExitCode> {
+    use std::collections::BTreeMap;
+    let all = store.list(&Default::default()).await?.items;
+    let mut deps: BTreeMap<ObjectKey, Vec<ObjectKey>> = BTreeMap::new();
+    let by_uid: BTreeMap<String, ObjectKey> = all
+        .iter()
+        .filter_map(|o| Some((o.metadata.uid.clone()?, o.key().ok()?)))
+        .collect();
+    for o in &all {
+        let Ok(k) = o.key() else { continue };
+        for r in tend_schema::kinds::references(k.kind, &k.namespace, &o.spec) {
+            deps.entry(r).or_default().push(k.clone());
+        }
+        for owner in &o.metadata.owner_references {
+            if let Some(ok) = by_uid.get(&owner.uid) {
+                deps.entry(ok.clone()).or_default().push(k.clone());
+            }
+        }
+    }
+    fn walk(
+        k: &ObjectKey,
+        depth: usize,
+        deps: &std::collections::BTreeMap<ObjectKey, Vec<ObjectKey>>,
+        seen: &mut Vec<ObjectKey>,
+    ) {
+        let label = format!("{}.tend.dev/{}", k.kind.singular(), k.name);
+        if seen.contains(k) {
+            println!("{}{label} (already listed)", "  ".repeat(depth));
+            return;
+        }
+        println!("{}{label}", "  ".repeat(depth));
+        seen.push(k.clone());
+        let mut users = deps.get(k).cloned().unwrap_or_default();
+        users.sort();
+        users.dedup();
+        for u in users {
+            walk(&u, depth + 1, deps, seen);
+        }
+    }
+    let mut failed = false;
+    let mut seen = Vec::new();
+    for k in keys {
+        if !all.iter().any(|o| o.key().ok().as_ref() == Some(k)) {
+            eprintln!("error: {k} not found");
+            failed = true;
+            continue;
+        }
+        walk(k, 0, &deps, &mut seen);
+    }
+    if seen.len() > keys.len() {
+        println!(
+            "(dry run: {} object(s); in use, so without --cascade=foreground the first stays \
+             Terminating until the others are gone)",
+            seen.len()
+        );
+    } else {
+        println!("(dry run: {} object(s))", seen.len());
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -19,6 +19,19 @@ pub struct Args {
     /// Also serve the API on this TCP address (bearer token required), e.g. 127.0.0.1:6443.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// Snapshot backend for States and Sandboxes: auto (btrfs, via an embedded loop image when
+    /// the state dir is not on btrfs), btrfs, or copy.
+    #[arg(long, default_value = "auto")]
+    pub snapshot_backend: crate::snapshot::BackendMode,
+    /// Size of the embedded btrfs image when one is created (sparse), e.g. 4Gi, 512Mi.
+    #[arg(long, default_value = "4Gi", value_parser = tend_schema::Quantity::parse)]
+    pub btrfs_image_size: tend_schema::Quantity,
+    /// Use this existing btrfs mount for snapshots instead of an image.
+    #[arg(long)]
+    pub btrfs_root: Option<PathBuf>,
+    /// Seconds a tree no object owns is left alone before it is removed.
+    #[arg(long, default_value_t = 30)]
+    pub orphan_grace_seconds: u64,
 }
 
 /// The daemon's announcement: who runs, since when, where to reach it.
@@ -108,6 +121,12 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             concurrency: args.concurrency,
             resync: std::time::Duration::from_secs(args.resync_seconds),
         },
+        snapshot: crate::snapshot::register::SnapshotConfig {
+            mode: args.snapshot_backend,
+            image_size: args.btrfs_image_size.value(),
+            btrfs_root: args.btrfs_root,
+            orphan_grace: std::time::Duration::from_secs(args.orphan_grace_seconds),
+        },
     };
     let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
     let shutdown = shutdown_signal();
@@ -149,6 +168,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     runtime_task.await??;
     api_task.await??;
+    crate::snapshot::register::release(dir);
     drop(lock);
     Ok(ExitCode::SUCCESS)
 }

@@ -92,6 +92,7 @@ pub async fn bench_network_controller(
         instance,
         exe: std::env::current_exe()?,
         controller: ControllerConfig::default(),
+        snapshot: Default::default(),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

@@ -10,14 +10,18 @@
 //! [`list`]: SnapshotBackend::list
 //! [`remove_stale_temps`]: SnapshotBackend::remove_stale_temps
 
+pub mod adapter;
 mod bench;
 mod btrfs;
 mod copy;
+pub mod ctl_bench;
 mod error;
 mod fsops;
 pub mod loopimg;
+pub mod register;
 mod sys;
 mod tarball;
+mod watch;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,247 @@
+//! The snapshot driver seam the State and Sandbox controllers call, a recording fake, and the
+//! sweep that removes trees no object owns.
+//!
+//! Trees are addressed by class and object uid only; the driver derives every path itself.
+
+use async_trait::async_trait;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tend_schema::store::{ListQuery, Store};
+use tend_schema::Kind;
+use tokio::time::Instant;
+
+/// Which family a tree belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TreeClass {
+    /// Read-only trees of States.
+    States,
+    /// Writable trees of Sandboxes.
+    Sandboxes,
+}
+
+impl TreeClass {
+    /// The kind whose objects own trees of this class.
+    pub fn kind(self) -> Kind {
+        match self {
+            TreeClass::States => Kind::State,
+            TreeClass::Sandboxes => Kind::Sandbox,
+        }
+    }
+}
+
+/// Where an import reads from (a host path the user named; the driver checks it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImportSource {
+    /// A host directory.
+    Directory(PathBuf),
+    /// A `.tar` or `.tar.gz` file.
+    Tarball(PathBuf),
+}
+
+/// What the driver reports about one tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeInfo {
+    /// Absolute path of the tree.
+    pub path: PathBuf,
+    /// Whether the tree refuses writes.
+    pub read_only: bool,
+    /// Apparent size in bytes; 0 when not measured (snapshots).
+    pub size_bytes: u64,
+}
+
+/// Errors from a snapshot driver, classified so the controllers can pick a condition reason.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TreeError {
+    /// The source path does not exist.
+    #[error("source {path} not found")]
+    SourceNotFound {
+        /// The source path.
+        path: PathBuf,
+    },
+    /// The source exists but cannot be used (wrong type, inside tend's state dir, ...).
+    #[error("bad source {path}: {reason}")]
+    BadSource {
+        /// The source path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The tarball is not one, or holds unsafe entries.
+    #[error("bad tarball {path}: {reason}")]
+    BadTarball {
+        /// The tarball path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A tree that had to exist does not.
+    #[error("tree {path} does not exist")]
+    NotFound {
+        /// The tree path.
+        path: PathBuf,
+    },
+    /// The target tree already exists.
+    #[error("tree {path} already exists")]
+    Exists {
+        /// The tree path.
+        path: PathBuf,
+    },
+    /// Anything else (I/O, ioctl, btrfs), with the driver's message.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a State or Sandbox reconcile failed (boxed into [`crate::Error`] for the error policy).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The stored object does not decode as its kind.
+    #[error("{key}: cannot decode: {source}")]
+    Decode {
+        /// The object.
+        key: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The object has no uid (it bypassed the store).
+    #[error("{key}: object has no uid")]
+    NoUid {
+        /// The object.
+        key: String,
+    },
+    /// A driver call failed.
+    #[error("{key}: {op}: {source}")]
+    Tree {
+        /// The object.
+        key: String,
+        /// What was being done (`import`, `snapshot`, `delete`, ...).
+        op: &'static str,
+        /// The driver error.
+        #[source]
+        source: TreeError,
+    },
+}
+
+impl ReconcileError {
+    /// A closure for `map_err` around a driver call.
+    pub fn tree(key: &tend_schema::ObjectKey, op: &'static str) -> impl FnOnce(TreeError) -> Self {
+        let key = key.to_string();
+        move |source| ReconcileError::Tree { key, op, source }
+    }
+}
+
+/// The operations the controllers need from a snapshot backend. Implementations must be
+/// atomic where the docs say so and idempotent for `delete`.
+#[async_trait]
+pub trait SnapshotDriver: Send + Sync + 'static {
+    /// `btrfs` or `copy`, as written to `status.backend`.
+    fn backend(&self) -> &'static str;
+    /// Where the tree `(class, uid)` lives, whether or not it exists.
+    fn path(&self, class: TreeClass, uid: &str) -> PathBuf;
+    /// Imports a host directory or tarball as the read-only State tree `uid`; atomic.
+    async fn import(&self, uid: &str, source: &ImportSource) -> Result<TreeInfo, TreeError>;
+    /// Snapshots one tree into a new one (read-only or writable); atomic.
+    async fn snapshot(
+        &self,
+        src: (TreeClass, &str),
+        dst: (TreeClass, &str),
+        read_only: bool,
+    ) -> Result<TreeInfo, TreeError>;
+    /// Whether the tree exists and, if so, whether it is read-only. Cheap: never walks.
+    async fn stat(&self, class: TreeClass, uid: &str) -> Result<Option<bool>, TreeError>;
+    /// Path, flag and size (walks the tree).
+    async fn inspect(&self, class: TreeClass, uid: &str) -> Result<Option<TreeInfo>, TreeError>;
+    /// Sets or clears the read-only flag.
+    async fn set_read_only(&self, class: TreeClass, uid: &str, ro: bool) -> Result<(), TreeError>;
+    /// Deletes a tree; Ok(false) when it was already gone.
+    async fn delete(&self, class: TreeClass, uid: &str) -> Result<bool, TreeError>;
+    /// The complete trees of a class (temp names skipped).
+    async fn list(&self, class: TreeClass) -> Result<Vec<String>, TreeError>;
+    /// Removes half-made trees left by a crash; returns their paths.
+    async fn remove_stale_temps(&self, class: TreeClass) -> Result<Vec<PathBuf>, TreeError>;
+}
+
+/// Removes trees that no object of the class's kind owns, once they have been seen unowned
+/// for the whole grace period (a tree being created right now always has its object first).
+pub struct Sweeper {
+    driver: Arc<dyn SnapshotDriver>,
+    store: Arc<dyn Store>,
+    grace: Duration,
+    seen: Mutex<HashMap<(TreeClass, String), Instant>>,
+}
+
+impl Sweeper {
+    /// A sweeper over `driver`'s trees, checking ownership against `store`.
+    pub fn new(driver: Arc<dyn SnapshotDriver>, store: Arc<dyn Store>, grace: Duration) -> Self {
+        Self {
+            driver,
+            store,
+            grace,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// One pass over both classes; returns the trees removed. Reads ownership from the store
+    /// (never the index, which may not be primed yet).
+    pub async fn sweep(&self) -> Result<Vec<(TreeClass, String)>, crate::Error> {
+        let mut removed = Vec::new();
+        for class in [TreeClass::States, TreeClass::Sandboxes] {
+            let trees = self.driver.list(class).await?;
+            let q = ListQuery {
+                kind: Some(class.kind()),
+                ..Default::default()
+            };
+            let owned: BTreeSet<String> = self
+                .store
+                .list(&q)
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|o| o.metadata.uid)
+                .collect();
+            let now = Instant::now();
+            let mut due = Vec::new();
+            {
+                let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.retain(|(c, id), _| {
+                    *c != class || (trees.contains(id) && !owned.contains(id))
+                });
+                for id in trees.iter().filter(|id| !owned.contains(*id)) {
+                    let first = *seen.entry((class, id.clone())).or_insert(now);
+                    if now.duration_since(first) >= self.grace {
+                        due.push(id.clone());
+                    }
+                }
+            }
+            for id in due {
+                tracing::warn!(?class, tree = %id, "removing a tree no object owns");
+                self.driver.delete(class, &id).await?;
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(class, id.clone()));
+                removed.push((class, id));
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Sweeps every `every` until the task is dropped; errors are logged.
+    pub async fn run(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "orphan tree sweep failed");
+            }
+        }
+    }
+}
+
+pub mod fake;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! `tend bench sandbox`: apply→Ready of Sandboxes from a 50 MB State through a real in-process
+//! daemon (store, runtime, controller, backend), on btrfs (embedded image) or copy.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt;
+use rand::RngCore;
+use tend_schema::store::{DeleteOptions, Store, WatchStream};
+use tend_schema::{AnyObject, Kind, ObjectKey};
+
+use super::register::SnapshotConfig;
+use super::{loopimg, BackendMode};
+use crate::daemon::{Daemon, DaemonConfig};
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct SandboxBench {
+    /// `btrfs` or `copy`.
+    pub backend: String,
+    /// Sequential apply→Ready latencies: p50, p99, max.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Slowest.
+    pub max: Duration,
+    /// Sandboxes applied at once for the throughput figure.
+    pub burst: usize,
+    /// Sandboxes Ready per second in the burst.
+    pub per_second: f64,
+}
+
+impl std::fmt::Display for SandboxBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: sandbox apply→Ready p50 {:.2?}, p99 {:.2?}, max {:.2?}; {} at once: {:.0}/s",
+            self.backend, self.p50, self.p99, self.max, self.burst, self.per_second
+        )
+    }
+}
+
+/// Runs the benchmark in a temp state dir (removed afterwards, image unmounted): `latency`
+/// Sandboxes one after another, then `burst` applied at once.
+pub async fn bench_sandbox(
+    mode: BackendMode,
+    latency: usize,
+    burst: usize,
+) -> anyhow::Result<SandboxBench> {
+    let dir = std::env::temp_dir().join(format!("tend-bench-sb-{:08x}", rand::random::<u32>()));
+    let result = run(&dir, mode, latency, burst).await;
+    let _ = loopimg::unmount_and_detach(&dir.join("state"));
+    let _ = std::process::Command::new("chattr")
+        .args(["-R", "-i"])
+        .arg(&dir)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run(
+    dir: &Path,
+    mode: BackendMode,
+    latency: usize,
+    burst: usize,
+) -> anyhow::Result<SandboxBench> {
+    let (state, src) = (dir.join("state"), dir.join("src"));
+    std::fs::create_dir_all(&state)?;
+    write_tree(&src, super::BENCH_TREE_BYTES)?;
+    let store = crate::cli::open(&state).await?;
+    let cfg = DaemonConfig {
+        state_dir: state.clone(),
+        instance: crate::daemon::instance_id(&state)?,
+        exe: std::env::current_exe()?,
+        controller: Default::default(),
+        snapshot: SnapshotConfig {
+            mode,
+            image_size: 8 << 30,
+            ..Default::default()
+        },
+    };
+    let daemon = Daemon::build(store.clone(), &cfg).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.runtime.run(async {
+        let _ = rx.await;
+    }));
+    let s: Arc<dyn Store> = store;
+    let mut feed = s.watch(s.revision().await?).await?;
+    s.create(AnyObject::new(
+        Kind::State,
+        "default",
+        "base",
+        serde_json::json!({"source": {"directory": src}}),
+    ))
+    .await?;
+    let backend = wait_ready(&mut feed, ["base".to_string()].into()).await?;
+    let mut samples = Vec::new();
+    for i in 0..latency {
+        let name = format!("lat-{i}");
+        let t0 = Instant::now();
+        s.create(sandbox(&name)).await?;
+        wait_ready(&mut feed, [name].into()).await?;
+        samples.push(t0.elapsed());
+    }
+    let names: HashSet<String> = (0..burst).map(|i| format!("burst-{i}")).collect();
+    let t0 = Instant::now();
+    for n in &names {
+        s.create(sandbox(n)).await?;
+    }
+    wait_ready(&mut feed, names.clone()).await?;
+    let per_second = burst as f64 / t0.elapsed().as_secs_f64();
+    let all: Vec<String> = names
+        .into_iter()
+        .chain((0..latency).map(|i| format!("lat-{i}")))
+        .collect();
+    for n in &all {
+        s.delete(
+            &ObjectKey::new(Kind::Sandbox, "default", n),
+            &DeleteOptions::default(),
+        )
+        .await?;
+    }
+    s.delete(
+        &ObjectKey::new(Kind::State, "default", "base"),
+        &DeleteOptions::default(),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while s
+        .get(&ObjectKey::new(Kind::State, "default", "base"))
+        .await
+        .is_ok()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tx.send(());
+    let _ = task.await;
+    samples.sort();
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len().max(1) - 1) as f64 * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(SandboxBench {
+        backend,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: pct(1.0),
+        burst,
+        per_second,
+    })
+}
+
+fn sandbox(name: &str) -> AnyObject {
+    AnyObject::new(
+        Kind::Sandbox,
+        "default",
+        name,
+        serde_json::json!({"state": "base"}),
+    )
+}
+
+/// Follows the feed until every name is Ready; returns the backend they report.
+async fn wait_ready(feed: &mut WatchStream, mut names: HashSet<String>) -> anyhow::Result<String> {
+    let mut backend = String::new();
+    while !names.is_empty() {
+        let ev = tokio::time::timeout(Duration::from_secs(120), feed.next())
+            .await
+            .context("timed out waiting for Ready")?;
+        let Some(ev) = ev else {
+            bail!("change feed ended")
+        };
+        let o = ev?.object;
+        if o.status.get("phase").and_then(|p| p.as_str()) == Some("Ready")
+            && names.remove(&o.metadata.name)
+        {
+            backend = o.status["backend"].as_str().unwrap_or("").to_string();
+        }
+        if o.status.get("phase").and_then(|p| p.as_str()) == Some("Failed") {
+            bail!("{} failed: {}", o.metadata.name, o.status);
+        }
+    }
+    Ok(backend)
+}
+
+/// 50 MB of random data in 500 files across 10 directories.
+fn write_tree(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+    let per = bytes / 500;
+    let mut buf = vec![0u8; per as usize];
+    for i in 0..500 {
+        let d = dir.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&d)?;
+        rand::rng().fill_bytes(&mut buf);
+        std::fs::write(d.join(format!("f{i}")), &buf)?;
+    }
+    Ok(())
+}
