@@ -344,3 +344,26 @@ async fn watch_from_compacted_revision_is_too_old() {
     let mut w = store.watch(compacted).await.unwrap();
     assert_eq!(w.next().await.unwrap().unwrap().revision, compacted + 1);
 }
+
+/// A lone write by another process, with nothing after it to wake the feed again, still
+/// arrives promptly: the feed re-reads shortly after each inotify wake, because the commit
+/// becomes visible in the WAL index a moment after the frame write inotify reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_write_from_another_process_is_delivered_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tend.db");
+    let store = SqliteStore::open(&db, OpenOptions::default()).await.unwrap();
+    let mut watch = store.watch(store.revision().await.unwrap()).await.unwrap();
+    for round in 0..10 {
+        let child = spawn_child("create-n", &db, &format!("lone{round}:1"));
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        assert!(out.status.success());
+        // Committed before the child exited; well under the 1 s safety read.
+        let ev = tokio::time::timeout(Duration::from_millis(900), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: a committed write from another process was not delivered"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.object.metadata.name, format!("lone{round}-0"));
+    }
+}

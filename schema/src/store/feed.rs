@@ -15,10 +15,23 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
 
 const BATCH: usize = 2048;
+/// Reads again this long after an inotify wake: another process's WAL frames (which inotify
+/// sees) are written before its commit is visible in the WAL index (an mmap write, which
+/// inotify cannot see), so the read right after the wake can come too early.
+const RECHECKS: [Duration; 3] = [
+    Duration::from_millis(2),
+    Duration::from_millis(20),
+    Duration::from_millis(100),
+];
+/// A last resort against a missed wake (an inotify queue overflow, a writer on another mount
+/// namespace): read once a second. One indexed query that usually returns nothing.
+const SAFETY_READ: Duration = Duration::from_secs(1);
 const BROADCAST_CAPACITY: usize = 8192;
 
 pub(super) struct Feed {
@@ -149,6 +162,7 @@ struct Shared {
 /// The feed task: on every wake, broadcast whatever was committed since the last broadcast.
 async fn run(f: Shared, readers: Pool, inotify: AsyncFd<InotifyFd>) {
     let mut inotify_ok = true;
+    let mut rechecks: VecDeque<Instant> = VecDeque::new();
     loop {
         let notified = f.wake.notified();
         tokio::pin!(notified);
@@ -174,20 +188,26 @@ async fn run(f: Shared, readers: Pool, inotify: AsyncFd<InotifyFd>) {
                 }
             }
         }
-        if !inotify_ok {
-            notified.await;
-            continue;
+        let now = Instant::now();
+        while rechecks.front().is_some_and(|t| *t <= now) {
+            rechecks.pop_front();
         }
+        let next = rechecks.front().copied().unwrap_or(now + SAFETY_READ);
         tokio::select! {
             _ = &mut notified => {}
-            ready = inotify.readable() => match ready {
-                Ok(mut guard) => match guard.get_inner().0.read_events() {
-                    Ok(_) => {}
-                    Err(nix::Error::EAGAIN) => guard.clear_ready(),
-                    Err(e) => tracing::warn!(error = %e, "inotify read failed"),
-                },
+            _ = tokio::time::sleep_until(next) => {}
+            ready = inotify.readable(), if inotify_ok => match ready {
+                Ok(mut guard) => {
+                    match guard.get_inner().0.read_events() {
+                        Ok(_) => {}
+                        Err(nix::Error::EAGAIN) => guard.clear_ready(),
+                        Err(e) => tracing::warn!(error = %e, "inotify read failed"),
+                    }
+                    let now = Instant::now();
+                    rechecks = RECHECKS.iter().map(|d| now + *d).collect();
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "inotify wait failed; the feed now follows this process's writes only");
+                    tracing::warn!(error = %e, "inotify wait failed; the feed now follows this process's writes and a once-a-second check");
                     inotify_ok = false;
                 }
             }
