@@ -49,9 +49,11 @@ impl Daemon {
     /// Probes the host and registers every controller.
     pub async fn build(store: Arc<SqliteStore>, cfg: &DaemonConfig) -> anyhow::Result<Self> {
         let dyn_store: Arc<dyn Store> = store.clone();
-        let runtime = Runtime::new(dyn_store, RuntimeConfig::default());
-        let _ = cfg;
+        #[allow(unused_mut)]
+        let mut runtime = Runtime::new(dyn_store, RuntimeConfig::default());
         // Controllers for each kind are registered here (issues 4–7).
+        // Containers, native runtime (issue 6): shim + cgroups.
+        crate::runtime_native::register(&mut runtime, cfg)?;
         Ok(Self { runtime, store })
     }
 }

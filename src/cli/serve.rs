@@ -79,17 +79,41 @@ impl Drop for StateLock {
     }
 }
 
-pub async fn run(dir: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{signal, SignalKind};
     let store = super::open(dir).await?;
     let lock = StateLock::acquire(dir)?;
+    let cfg = crate::daemon::DaemonConfig {
+        state_dir: dir.to_path_buf(),
+        instance: crate::daemon::instance_id(dir)?,
+        exe: std::env::current_exe().context("locating the tend binary for `tend shim`")?,
+        controller: tend_controllers::ControllerConfig {
+            concurrency: args.concurrency,
+            resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
+        },
+    };
+    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
+    // Signal handlers exist before engine.json does: from then on SIGTERM shuts down cleanly.
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     lock.announce(None)?;
-    tracing::info!(state_dir = %dir.display(), db = %store.path().display(), "tend serve started");
+    tracing::info!(state_dir = %dir.display(), db = %store.path().display(), instance = %cfg.instance, "tend serve started");
     eprintln!(
         "tend serve: state dir {}, pid {}",
         dir.display(),
         std::process::id()
     );
-    shutdown_signal().await;
+    daemon
+        .runtime
+        .run(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+        .await?;
     eprintln!("tend serve: shutting down");
     drop(lock);
     Ok(ExitCode::SUCCESS)

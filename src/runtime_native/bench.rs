@@ -1,0 +1,1 @@
+//! `tend bench container`.
