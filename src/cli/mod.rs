@@ -6,10 +6,13 @@ mod db;
 mod delete;
 mod describe;
 mod diff;
+mod exec;
 mod get;
 mod input;
+mod logs;
 mod output;
 pub mod serve;
+mod wait;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +54,12 @@ pub enum Command {
     Serve(serve::Args),
     /// Measure tend and print figures.
     Bench(bench::Args),
+    /// Print a container's output.
+    Logs(logs::Args),
+    /// Run a command inside a running container; exits with its exit code.
+    Exec(exec::Args),
+    /// Wait until an object has a condition (or is deleted), showing progress.
+    Wait(wait::Args),
 }
 
 /// Runs a parsed command line; the exit code is what scripts see.
@@ -87,6 +96,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(a) => db::run(&*open(&dir).await?, a).await,
         Command::Serve(a) => serve::run(&dir, a).await,
         Command::Bench(a) => bench::run(&dir, a).await,
+        Command::Logs(a) => logs::run(&*open(&dir).await?, &dir, a).await,
+        Command::Exec(a) => exec::run(&*open(&dir).await?, &dir, a).await,
+        Command::Wait(a) => wait::run(&*open(&dir).await?, a).await,
     }
 }
 

@@ -63,10 +63,26 @@ fn oom_check(cg: &AnyCgroupManager, name: &str) -> Option<OomCheck> {
 }
 
 /// The shim config for workload `w` in cgroup `cgroup`.
-pub fn shim_config(w: &WorkloadSpec, cg: &AnyCgroupManager, cgroup: &str, log: LogLimits) -> ShimConfig {
-    let mut env: Vec<(String, String)> = w.spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+pub fn shim_config(
+    w: &WorkloadSpec,
+    cg: &AnyCgroupManager,
+    cgroup: &str,
+    log: LogLimits,
+) -> ShimConfig {
+    let mut env: Vec<(String, String)> = w
+        .spec
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
     if !env.iter().any(|(k, _)| k == "PATH") {
-        env.insert(0, ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()));
+        env.insert(
+            0,
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+        );
     }
     let user = w.spec.user.unwrap_or_default();
     let short = w.name.rsplit('/').next().unwrap_or("container").to_string();
@@ -100,10 +116,12 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), NativeErro
 /// Reads JSON; `None` when the file does not exist.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, NativeError> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|source| NativeError::Json {
-            path: path.into(),
-            source,
-        }),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|source| NativeError::Json {
+                path: path.into(),
+                source,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(NativeError::io("read", path)(e)),
     }
@@ -168,8 +186,14 @@ mod tests {
     #[test]
     fn log_lines_parse_and_files_order_oldest_first() {
         let l = LogLine::parse("2026-01-01T00:00:00.123456Z stdout hello world").unwrap();
-        assert_eq!((l.stream.as_str(), l.text.as_str()), ("stdout", "hello world"));
-        assert_eq!(LogLine::parse("2026-01-01T00:00:00Z stderr").unwrap().text, "");
+        assert_eq!(
+            (l.stream.as_str(), l.text.as_str()),
+            ("stdout", "hello world")
+        );
+        assert_eq!(
+            LogLine::parse("2026-01-01T00:00:00Z stderr").unwrap().text,
+            ""
+        );
         let d = tempfile::tempdir().unwrap();
         for f in ["log", "log.1", "log.2"] {
             std::fs::write(d.path().join(f), f).unwrap();
@@ -180,7 +204,10 @@ mod tests {
             .collect();
         assert_eq!(names, ["log.2", "log.1", "log"]);
         rotate_previous(d.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(d.path().join("previous.log")).unwrap(), "log");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("previous.log")).unwrap(),
+            "log"
+        );
         assert!(!d.path().join("log.1").exists());
     }
 }

@@ -103,9 +103,15 @@ impl NativeRuntime {
         op: &'static str,
         f: impl FnOnce(&AnyCgroupManager, &str) -> crate::cgroup::Result<T> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, NativeError>> {
-        let (cg, name, uid) = (self.cgroups.clone(), cgroup_name(&self.instance, uid), uid.to_string());
+        let (cg, name, uid) = (
+            self.cgroups.clone(),
+            cgroup_name(&self.instance, uid),
+            uid.to_string(),
+        );
         async move {
-            blocking(move || f(&cg, &name)).await.map_err(|source| NativeError::Cgroup { uid, op, source })
+            blocking(move || f(&cg, &name))
+                .await
+                .map_err(|source| NativeError::Cgroup { uid, op, source })
         }
     }
 
@@ -118,7 +124,9 @@ impl NativeRuntime {
             move |source| NativeError::Cgroup { uid, op, source }
         };
         self.cgroups.create(&name).map_err(cg_err("create"))?;
-        self.cgroups.apply(&name, &limits(&w.spec)).map_err(cg_err("apply"))?;
+        self.cgroups
+            .apply(&name, &limits(&w.spec))
+            .map_err(cg_err("apply"))?;
         files::rotate_previous(&dir)?;
         let config = files::shim_config(w, &self.cgroups, &name, self.log);
         write_json(&dir.join("config.json"), &config)?;
@@ -197,7 +205,8 @@ impl ContainerRuntime for NativeRuntime {
                 return Ok(Observed::Absent);
             };
             let g = meta.generation;
-            let state = shim::read_state(&dir).map_err(|source| NativeError::Shim { uid, source })?;
+            let state =
+                shim::read_state(&dir).map_err(|source| NativeError::Shim { uid, source })?;
             Ok(match state {
                 ShimState::Running(h) => Observed::Running(Running {
                     generation: g,
@@ -226,10 +235,12 @@ impl ContainerRuntime for NativeRuntime {
             return Ok(None);
         }
         let meta: Option<Meta> = read_json(&dir.join("meta.json"))?;
-        let rec = shim::stop(&dir, grace).await.map_err(|source| NativeError::Shim {
-            uid: uid.to_string(),
-            source,
-        })?;
+        let rec = shim::stop(&dir, grace)
+            .await
+            .map_err(|source| NativeError::Shim {
+                uid: uid.to_string(),
+                source,
+            })?;
         Ok(rec.map(|r| exit_of(meta.map_or(0, |m| m.generation), r)))
     }
 
@@ -242,7 +253,9 @@ impl ContainerRuntime for NativeRuntime {
         self.cg(uid, "remove", |cg, n| cg.remove(n)).await?;
         let dir = self.dir(uid);
         match tokio::fs::remove_dir_all(&dir).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NativeError::io("remove", &dir)(e).into()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(NativeError::io("remove", &dir)(e).into())
+            }
             _ => Ok(()),
         }
     }
@@ -256,7 +269,11 @@ impl ContainerRuntime for NativeRuntime {
             .filter_map(|n| n.split_once('-').map(|(_, u)| u.to_string()))
             .collect();
         if let Ok(entries) = std::fs::read_dir(&self.root) {
-            uids.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
+            uids.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
         }
         uids.sort();
         uids.dedup();
@@ -275,13 +292,17 @@ impl ContainerRuntime for NativeRuntime {
                     for p in pids_in_namespace_of(pid) {
                         cg.add_task(n, p)?;
                     }
-                    fixes.push(format!("cgroup {n} was deleted: recreated, workload moved back"));
+                    fixes.push(format!(
+                        "cgroup {n} was deleted: recreated, workload moved back"
+                    ));
                     return Ok(fixes);
                 }
                 let have = cg.read_limits(n)?;
                 if have != want {
                     cg.apply(n, &want)?;
-                    fixes.push(format!("cgroup {n} limits were {have:?}: set back to {want:?}"));
+                    fixes.push(format!(
+                        "cgroup {n} limits were {have:?}: set back to {want:?}"
+                    ));
                 }
                 Ok(fixes)
             })
@@ -312,7 +333,10 @@ pub fn register(
 ) -> anyhow::Result<()> {
     use tend_controllers::container::{ContainerConfig, ContainerReconciler, NoNetworks};
     let cgroups = crate::cgroup::detect(Path::new("/sys/fs/cgroup"))?;
-    tracing::info!(cgroups = cgroups.version(), "container controller: native runtime");
+    tracing::info!(
+        cgroups = cgroups.version(),
+        "container controller: native runtime"
+    );
     let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups);
     let r = Arc::new(ContainerReconciler::new(
         Arc::new(native),
