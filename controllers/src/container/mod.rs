@@ -21,6 +21,7 @@
 mod driver;
 pub mod fake;
 mod reconcile;
+mod rootfs;
 mod status;
 
 #[cfg(test)]

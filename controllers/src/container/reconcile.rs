@@ -1,6 +1,7 @@
 //! The Container reconciler: rootfs, attachments, start, exit watch, restart, replace, delete.
 
 use super::driver::{Attach, Attachments, ContainerRuntime, Exit, Observed, Running, WorkloadSpec};
+use super::rootfs::{self, RootfsState};
 use super::status::{self, restart_delay, should_restart};
 use super::ContainerError;
 use crate::action::{Action, Error};
@@ -14,15 +15,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, Runtime};
-use tend_schema::kinds::sandbox::{SandboxSpec, SandboxStatus};
-use tend_schema::meta::OwnerReference;
 use tend_schema::store::{EventType, StoreError};
 use tend_schema::{AnyObject, Kind, Object, ObjectKey};
 
 /// The finalizer this controller puts on every Container.
 pub const FINALIZER: &str = "tend.dev/container";
 
-type Container = Object<ContainerSpec, ContainerStatus>;
+pub(crate) type Container = Object<ContainerSpec, ContainerStatus>;
 
 /// Restart backoff settings.
 #[derive(Debug, Clone)]
@@ -68,11 +67,6 @@ pub struct ContainerReconciler {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-enum RootfsState {
-    Ready(Option<PathBuf>),
-    Waiting(String),
 }
 
 impl ContainerReconciler {
@@ -152,79 +146,6 @@ impl ContainerReconciler {
             l.crashes = if long_run { 1 } else { l.crashes + 1 };
         }
         l.crashes
-    }
-
-    async fn rootfs(&self, ctx: &Context, c: &Container) -> Result<RootfsState, Error> {
-        let ns = c.metadata.ns();
-        let Some(r) = &c.spec.rootfs else {
-            return Ok(RootfsState::Ready(None));
-        };
-        let sandbox = match (&r.sandbox, &r.state) {
-            (Some(s), _) => s.clone(),
-            (None, Some(state)) => self.owned_sandbox(ctx, c, state).await?,
-            (None, None) => return Ok(RootfsState::Ready(None)),
-        };
-        let key = ObjectKey::new(Kind::Sandbox, ns, &sandbox);
-        let Some(obj) = ctx.get(&key).await.map_err(store_err(&key, "get"))? else {
-            return Ok(RootfsState::Waiting(format!(
-                "sandbox {sandbox:?} does not exist"
-            )));
-        };
-        let sb = obj
-            .typed::<SandboxSpec, SandboxStatus>()
-            .map_err(|source| ContainerError::Decode { key, source })?;
-        match &sb.status.path {
-            Some(p)
-                if sb.status.common.is_ready(sb.metadata.generation)
-                    && !sb.metadata.is_terminating() =>
-            {
-                Ok(RootfsState::Ready(Some(PathBuf::from(p))))
-            }
-            _ => Ok(RootfsState::Waiting(format!(
-                "sandbox {sandbox:?} is not Ready"
-            ))),
-        }
-    }
-
-    /// Makes sure the owned Sandbox `<container>-rootfs` of State `state` exists; returns its name.
-    async fn owned_sandbox(
-        &self,
-        ctx: &Context,
-        c: &Container,
-        state: &str,
-    ) -> Result<String, Error> {
-        let name = format!("{}-rootfs", c.metadata.name);
-        let key = ObjectKey::new(Kind::Sandbox, c.metadata.ns(), &name);
-        let uid = c.metadata.uid.clone().unwrap_or_default();
-        let spec = serde_json::json!({ "state": state });
-        match ctx.get(&key).await.map_err(store_err(&key, "get"))? {
-            None => {
-                let mut sb = AnyObject::new(Kind::Sandbox, c.metadata.ns(), &name, spec);
-                sb.metadata.owner_references.push(OwnerReference {
-                    api_version: tend_schema::API_VERSION.to_string(),
-                    kind: Kind::Container.as_str().to_string(),
-                    name: c.metadata.name.clone(),
-                    uid,
-                    controller: Some(true),
-                    block_owner_deletion: Some(true),
-                });
-                match ctx.store.create(sb).await {
-                    Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
-                    Err(source) => return Err(store_err(&key, "create")(source).into()),
-                }
-            }
-            Some(mut sb)
-                if sb.metadata.owner_references.iter().any(|o| o.uid == uid) && sb.spec != spec =>
-            {
-                sb.spec = spec;
-                ctx.store
-                    .update(sb)
-                    .await
-                    .map_err(store_err(&key, "update"))?;
-            }
-            Some(_) => {}
-        }
-        Ok(name)
     }
 
     async fn apply(&self, ctx: &Context, obj: AnyObject) -> Result<Action, Error> {
@@ -355,7 +276,7 @@ impl ContainerReconciler {
             Observed::Absent => {}
         }
         // Start (first run, restart, or replacement).
-        let rootfs = match self.rootfs(ctx, &c).await? {
+        let rootfs = match rootfs::resolve(ctx, &c).await? {
             RootfsState::Ready(p) => p,
             RootfsState::Waiting(msg) => {
                 status::pending(&mut st, generation, "WaitingForSandbox", &msg);
@@ -467,7 +388,10 @@ fn observed_exit(o: Observed, generation: i64) -> Exit {
     }
 }
 
-fn store_err(key: &ObjectKey, op: &'static str) -> impl FnOnce(StoreError) -> ContainerError {
+pub(crate) fn store_err(
+    key: &ObjectKey,
+    op: &'static str,
+) -> impl FnOnce(StoreError) -> ContainerError {
     let key = key.clone();
     move |source| ContainerError::Store { key, op, source }
 }
