@@ -60,6 +60,8 @@ impl Daemon {
         let network = crate::net::adapter::register_network(&mut runtime, cfg).await?;
         let _ = &network;
         // Controllers for each kind are registered here (issues 4–7).
+        // Containers, native runtime (issue 6): shim + cgroups.
+        crate::runtime_native::register(&mut runtime, cfg)?;
         Ok(Self { runtime, store })
     }
 }

@@ -47,6 +47,8 @@ fn start(dir: &Path) -> (Kill, PathBuf) {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--snapshot-backend",
+            "copy",
         ])
         .stderr(Stdio::null())
         .spawn()

@@ -19,7 +19,13 @@ fn second_instance_is_refused_and_engine_json_follows_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let engine = dir.path().join("engine.json");
     let mut first = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["--state-dir", dir.path().to_str().unwrap(), "serve"])
+        .args([
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--snapshot-backend",
+            "copy",
+        ])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -31,7 +37,13 @@ fn second_instance_is_refused_and_engine_json_follows_the_daemon() {
     assert!(info["version"].is_string() && info["started_at"].is_string());
 
     let second = Command::new(env!("CARGO_BIN_EXE_tend"))
-        .args(["--state-dir", dir.path().to_str().unwrap(), "serve"])
+        .args([
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--snapshot-backend",
+            "copy",
+        ])
         .output()
         .unwrap();
     assert_eq!(second.status.code(), Some(1));

@@ -6,6 +6,7 @@
 
 pub mod action;
 pub mod backoff;
+pub mod container;
 pub mod context;
 pub mod controller;
 pub mod finalizer;

@@ -352,16 +352,22 @@ async fn watch_from_compacted_revision_is_too_old() {
 async fn a_lone_write_from_another_process_is_delivered_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tend.db");
-    let store = SqliteStore::open(&db, OpenOptions::default()).await.unwrap();
+    let store = SqliteStore::open(&db, OpenOptions::default())
+        .await
+        .unwrap();
     let mut watch = store.watch(store.revision().await.unwrap()).await.unwrap();
     for round in 0..10 {
         let child = spawn_child("create-n", &db, &format!("lone{round}:1"));
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
         assert!(out.status.success());
         // Committed before the child exited; well under the 1 s safety read.
         let ev = tokio::time::timeout(Duration::from_millis(900), watch.next())
             .await
-            .unwrap_or_else(|_| panic!("round {round}: a committed write from another process was not delivered"))
+            .unwrap_or_else(|_| {
+                panic!("round {round}: a committed write from another process was not delivered")
+            })
             .unwrap()
             .unwrap();
         assert_eq!(ev.object.metadata.name, format!("lone{round}-0"));

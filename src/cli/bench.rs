@@ -31,6 +31,15 @@ pub enum What {
         #[arg(long, default_value_t = 500)]
         count: usize,
     },
+    /// Native containers: apply→Running, a bulk apply, kill→restarted, beside `docker run -d`.
+    Container {
+        #[arg(long, default_value_t = 50)]
+        single: usize,
+        #[arg(long, default_value_t = 200)]
+        bulk: usize,
+        #[arg(long, default_value_t = 50)]
+        kills: usize,
+    },
     /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
     Api(crate::api::bench::Args),
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
@@ -65,6 +74,11 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         What::Api(a) => crate::api::bench::run(a).await?,
+        What::Container {
+            single,
+            bulk,
+            kills,
+        } => crate::runtime_native::bench::run(single, bulk, kills).await?,
         What::Sandbox {
             latency,
             burst,

@@ -6,12 +6,15 @@ mod db;
 mod delete;
 mod describe;
 mod diff;
+mod exec;
 mod get;
 mod input;
 mod kubeconfig;
+mod logs;
 pub(crate) mod output;
 pub mod serve;
 mod token;
+mod wait;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -57,6 +60,12 @@ pub enum Command {
     Token(token::Args),
     /// Print a kubeconfig for the running daemon (needs `tend serve --listen`).
     Kubeconfig(kubeconfig::Args),
+    /// Print a container's output.
+    Logs(logs::Args),
+    /// Run a command inside a running container; exits with its exit code.
+    Exec(exec::Args),
+    /// Wait until an object has a condition (or is deleted), showing progress.
+    Wait(wait::Args),
 }
 
 /// Runs a parsed command line; the exit code is what scripts see.
@@ -95,6 +104,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(&dir, a).await,
         Command::Token(a) => token::run(&dir, a),
         Command::Kubeconfig(a) => kubeconfig::run(&dir, a),
+        Command::Logs(a) => logs::run(&*open(&dir).await?, &dir, a).await,
+        Command::Exec(a) => exec::run(&*open(&dir).await?, &dir, a).await,
+        Command::Wait(a) => wait::run(&*open(&dir).await?, a).await,
     }
 }
 

@@ -1,0 +1,206 @@
+//! `tend bench container`: apply→Running latency, a 200-container apply, kill→restarted
+//! latency, and `docker run -d` of a busybox image side by side (Engine API, when dockerd is up).
+//! Containers run on the host filesystem with limits (no Sandbox/Network yet in this build).
+
+use crate::bench::report;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tend_schema::kinds::container::ContainerStatus;
+use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
+use tend_schema::{AnyObject, Kind, ObjectKey};
+
+fn spec() -> serde_json::Value {
+    serde_json::json!({
+        "command": ["/bin/sleep", "3600"],
+        "resources": {"memory": "64Mi", "cpu": "250m", "pids": 64},
+        "stopGracePeriodSeconds": 0
+    })
+}
+
+async fn status(store: &SqliteStore, key: &ObjectKey) -> Option<ContainerStatus> {
+    let o = store.get(key).await.ok()?;
+    serde_json::from_value(o.status).ok()
+}
+
+/// Waits until `pred` holds for the container's status; polls the local store every 0.5 ms.
+async fn until(
+    store: &SqliteStore,
+    key: &ObjectKey,
+    pred: impl Fn(&ContainerStatus) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if status(store, key).await.is_some_and(|s| pred(&s)) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{key}: timed out");
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+fn running(s: &ContainerStatus) -> bool {
+    s.common.phase.as_deref() == Some("Running") && s.pid.is_some()
+}
+
+/// Runs the benchmark with an in-process daemon on a temporary state dir; `single` samples of
+/// one apply each, then one apply of `bulk` containers, then `kills` kill→restart samples.
+pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!("tend-bench-ct-{}", std::process::id()));
+    std::fs::create_dir_all(&path)?;
+    let result = bench_in(&path, single, bulk, kills).await;
+    let _ = std::fs::remove_dir_all(&path);
+    result?;
+    docker_side_by_side(single).await;
+    Ok(())
+}
+
+async fn bench_in(dir: &Path, single: usize, bulk: usize, kills: usize) -> anyhow::Result<()> {
+    let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
+    let cfg = crate::daemon::DaemonConfig {
+        state_dir: dir.to_path_buf(),
+        instance: crate::daemon::instance_id(dir)?,
+        exe: std::env::current_exe()?,
+        controller: tend_controllers::ControllerConfig {
+            concurrency: 8,
+            resync: Duration::from_secs(600),
+        },
+        // The bench's containers run on the host filesystem: no loop image needed.
+        snapshot: crate::snapshot::register::SnapshotConfig {
+            mode: crate::snapshot::BackendMode::Copy,
+            ..Default::default()
+        },
+    };
+    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.runtime.run(async {
+        let _ = stop_rx.await;
+    }));
+    println!(
+        "tend bench container: state dir {}, instance {}",
+        dir.display(),
+        cfg.instance
+    );
+    let result = figures(&store, single, bulk, kills).await;
+    // Tear down: delete everything, wait for the finalizers.
+    let all = store
+        .list(&tend_schema::store::ListQuery {
+            kind: Some(Kind::Container),
+            ..Default::default()
+        })
+        .await?;
+    for o in &all.items {
+        let _ = store.delete(&o.key()?, &DeleteOptions::default()).await;
+    }
+    let t = Instant::now();
+    for o in &all.items {
+        let key = o.key()?;
+        while store.get(&key).await.is_ok() && t.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = task.await;
+    result
+}
+
+async fn figures(
+    store: &SqliteStore,
+    single: usize,
+    bulk: usize,
+    kills: usize,
+) -> anyhow::Result<()> {
+    let mut lat = Vec::new();
+    for i in 0..single {
+        let key = ObjectKey::new(Kind::Container, "default", format!("one-{i}"));
+        let t = Instant::now();
+        store
+            .create(AnyObject::new(
+                Kind::Container,
+                "default",
+                &key.name,
+                spec(),
+            ))
+            .await?;
+        until(store, &key, running).await?;
+        lat.push(t.elapsed());
+    }
+    report("apply -> Running (1 container)", lat);
+
+    let objs: Vec<AnyObject> = (0..bulk)
+        .map(|i| AnyObject::new(Kind::Container, "default", &format!("bulk-{i}"), spec()))
+        .collect();
+    let t = Instant::now();
+    store.apply(objs, false).await?;
+    for i in 0..bulk {
+        until(
+            store,
+            &ObjectKey::new(Kind::Container, "default", format!("bulk-{i}")),
+            running,
+        )
+        .await?;
+    }
+    let el = t.elapsed();
+    println!(
+        "{:<34} n={bulk:<6} all Running in {:.0} ms = {:.0} containers/s",
+        "apply of many -> all Running",
+        el.as_secs_f64() * 1e3,
+        bulk as f64 / el.as_secs_f64()
+    );
+
+    let mut lat = Vec::new();
+    for i in 0..kills.min(bulk) {
+        let key = ObjectKey::new(Kind::Container, "default", format!("bulk-{i}"));
+        let Some(pid) = status(store, &key).await.and_then(|s| s.pid) else {
+            continue;
+        };
+        let t = Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        until(store, &key, |s| running(s) && s.pid != Some(pid)).await?;
+        lat.push(t.elapsed());
+    }
+    report("kill -9 -> restarted", lat);
+    Ok(())
+}
+
+/// `docker run -d` (create + start through the Engine API) of the test busybox image.
+async fn docker_side_by_side(n: usize) {
+    use crate::docker::{DockerDriver, DockerSpec, Owner};
+    let Ok(d) = DockerDriver::connect(None) else {
+        return;
+    };
+    if d.ping().await.is_err() {
+        println!("docker: dockerd is not reachable; skipped");
+        return;
+    }
+    let image = "tend-test/busybox:latest";
+    if !d.image_exists(image).await.unwrap_or(false) {
+        println!("docker: image {image} missing (deploy/docker-test-image.sh builds it); skipped");
+        return;
+    }
+    let spec = DockerSpec {
+        image: image.into(),
+        cmd: vec!["sleep".into(), "3600".into()],
+        memory: Some(64 << 20),
+        cpu_millicores: Some(250),
+        pids: Some(64),
+        ..Default::default()
+    };
+    let mut lat = Vec::new();
+    for i in 0..n.min(20) {
+        let owner = Owner {
+            uid: format!("bench-{}-{i}", std::process::id()),
+            namespace: "bench".into(),
+            name: format!("b{i}"),
+        };
+        let t = Instant::now();
+        if let Ok(id) = d.create_and_start(&owner, &spec).await {
+            lat.push(t.elapsed());
+            let _ = d.remove(&id, true).await;
+        }
+    }
+    report("docker run -d (create+start)", lat);
+}

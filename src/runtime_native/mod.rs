@@ -1,0 +1,350 @@
+//! The native container runtime: [`ContainerRuntime`] over the shim (`tend shim`, pidfds) and
+//! the cgroup driver. Host objects carry their owner: the directory
+//! `<state-dir>/containers/<uid>/` (see [`files`]) and the cgroup `tend/<instance>-<uid>`.
+//!
+//! Drift: exits are seen through pidfds ([`ContainerRuntime::exited`]); a changed limit or a
+//! deleted cgroup is found by [`ContainerRuntime::repair`], which the controller runs on every
+//! reconcile — i.e. on resync (`tend serve --resync-seconds`, default 60 s) or any other trigger.
+
+pub mod bench;
+pub mod cli;
+pub mod files;
+
+use crate::cgroup::{AnyCgroupManager, CgroupError, CgroupManager};
+use crate::shim::{self, LogLimits, PidFd, ShimError, ShimState};
+use crate::util::blocking;
+use async_trait::async_trait;
+use files::{cgroup_name, container_dir, limits, read_json, write_json, Meta};
+use futures::future::BoxFuture;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tend_controllers::container::{
+    ContainerRuntime, DriverError, Exit, Observed, Running, WorkloadSpec,
+};
+
+/// What can go wrong in the native runtime; each variant names the container, path or call.
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error("container {uid}: {source}")]
+    Shim {
+        uid: String,
+        #[source]
+        source: ShimError,
+    },
+    #[error("container {uid}: cgroup {op}: {source}")]
+    Cgroup {
+        uid: String,
+        op: &'static str,
+        #[source]
+        source: CgroupError,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `exec` on a container whose workload does not run.
+    #[error("container {uid} is not running")]
+    NotRunning { uid: String },
+}
+
+impl NativeError {
+    pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NativeError {
+        let path = path.to_owned();
+        move |source| NativeError::Io { op, path, source }
+    }
+}
+
+/// The native runtime of one daemon instance.
+#[derive(Clone)]
+pub struct NativeRuntime {
+    exe: PathBuf,
+    root: PathBuf,
+    instance: String,
+    cgroups: Arc<AnyCgroupManager>,
+    log: LogLimits,
+}
+
+fn time(s: &str) -> Option<tend_schema::Time> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+impl NativeRuntime {
+    /// A runtime that starts `exe shim` for containers under `state_dir/containers`, with
+    /// cgroups named `<instance>-<uid>` through `cgroups`.
+    pub fn new(exe: PathBuf, state_dir: &Path, instance: &str, cgroups: AnyCgroupManager) -> Self {
+        Self {
+            exe,
+            root: state_dir.join("containers"),
+            instance: instance.to_string(),
+            cgroups: Arc::new(cgroups),
+            log: LogLimits::default(),
+        }
+    }
+
+    fn dir(&self, uid: &str) -> PathBuf {
+        container_dir(&self.root, uid)
+    }
+
+    fn cg<T: Send + 'static>(
+        &self,
+        uid: &str,
+        op: &'static str,
+        f: impl FnOnce(&AnyCgroupManager, &str) -> crate::cgroup::Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, NativeError>> {
+        let (cg, name, uid) = (
+            self.cgroups.clone(),
+            cgroup_name(&self.instance, uid),
+            uid.to_string(),
+        );
+        async move {
+            blocking(move || f(&cg, &name))
+                .await
+                .map_err(|source| NativeError::Cgroup { uid, op, source })
+        }
+    }
+
+    fn start_blocking(&self, w: &WorkloadSpec) -> Result<Running, NativeError> {
+        let dir = self.dir(&w.uid);
+        std::fs::create_dir_all(&dir).map_err(NativeError::io("mkdir", &dir))?;
+        let name = cgroup_name(&self.instance, &w.uid);
+        let cg_err = |op| {
+            let uid = w.uid.clone();
+            move |source| NativeError::Cgroup { uid, op, source }
+        };
+        self.cgroups.create(&name).map_err(cg_err("create"))?;
+        self.cgroups
+            .apply(&name, &limits(&w.spec))
+            .map_err(cg_err("apply"))?;
+        files::rotate_previous(&dir)?;
+        let config = files::shim_config(w, &self.cgroups, &name, self.log);
+        write_json(&dir.join("config.json"), &config)?;
+        let meta = Meta {
+            uid: w.uid.clone(),
+            name: w.name.clone(),
+            generation: w.generation,
+        };
+        write_json(&dir.join("meta.json"), &meta)?;
+        let h = shim::spawn_shim(&self.exe, &dir).map_err(|source| NativeError::Shim {
+            uid: w.uid.clone(),
+            source,
+        })?;
+        Ok(Running {
+            generation: w.generation,
+            pid: h.workload_pid as u32,
+            start_time: h.workload_start_time,
+            started_at: time(&h.started_at),
+        })
+    }
+
+    /// Runs `argv` inside the running workload of `uid` (its namespaces, root and cgroup) with
+    /// the container's environment and the caller's stdio; returns the exit code. Blocking.
+    pub fn exec(containers_root: &Path, uid: &str, argv: &[String]) -> Result<i32, NativeError> {
+        let dir = container_dir(containers_root, uid);
+        let shim_err = |source| NativeError::Shim {
+            uid: uid.to_string(),
+            source,
+        };
+        let ShimState::Running(h) = shim::read_state(&dir).map_err(shim_err)? else {
+            return Err(NativeError::NotRunning { uid: uid.into() });
+        };
+        let config: shim::ShimConfig = read_json(&dir.join("config.json"))?
+            .ok_or_else(|| NativeError::NotRunning { uid: uid.into() })?;
+        shim::exec_in(h.workload_pid, argv, &config.env, &config.cgroup_procs).map_err(shim_err)
+    }
+}
+
+/// Every pid in the PID namespace of `pid` (the container's processes), from /proc.
+fn pids_in_namespace_of(pid: u32) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return vec![];
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|l| l == ns))
+        .collect()
+}
+
+fn exit_of(generation: i64, rec: shim::ExitRecord) -> Exit {
+    Exit {
+        generation,
+        exit_code: rec.exit_code,
+        signal: rec.signal,
+        oom_killed: rec.oom_killed,
+        started_at: time(&rec.started_at),
+        finished_at: time(&rec.finished_at),
+        error: rec.error,
+    }
+}
+
+#[async_trait]
+impl ContainerRuntime for NativeRuntime {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    async fn inspect(&self, uid: &str) -> Result<Observed, DriverError> {
+        let (dir, uid) = (self.dir(uid), uid.to_string());
+        let o = blocking(move || -> Result<Observed, NativeError> {
+            let Some(meta) = read_json::<Meta>(&dir.join("meta.json"))? else {
+                return Ok(Observed::Absent);
+            };
+            let g = meta.generation;
+            let state =
+                shim::read_state(&dir).map_err(|source| NativeError::Shim { uid, source })?;
+            Ok(match state {
+                ShimState::Running(h) => Observed::Running(Running {
+                    generation: g,
+                    pid: h.workload_pid as u32,
+                    start_time: h.workload_start_time,
+                    started_at: time(&h.started_at),
+                }),
+                ShimState::Exiting(_) => Observed::Exiting { generation: g },
+                ShimState::Exited(rec) => Observed::Exited(exit_of(g, rec)),
+                ShimState::Lost(_) => Observed::Lost { generation: g },
+                ShimState::Absent => Observed::Absent,
+            })
+        })
+        .await?;
+        Ok(o)
+    }
+
+    async fn start(&self, w: &WorkloadSpec) -> Result<Running, DriverError> {
+        let (me, w) = (self.clone(), w.clone());
+        Ok(blocking(move || me.start_blocking(&w)).await?)
+    }
+
+    async fn stop(&self, uid: &str, grace: Duration) -> Result<Option<Exit>, DriverError> {
+        let dir = self.dir(uid);
+        if !dir.exists() {
+            return Ok(None);
+        }
+        let meta: Option<Meta> = read_json(&dir.join("meta.json"))?;
+        let rec = shim::stop(&dir, grace)
+            .await
+            .map_err(|source| NativeError::Shim {
+                uid: uid.to_string(),
+                source,
+            })?;
+        Ok(rec.map(|r| exit_of(meta.map_or(0, |m| m.generation), r)))
+    }
+
+    async fn remove(&self, uid: &str) -> Result<(), DriverError> {
+        self.cg(uid, "kill", |cg, n| match cg.kill_all(n) {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        })
+        .await?;
+        self.cg(uid, "remove", |cg, n| cg.remove(n)).await?;
+        let dir = self.dir(uid);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(NativeError::io("remove", &dir)(e).into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn list_owned(&self) -> Result<Vec<String>, DriverError> {
+        let prefix = format!("{}-", self.instance);
+        let mut uids: Vec<String> = self
+            .cg("*", "list", move |cg, _| cg.list(&prefix))
+            .await?
+            .into_iter()
+            .filter_map(|n| n.split_once('-').map(|(_, u)| u.to_string()))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            uids.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
+        uids.sort();
+        uids.dedup();
+        Ok(uids)
+    }
+
+    async fn repair(&self, w: &WorkloadSpec, r: &Running) -> Result<Vec<String>, DriverError> {
+        let want = limits(&w.spec).normalized();
+        let pid = r.pid;
+        let fixes = self
+            .cg(&w.uid, "repair", move |cg, n| {
+                let mut fixes = Vec::new();
+                if !cg.exists(n)? {
+                    cg.create(n)?;
+                    cg.apply(n, &want)?;
+                    for p in pids_in_namespace_of(pid) {
+                        cg.add_task(n, p)?;
+                    }
+                    fixes.push(format!(
+                        "cgroup {n} was deleted: recreated, workload moved back"
+                    ));
+                    return Ok(fixes);
+                }
+                let have = cg.read_limits(n)?;
+                if have != want {
+                    cg.apply(n, &want)?;
+                    fixes.push(format!(
+                        "cgroup {n} limits were {have:?}: set back to {want:?}"
+                    ));
+                }
+                Ok(fixes)
+            })
+            .await?;
+        Ok(fixes)
+    }
+
+    fn exited(&self, uid: &str, r: &Running) -> Option<BoxFuture<'static, ()>> {
+        let workload = PidFd::open(r.pid as i32, r.start_time).ok()?;
+        // Also wait for the shim to record the exit, so the woken reconcile reads exit.json.
+        let shim = match shim::read_state(&self.dir(uid)) {
+            Ok(ShimState::Running(h)) => PidFd::open(h.shim_pid, h.shim_start_time).ok(),
+            _ => None,
+        };
+        Some(Box::pin(async move {
+            let _ = workload.exited().await;
+            if let Some(s) = shim {
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.exited()).await;
+            }
+        }))
+    }
+}
+
+/// Probes the host's cgroups and registers the Container controller on `runtime`.
+pub fn register(
+    runtime: &mut tend_controllers::Runtime,
+    cfg: &crate::daemon::DaemonConfig,
+) -> anyhow::Result<()> {
+    use tend_controllers::container::{ContainerConfig, ContainerReconciler, NoNetworks};
+    let cgroups = crate::cgroup::detect(Path::new("/sys/fs/cgroup"))?;
+    tracing::info!(
+        cgroups = cgroups.version(),
+        "container controller: native runtime"
+    );
+    let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups);
+    let r = Arc::new(ContainerReconciler::new(
+        Arc::new(native),
+        None,
+        Arc::new(NoNetworks),
+        ContainerConfig::default(),
+    ));
+    let trigger = runtime.register(r.clone(), cfg.controller.clone());
+    r.set_trigger(trigger);
+    Ok(())
+}
