@@ -58,10 +58,14 @@ impl Daemon {
         // controller uses (`network.attacher`; `network.add_container_trigger(t)` lets netlink
         // events about a container's veth wake the Container).
         let network = crate::net::adapter::register_network(&mut runtime, cfg).await?;
-        let _ = &network;
         // Controllers for each kind are registered here (issues 4–7).
         // Containers, native runtime (issue 6): shim + cgroups.
-        crate::runtime_native::register(&mut runtime, cfg)?;
+        let attachments = Arc::new(tend_controllers::container::NetworkAttachments {
+            attacher: network.attacher.clone(),
+            ctx: runtime.context(),
+        });
+        let containers = crate::runtime_native::register(&mut runtime, cfg, attachments)?;
+        network.add_container_trigger(containers);
         Ok(Self { runtime, store })
     }
 }

@@ -123,6 +123,16 @@ impl Runtime {
         self.index.clone()
     }
 
+    /// A store-and-index view for components that serve controllers from outside the reconcile
+    /// loop (e.g. the attachments the Container controller asks the Network side for).
+    pub fn context(&self) -> Context {
+        Context {
+            store: self.store.clone(),
+            index: self.index.clone(),
+            metrics: Arc::new(ControllerMetrics::default()),
+        }
+    }
+
     /// True once every controller has passed its start-up gate (what `/readyz` reports).
     pub fn ready(&self) -> watch::Receiver<bool> {
         self.ready_tx.subscribe()

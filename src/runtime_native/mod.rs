@@ -330,8 +330,9 @@ impl ContainerRuntime for NativeRuntime {
 pub fn register(
     runtime: &mut tend_controllers::Runtime,
     cfg: &crate::daemon::DaemonConfig,
-) -> anyhow::Result<()> {
-    use tend_controllers::container::{ContainerConfig, ContainerReconciler, NoNetworks};
+    attachments: Arc<dyn tend_controllers::container::Attachments>,
+) -> anyhow::Result<tend_controllers::Trigger> {
+    use tend_controllers::container::{ContainerConfig, ContainerReconciler};
     let cgroups = crate::cgroup::detect(Path::new("/sys/fs/cgroup"))?;
     tracing::info!(
         cgroups = cgroups.version(),
@@ -341,10 +342,10 @@ pub fn register(
     let r = Arc::new(ContainerReconciler::new(
         Arc::new(native),
         None,
-        Arc::new(NoNetworks),
+        attachments,
         ContainerConfig::default(),
     ));
     let trigger = runtime.register(r.clone(), cfg.controller.clone());
-    r.set_trigger(trigger);
-    Ok(())
+    r.set_trigger(trigger.clone());
+    Ok(trigger)
 }

@@ -20,6 +20,7 @@
 
 mod driver;
 pub mod fake;
+mod network;
 mod reconcile;
 mod rootfs;
 mod status;
@@ -31,6 +32,7 @@ pub use driver::{
     Attach, Attachments, ContainerRuntime, DriverError, Exit, NoNetworks, Observed, Running,
     WorkloadSpec,
 };
+pub use network::NetworkAttachments;
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};
 pub use status::restart_delay;
 

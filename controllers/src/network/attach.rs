@@ -223,7 +223,7 @@ impl Attacher {
         self.remove_by_uid(ctx, &uid).await
     }
 
-    pub(crate) async fn remove_by_uid(&self, ctx: &Context, uid: &str) -> Result<(), AttachError> {
+    pub async fn remove_by_uid(&self, ctx: &Context, uid: &str) -> Result<(), AttachError> {
         {
             let _guard = self.lock(uid).await;
             let netns = self.netns_name(uid);
