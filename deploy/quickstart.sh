@@ -26,10 +26,11 @@ for _ in $(seq 1 50); do [ -f "$state/engine.json" ] && break; sleep 0.1; done
 echo
 for _ in $(seq 1 30); do
   "$tend" get all
-  not_ready=$("$tend" get all -o json | python3 -c 'import json,sys; print(sum(1 for o in json.load(sys.stdin)["items"] if not any(c.get("type")=="Ready" and c.get("status")=="True" for c in o.get("status",{}).get("conditions",[]))))')
+  not_ready=$("$tend" get all -o json | python3 -c 'import json,sys; print(sum(1 for o in json.load(sys.stdin)["items"] if not any(c.get("type")=="Ready" and c.get("status")=="True" for c in (o.get("status") or {}).get("conditions",[]))))')
   [ "$not_ready" = 0 ] && { echo; echo "all objects Ready"; break; }
   echo "--- $not_ready object(s) not Ready yet"; sleep 1
 done
 echo
 echo "daemon log: /tmp/tend-quickstart.log; state dir: $state"
-echo "the daemon stops when this script exits; the objects stay in the store (tend get all)"
+echo "the daemon stops when this script exits; workloads keep running under their shims and the"
+echo "objects stay in the store: 'tend serve' picks them up again, 'tend delete -f specs/ --wait' removes them"
