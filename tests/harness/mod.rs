@@ -1,0 +1,425 @@
+//! A real `tend serve` child on its own temp state dir for the reliability suites (chaos, drift,
+//! faults, security): start, SIGKILL, restart, read the store directly, count shims, and a Drop
+//! guard that removes every host object of its instance even when a test fails.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tend::cgroup::CgroupManager;
+use tend_schema::store::{Lease, LeaseFilter, ListQuery, OpenOptions, SqliteStore, Store};
+use tend_schema::AnyObject;
+
+pub const TEND: &str = env!("CARGO_BIN_EXE_tend");
+
+/// A daemon on its own state dir; Drop kills it and everything its instance created.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Extra `tend serve` arguments and environment, kept for restarts.
+    pub serve_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub rt: tokio::runtime::Runtime,
+    store: Option<Arc<SqliteStore>>,
+    /// Log files of earlier runs are appended here at each start.
+    restarts: u32,
+}
+
+impl Daemon {
+    /// A daemon on the copy backend with a 1 s resync and a 1 s orphan grace, started.
+    pub fn start_new(prefix: &str) -> Self {
+        let mut d = Self::unstarted(prefix, &[]);
+        d.start();
+        d
+    }
+
+    /// A daemon not started yet; `args` are added to the defaults (copy backend, fast resync).
+    pub fn unstarted(prefix: &str, args: &[&str]) -> Self {
+        let mut serve_args: Vec<String> = ["--resync-seconds", "2", "--orphan-grace-seconds", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if !args.contains(&"--snapshot-backend") {
+            serve_args.extend(["--snapshot-backend".into(), "copy".into()]);
+        }
+        serve_args.extend(args.iter().map(|s| s.to_string()));
+        Daemon {
+            dir: tempfile::Builder::new().prefix(prefix).tempdir().unwrap(),
+            child: None,
+            serve_args,
+            env: Vec::new(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            store: None,
+            restarts: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `tend serve` and waits for `engine.json` (10 s at most).
+    pub fn start(&mut self) {
+        let _ = std::fs::remove_file(self.path().join("engine.json"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("serve.log"))
+            .unwrap();
+        let child = Command::new(TEND)
+            .arg("--state-dir")
+            .arg(self.path())
+            .arg("serve")
+            .args(&self.serve_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("TEND_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.restarts += 1;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.path().join("engine.json").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.child = Some(child);
+    }
+
+    /// One HTTP/1.0 request over the unix socket: (status code, body). `token` goes in a bearer
+    /// header when given.
+    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.path().join("tend.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: tend\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    /// Waits until `/readyz` says every controller has done its start-up observation pass.
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.http("GET", "/readyz", None, "").0 != 200 {
+            assert!(Instant::now() < deadline, "never ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the daemon (and reaps it). Its shims and workloads live on.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn instance(&self) -> String {
+        std::fs::read_to_string(self.path().join("instance-id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI on this state dir.
+    pub fn tend(&self, args: &[&str]) -> Output {
+        Command::new(TEND)
+            .arg("--state-dir")
+            .arg(self.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `tend apply -f` of this YAML; panics with the CLI's stderr on failure.
+    pub fn apply(&self, yaml: &str) {
+        let f = self.path().join("apply.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        let out = self.tend(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The store of this state dir, opened in the test process (reads while the daemon runs).
+    pub fn store(&mut self) -> Arc<SqliteStore> {
+        if self.store.is_none() {
+            let path = self.path().join("tend.db");
+            let s = self
+                .rt
+                .block_on(SqliteStore::open(path, OpenOptions::default()))
+                .unwrap();
+            self.store = Some(Arc::new(s));
+        }
+        self.store.clone().unwrap()
+    }
+
+    /// Every object of every kind in the store.
+    pub fn objects(&mut self) -> Vec<AnyObject> {
+        let s = self.store();
+        self.rt
+            .block_on(s.list(&ListQuery::default()))
+            .unwrap()
+            .items
+    }
+
+    pub fn leases(&mut self) -> Vec<Lease> {
+        let s = self.store();
+        self.rt
+            .block_on(s.list_leases(&LeaseFilter::default()))
+            .unwrap()
+    }
+
+    /// Polls until `pred` holds on the whole store (at most `secs`); panics with `what`, the
+    /// objects that keep it false and the daemon log.
+    pub fn wait_all(
+        &mut self,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&[AnyObject]) -> Result<(), String>,
+    ) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            let objs = self.objects();
+            match pred(&objs) {
+                Ok(()) => return t0.elapsed(),
+                Err(why) if t0.elapsed() > Duration::from_secs(secs) => {
+                    let log = self.log();
+                    let tail: String = log
+                        .lines()
+                        .rev()
+                        .take(60)
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    panic!("{what} after {secs} s: {why}\n--- serve.log (tail):\n{tail}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// `tend shim <dir>` processes of this state dir, by container dir name (the uid).
+    pub fn shims(&self) -> HashMap<String, Vec<i32>> {
+        let root = self.path().join("containers");
+        let mut out: HashMap<String, Vec<i32>> = HashMap::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let words: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            if words.len() >= 3 && words[1] == b"shim" {
+                let dir = PathBuf::from(String::from_utf8_lossy(words[2]).to_string());
+                if dir.parent() == Some(root.as_path()) {
+                    let uid = dir.file_name().unwrap().to_string_lossy().to_string();
+                    out.entry(uid).or_default().push(pid);
+                }
+            }
+        }
+        out
+    }
+
+    /// Host objects of this instance still present: links (by alias), netns (by uid), cgroups,
+    /// snapshot trees, shims. Empty when nothing leaked.
+    pub fn host_leftovers(&self, uids: &[String]) -> Vec<String> {
+        let inst = self.instance();
+        let mut left = Vec::new();
+        for e in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
+            let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
+            if alias.contains(&format!("tend:{inst}:")) {
+                left.push(format!("link {:?} ({})", e.file_name(), alias.trim()));
+            }
+        }
+        for uid in uids {
+            if Path::new("/run/netns").join(format!("tend-{uid}")).exists() {
+                left.push(format!("netns tend-{uid}"));
+            }
+        }
+        left.extend(cgroups(&inst).into_iter().map(|p| format!("cgroup {p}")));
+        for sub in ["snapshots/states", "snapshots/sandboxes", "containers"] {
+            if let Ok(rd) = std::fs::read_dir(self.path().join(sub)) {
+                for e in rd.flatten() {
+                    left.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+                }
+            }
+        }
+        for (uid, pids) in self.shims() {
+            left.push(format!("shim {uid} {pids:?}"));
+        }
+        left
+    }
+}
+
+/// `/sys/fs/cgroup/<ctrl>/tend/<instance>-*` (and the v2 unified tree), as paths.
+pub fn cgroups(instance: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        if let Ok(rd) = std::fs::read_dir(ctrl.path().join("tend")) {
+            for e in rd.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{instance}-"))
+                {
+                    out.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        {
+            let _in_runtime = self.rt.enter();
+            drop(self.store.take());
+        }
+        let Ok(inst) = std::fs::read_to_string(self.path().join("instance-id")) else {
+            return;
+        };
+        let inst = inst.trim().to_string();
+        // Workloads and shims of this state dir.
+        if let Ok(entries) = std::fs::read_dir(self.path().join("containers")) {
+            for e in entries.flatten() {
+                if let Ok(tend::shim::ShimState::Running(h)) = tend::shim::read_state(&e.path()) {
+                    for (pid, st) in [
+                        (h.workload_pid, h.workload_start_time),
+                        (h.shim_pid, h.shim_start_time),
+                    ] {
+                        if let Ok(p) = tend::shim::PidFd::open(pid, st) {
+                            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
+                        }
+                    }
+                }
+                let netns = Path::new("/run/netns")
+                    .join(format!("tend-{}", e.file_name().to_string_lossy()));
+                if netns.exists() {
+                    let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_file(&netns);
+                }
+            }
+        }
+        if let Ok(cg) = tend::cgroup::detect(Path::new("/sys/fs/cgroup")) {
+            for n in cg.list(&format!("{inst}-")).unwrap_or_default() {
+                let _ = cg.kill_all(&n);
+                let _ = cg.remove(&n);
+            }
+        }
+        for e in std::fs::read_dir("/sys/class/net")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
+            if alias.contains(&format!("tend:{inst}:")) {
+                let _ = Command::new("ip")
+                    .args(["link", "del"])
+                    .arg(e.file_name())
+                    .output();
+            }
+        }
+        let _ = tend::snapshot::loopimg::unmount_and_detach(self.path());
+        // Copy-backend trees may be read-only: make them writable so TempDir can remove them.
+        let _ = Command::new("chmod")
+            .args(["-R", "u+w"])
+            .arg(self.path())
+            .output();
+    }
+}
+
+/// A small busybox tree (the static binary and a few applet links) under `dir`.
+pub fn busybox_tree(dir: &Path) -> PathBuf {
+    let root = dir.join("busybox-rootfs");
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for app in ["sh", "sleep", "cat", "echo", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    root
+}
+
+/// The Ready condition's status of an object ("True", "False", "Unknown" or "").
+pub fn ready(o: &AnyObject) -> &str {
+    o.status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+}
+
+/// The Ready condition's reason, for messages.
+pub fn ready_reason(o: &AnyObject) -> String {
+    o.status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| format!("{} {}", c["reason"], c["message"]))
+        .unwrap_or_default()
+}
+
+/// Whether a process is alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// CPU time (user + system) of a process in clock ticks, from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = s.rsplit(')').next().unwrap();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the comm: state is field 0; utime and stime are fields 11 and 12.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
