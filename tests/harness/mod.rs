@@ -279,7 +279,13 @@ impl Daemon {
             }
         }
         left.extend(cgroups(&inst).into_iter().map(|p| format!("cgroup {p}")));
-        for sub in ["snapshots/states", "snapshots/sandboxes", "containers"] {
+        for sub in [
+            "snapshots/states",
+            "snapshots/sandboxes",
+            "btrfs/states",
+            "btrfs/sandboxes",
+            "containers",
+        ] {
             if let Ok(rd) = std::fs::read_dir(self.path().join(sub)) {
                 for e in rd.flatten() {
                     left.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
