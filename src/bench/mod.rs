@@ -1,6 +1,7 @@
 //! `tend bench` figures: each function measures one part of tend and prints what it saw.
 //! Figures are recorded in docs/benchmarks.md with the command that produced them.
 
+pub mod drift;
 pub mod runtime;
 
 use futures::StreamExt;

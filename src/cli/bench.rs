@@ -40,6 +40,15 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         kills: usize,
     },
+    /// Drift repair: each kind of host object changed behind tend's back, time until repaired.
+    /// Needs root.
+    Drift {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        /// The daemon's resync period (drift no event reports is found by resync).
+        #[arg(long, default_value_t = 60)]
+        resync_seconds: u64,
+    },
     /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
     Api(crate::api::bench::Args),
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
@@ -73,6 +82,10 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 crate::net::ctlbench::bench_network_controller(&cfg).await?
             );
         }
+        What::Drift {
+            rounds,
+            resync_seconds,
+        } => crate::bench::drift::run(rounds, resync_seconds).await?,
         What::Api(a) => crate::api::bench::run(a).await?,
         What::Container {
             single,

@@ -273,9 +273,15 @@ impl Daemon {
                 left.push(format!("link {:?} ({})", e.file_name(), alias.trim()));
             }
         }
-        for uid in uids {
-            if Path::new("/run/netns").join(format!("tend-{uid}")).exists() {
-                left.push(format!("netns tend-{uid}"));
+        let _ = uids;
+        for e in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with(&format!("tend-{inst}-")) {
+                left.push(format!("netns {n}"));
             }
         }
         left.extend(cgroups(&inst).into_iter().map(|p| format!("cgroup {p}")));
@@ -341,12 +347,19 @@ impl Drop for Daemon {
                         }
                     }
                 }
-                let netns = Path::new("/run/netns")
-                    .join(format!("tend-{}", e.file_name().to_string_lossy()));
-                if netns.exists() {
-                    let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
-                    let _ = std::fs::remove_file(&netns);
-                }
+            }
+        }
+        for e in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("tend-{inst}-"))
+            {
+                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_file(e.path());
             }
         }
         if let Ok(cg) = tend::cgroup::detect(Path::new("/sys/fs/cgroup")) {
