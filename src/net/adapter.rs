@@ -126,6 +126,13 @@ impl NetworkDriver for NetlinkNetworkDriver {
         self.net.create_netns(name).await.map_err(box_err)
     }
 
+    async fn restore_netns(&self, name: &str, pid: u32, owner_uid: &str) -> Result<bool, Error> {
+        self.net
+            .restore_netns(name, pid, owner_uid)
+            .await
+            .map_err(box_err)
+    }
+
     async fn delete_netns(&self, name: &str) -> Result<(), Error> {
         self.net.delete_netns(name).await.map_err(box_err)
     }
@@ -135,6 +142,7 @@ impl NetworkDriver for NetlinkNetworkDriver {
     }
 
     async fn attach(&self, a: &AttachConfig) -> Result<(), Error> {
+        crate::failpoint::check_async("net.attach").await?;
         let req = AttachRequest {
             netns: a.netns.clone(),
             bridge: a.bridge.clone(),

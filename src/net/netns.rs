@@ -54,6 +54,58 @@ impl NetDriver {
         .await
     }
 
+    /// Bind-mounts the network namespace of process `pid` on `<netns_dir>/<name>`, as `ip netns
+    /// attach` does: for a workload whose namespace lost its name. Returns false (and changes
+    /// nothing) when the name is mounted already, `pid` is gone, or `pid` is in this process's
+    /// own namespace (never name the host's namespace as a container's), or `pid` is not in a
+    /// cgroup whose path mentions `owner_uid` (its pid was reused by another process).
+    pub async fn restore_netns(&self, name: &str, pid: u32, owner_uid: &str) -> Result<bool> {
+        let path = self.netns_path(name)?;
+        let owner = owner_uid.to_string();
+        blocking(move || {
+            use std::os::unix::fs::MetadataExt;
+            let cgroups =
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            if owner.is_empty() || !cgroups.contains(&owner) {
+                return Ok(false);
+            }
+            let theirs = format!("/proc/{pid}/ns/net");
+            let id = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+            match (id(&theirs), id("/proc/self/ns/net")) {
+                (Some(a), Some(b)) if a != b => {}
+                _ => return Ok(false),
+            }
+            if is_netns_mount(&path) {
+                return Ok(false);
+            }
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o000)
+                .open(&path)
+                .map_err(|source| Error::Io {
+                    op: "create netns mount point",
+                    path: path.clone(),
+                    source,
+                })?;
+            mount(
+                Some(theirs.as_str()),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|source| Error::Sys {
+                op: "bind-mount netns of a running workload",
+                path: path.clone(),
+                source,
+            })?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Deletes the named namespace: lazy unmount, then unlink. The kernel destroys the
     /// namespace (and the veth peers in it) once nothing else holds it. Idempotent.
     pub async fn delete_netns(&self, name: &str) -> Result<()> {

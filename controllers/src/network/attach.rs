@@ -174,6 +174,13 @@ impl Attacher {
             dropped = true;
         }
         let netns = self.netns_name(&uid);
+        if let Some(pid) = status.pid {
+            // A running workload whose namespace lost its name gets that namespace back.
+            self.driver
+                .restore_netns(&netns, pid, &uid)
+                .await
+                .map_err(NetworkError::driver("restore netns", &netns))?;
+        }
         self.driver
             .create_netns(&netns)
             .await
@@ -264,7 +271,7 @@ impl Attacher {
         if obj.metadata.is_terminating() {
             return Ok(None);
         }
-        let (uid, spec, _) = container_parts(&obj)?;
+        let (uid, spec, status) = container_parts(&obj)?;
         let Some(i) = spec.networks.iter().position(|n| n.name == net.name) else {
             ctx.store.release_leases(&uid, Some(&net.uid)).await?;
             return Ok(None);
@@ -286,9 +293,27 @@ impl Attacher {
         if host_ok && !deep {
             return Ok(None); // the host end is whole; inside the namespace is checked on resync
         }
-        let Some(problem) = self.check(&cfg).await? else {
+        let obs = self
+            .driver
+            .inspect_attachment(&cfg)
+            .await
+            .map_err(NetworkError::driver("inspect attachment", &cfg.host_ifname))?;
+        let Some(problem) = obs.problem(&cfg) else {
             return Ok(None);
         };
+        // The name went but a running workload still holds its namespace: name that one again
+        // (a fresh namespace under the old name would leave the workload cut off).
+        if let Some(pid) = status.pid.filter(|_| !obs.netns_exists) {
+            let restored = self
+                .driver
+                .restore_netns(&cfg.netns, pid, &uid)
+                .await
+                .map_err(NetworkError::driver("restore netns", &cfg.netns))?;
+            if restored && self.check(&cfg).await?.is_none() {
+                repaired(ctx, &obj, &problem).await;
+                return Ok(Some(problem));
+            }
+        }
         self.driver
             .create_netns(&cfg.netns)
             .await

@@ -118,6 +118,13 @@ pub trait NetworkDriver: Send + Sync + 'static {
     async fn route_overlap(&self, network: Ipv4Addr, prefix: u8) -> Result<Option<String>, Error>;
 
     async fn create_netns(&self, name: &str) -> Result<(), Error>;
+    /// Binds the network namespace process `pid` is in under `name` again (after someone
+    /// deleted the name while the workload kept running in it). Returns false when the driver
+    /// cannot, the name exists, or `pid` is gone, in the host's namespace, or not in a cgroup
+    /// of `owner_uid` (a reused pid); the caller then makes a new namespace.
+    async fn restore_netns(&self, _name: &str, _pid: u32, _owner_uid: &str) -> Result<bool, Error> {
+        Ok(false)
+    }
     async fn delete_netns(&self, name: &str) -> Result<(), Error>;
     /// Names of the namespaces starting with `prefix`.
     async fn list_netns(&self, prefix: &str) -> Result<Vec<String>, Error>;
