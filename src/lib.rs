@@ -9,6 +9,8 @@ pub mod cgroup;
 pub mod cli;
 pub mod daemon;
 pub mod docker;
+/// Failpoints for fault-injection tests (defined in `tend-schema` so the store can use them).
+pub use tend_schema::failpoint;
 pub mod net;
 pub mod runtime_native;
 pub mod shim;

@@ -3,6 +3,7 @@
 //! Everything that says what a tend object *is* lives here; the controllers say what it *does*.
 
 pub mod decode;
+pub mod failpoint;
 pub mod field;
 pub mod kinds;
 pub mod meta;

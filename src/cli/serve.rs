@@ -111,6 +111,7 @@ impl Drop for StateLock {
 }
 
 pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    crate::failpoint::init(dir.join("failpoints"));
     let store = super::open(dir).await?;
     let lock = StateLock::acquire(dir)?;
     let cfg = crate::daemon::DaemonConfig {

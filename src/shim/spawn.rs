@@ -21,6 +21,10 @@ use super::{io_err, Result, ShimError};
 /// [`ShimError::AlreadyRunning`] when a shim already holds the directory's lock;
 /// [`ShimError::StartFailed`] with the failed step (e.g. `execve: No such file or directory`).
 pub fn spawn_shim(exe: &Path, container_dir: &Path) -> Result<ShimHandle> {
+    crate::failpoint::check("shim.spawn").map_err(|fp| ShimError::StartFailed {
+        dir: container_dir.to_owned(),
+        message: fp.to_string(),
+    })?;
     let mut child = Command::new(exe)
         .arg("shim")
         .arg(container_dir)

@@ -108,6 +108,9 @@ impl SnapshotDriver for Adapter {
 
     async fn import(&self, uid: &str, source: &ImportSource) -> Result<Info, TreeError> {
         let t = tree(Class::States, uid)?;
+        crate::failpoint::check_async("snapshot.import")
+            .await
+            .map_err(|e| TreeError::Other(e.to_string()))?;
         let (p, dir) = match source {
             ImportSource::Directory(p) => (p.clone(), true),
             ImportSource::Tarball(p) => (p.clone(), false),

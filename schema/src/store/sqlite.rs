@@ -134,6 +134,7 @@ impl SqliteStore {
         let opts = self.opts.clone();
         let out = conn
             .interact(move |c| -> Result<T> {
+                crate::failpoint::check("store.write").map_err(busy)?;
                 let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let out = f(&mut tx, &opts)?;
                 tx.commit()?;
@@ -766,4 +767,12 @@ fn pool_apply_error(error: StoreError) -> ApplyError {
         key: None,
         error: Box::new(error),
     }
+}
+
+/// An injected store-write failure looks exactly like SQLITE_BUSY to callers.
+fn busy(fp: crate::failpoint::Failpoint) -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(fp.to_string()),
+    ))
 }
