@@ -17,6 +17,8 @@ pub const TEND: &str = env!("CARGO_BIN_EXE_tend");
 /// A daemon on its own state dir; Drop kills it and everything its instance created.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
+    /// A state dir elsewhere (e.g. on a small tmpfs) instead of `dir`.
+    pub at: Option<PathBuf>,
     child: Option<Child>,
     /// Extra `tend serve` arguments and environment, kept for restarts.
     pub serve_args: Vec<String>,
@@ -47,6 +49,7 @@ impl Daemon {
         serve_args.extend(args.iter().map(|s| s.to_string()));
         Daemon {
             dir: tempfile::Builder::new().prefix(prefix).tempdir().unwrap(),
+            at: None,
             child: None,
             serve_args,
             env: Vec::new(),
@@ -60,7 +63,7 @@ impl Daemon {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.at.as_deref().unwrap_or(self.dir.path())
     }
 
     /// Starts `tend serve` and waits for `engine.json` (10 s at most).
