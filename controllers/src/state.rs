@@ -266,12 +266,13 @@ impl StateReconciler {
             Err(e @ TreeError::BadTarball { .. }) => {
                 Ok(Made::Failed("BadTarball", e.to_string(), true))
             }
-            Err(e) => Err(ReconcileError::Tree {
-                key: key.to_string(),
-                op: "create tree",
-                source: e,
-            }
-            .into()),
+            // I/O (a full disk), ioctl or backend errors: said in the status and an event, and
+            // retried with backoff; the retry makes a fresh temp tree.
+            Err(e) => Ok(Made::Failed(
+                "CreateFailed",
+                format!("create tree: {e}"),
+                true,
+            )),
         }
     }
 

@@ -302,6 +302,9 @@ impl ContainerReconciler {
             Err(e) => {
                 status::pending(&mut st, generation, "StartFailed", &e.to_string());
                 let _ = ctx.write_status(&obj, &st).await;
+                // Deduplicated by the store: a start that keeps failing is one event with a count.
+                ctx.event(&obj, EventType::Warning, "StartFailed", e.to_string())
+                    .await;
                 return Err(drv(&uid, rt.name(), "start")(e).into());
             }
         };
