@@ -399,6 +399,11 @@ async fn overlapping_network(
             continue;
         };
         if theirs.overlaps(subnet) && rank(&other) < mine {
+            // Subnets are host-wide, but names are not: a Network in another namespace is not
+            // named, so a namespace-limited token learns nothing about other namespaces.
+            if other.metadata.namespace != obj.metadata.namespace {
+                return Ok(Some("a Network in another namespace".into()));
+            }
             let k = other.key().map(|k| k.to_string()).unwrap_or_default();
             return Ok(Some(format!("{k} ({s})")));
         }
