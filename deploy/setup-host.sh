@@ -29,6 +29,12 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "setup-host: dockerd did not start; see /var/log/tend-dockerd.log" >&2; exit 1; }
 fi
 
+# cargo-fuzz for deploy/fuzz.sh (runs on stable with RUSTC_BOOTSTRAP=1).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup-host: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
 # The local test image (no registry is reachable).
 here=$(cd "$(dirname "$0")" && pwd)
 if [ -x "$here/docker-test-image.sh" ]; then

@@ -8,3 +8,5 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 export TEND_REQUIRE_PRIVILEGED=1
 cargo nextest run --workspace --no-fail-fast --failure-output final
+# Every fuzz target for a bounded time (FUZZ_SECONDS each, default 20).
+deploy/fuzz.sh
