@@ -19,7 +19,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 static FILE: OnceLock<PathBuf> = OnceLock::new();
-static CACHE: Mutex<Option<(SystemTime, u64, Vec<(String, Action)>)>> = Mutex::new(None);
+/// The parsed file and the (mtime, size) it was read at.
+type Parsed = (SystemTime, u64, Vec<(String, Action)>);
+static CACHE: Mutex<Option<Parsed>> = Mutex::new(None);
 
 /// An injected failure: the failpoint's name and the message it was given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -80,6 +80,23 @@ impl Drop for Serve {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
+        // Safety net when the delete did not finish: stop what is left of the workloads.
+        for e in std::fs::read_dir(self.dir.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(crate::shim::ShimState::Running(h)) = crate::shim::read_state(&e.path()) {
+                for (pid, start) in [
+                    (h.workload_pid, h.workload_start_time),
+                    (h.shim_pid, h.shim_start_time),
+                ] {
+                    if let Ok(p) = crate::shim::PidFd::open(pid, start) {
+                        let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            }
+        }
         let _ = crate::snapshot::loopimg::unmount_and_detach(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -137,6 +154,8 @@ pub async fn measure(cfg: &DriftConfig) -> anyhow::Result<Vec<DriftFigure>> {
     std::fs::copy("/bin/busybox", src.join("bin/busybox"))?;
     let state = dir.join("state");
     std::fs::create_dir_all(&state)?;
+    // Dropped after `serve` (declared before it): the daemon cleans up inside `dir` first.
+    let _cleanup_src = scopeguard(dir.clone());
     let child = Command::new(&cfg.exe)
         .arg("--state-dir")
         .arg(&state)
@@ -156,7 +175,6 @@ pub async fn measure(cfg: &DriftConfig) -> anyhow::Result<Vec<DriftFigure>> {
         child,
         exe: cfg.exe.clone(),
     };
-    let _cleanup_src = scopeguard(dir.clone());
     let store = Arc::new(SqliteStore::open(state.join("tend.db"), OpenOptions::default()).await?);
     std::fs::write(state.join("drift.yaml"), spec(&cfg.subnet, &src))?;
     let out = Command::new(&cfg.exe)
