@@ -35,6 +35,9 @@ pub struct Args {
     /// Print the objects that would go (each with its users and dependents), delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Every object of KIND in the namespace.
+    #[arg(long)]
+    pub all: bool,
 }
 
 pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
@@ -48,8 +51,22 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
             bail!("give KIND NAME... or -f FILE")
         };
         let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
-        if args.names.is_empty() {
-            bail!("give at least one name");
+        if args.all {
+            let q = tend_schema::store::ListQuery {
+                kind: Some(kind),
+                namespace: Some(args.namespace.clone()),
+                ..Default::default()
+            };
+            keys.extend(
+                store
+                    .list(&q)
+                    .await?
+                    .items
+                    .iter()
+                    .filter_map(|o| o.key().ok()),
+            );
+        } else if args.names.is_empty() {
+            bail!("give at least one name, or --all");
         }
         keys.extend(
             args.names
