@@ -145,6 +145,22 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
     let again = same(&d, &["apply", "-f", &f]);
     assert_eq!(text(&again.stdout).matches(" unchanged").count(), 2);
 
+    // The CLI really went through the API: the daemon counted the LIST this get sends.
+    let lists = |d: &Daemon| -> u64 {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let m = rt.block_on(d.client().raw(hyper::Method::GET, "/metrics", None, vec![]));
+        let m = String::from_utf8_lossy(&m.unwrap().body).into_owned();
+        m.lines()
+            .filter(|l| l.starts_with("tend_api_requests_total{verb=\"LIST\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = lists(&d);
+    assert!(d.run(&["get", "networks"]).status.success());
+    assert_eq!(lists(&d), before + 1, "tend get listed through the daemon");
+    assert!(d.direct(&["get", "networks"]).status.success());
+    assert_eq!(lists(&d), before + 1, "--direct does not");
+
     // get in every format: the same bytes either way (names, yaml of a list by selector).
     let names = same(&d, &["get", "networks", "-l", "app=web", "-o", "name"]);
     assert_eq!(
@@ -304,7 +320,10 @@ fn api_batch_apply_and_events_answer_in_their_own_shapes() {
         bad.metadata.name = "bad".into();
         bad.spec = serde_json::json!({"subnet": "nope"});
         let r = c.apply_batch(&[good.clone(), bad], false).await.unwrap();
-        assert!(r.items.is_empty(), "every item is decoded before anything is written");
+        assert!(
+            r.items.is_empty(),
+            "every item is decoded before anything is written"
+        );
         let failed = r.failed.expect("the second item fails");
         assert_eq!(failed.index, 1);
         assert_eq!(failed.status["reason"], "Invalid");
@@ -312,7 +331,10 @@ fn api_batch_apply_and_events_answer_in_their_own_shapes() {
             failed.status["details"]["causes"][0]["field"],
             "spec.subnet"
         );
-        let r = c.apply_batch(std::slice::from_ref(&good), false).await.unwrap();
+        let r = c
+            .apply_batch(std::slice::from_ref(&good), false)
+            .await
+            .unwrap();
         assert_eq!((r.items[0].action.as_str(), r.failed), ("created", None));
         let r = c.apply_batch(&[good], true).await.unwrap();
         assert_eq!(r.items[0].action, "unchanged");
