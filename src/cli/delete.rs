@@ -51,19 +51,11 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
         };
         let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
         if args.all {
-            let q = tend_schema::store::ListQuery {
-                kind: Some(kind),
-                namespace: Some(args.namespace.clone()),
-                ..Default::default()
-            };
-            keys.extend(
-                store
-                    .list(&q)
-                    .await?
-                    .items
-                    .iter()
-                    .filter_map(|o| o.key().ok()),
-            );
+            let list = backend
+                .list(Some(kind), Some(&args.namespace), "", None)
+                .await
+                .map_err(|f| anyhow::anyhow!(f.message))?;
+            keys.extend(list.items.iter().filter_map(|o| o.key().ok()));
         } else if args.names.is_empty() {
             bail!("give at least one name, or --all");
         }
