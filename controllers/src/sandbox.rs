@@ -31,15 +31,7 @@ impl Reconciler for SandboxReconciler {
     }
 
     async fn observe(&self, _ctx: &Context) -> Result<(), Error> {
-        let removed = self.driver.remove_stale_temps(TreeClass::Sandboxes).await?;
-        let trees = self.driver.list(TreeClass::Sandboxes).await?;
-        tracing::info!(
-            backend = self.driver.backend(),
-            trees = trees.len(),
-            stale_temps_removed = removed.len(),
-            "sandboxes: observed host trees"
-        );
-        Ok(())
+        crate::snapshot::observe_class(&*self.driver, TreeClass::Sandboxes).await
     }
 
     async fn reconcile(&self, ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
@@ -54,14 +46,7 @@ impl Reconciler for SandboxReconciler {
 }
 
 fn decode(key: &ObjectKey, obj: &AnyObject) -> Result<(Sandbox, String), ReconcileError> {
-    let typed = obj.typed().map_err(|source| ReconcileError::Decode {
-        key: key.to_string(),
-        source,
-    })?;
-    let uid = obj.metadata.uid.clone().ok_or(ReconcileError::NoUid {
-        key: key.to_string(),
-    })?;
-    Ok((typed, uid))
+    crate::snapshot::decode(key, obj)
 }
 
 impl SandboxReconciler {

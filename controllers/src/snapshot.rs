@@ -245,3 +245,40 @@ pub mod fake;
 
 #[cfg(test)]
 mod tests;
+
+/// Decodes a State or Sandbox into its typed form and its uid (trees are named by uid).
+pub(crate) fn decode<S, T>(
+    key: &tend_schema::ObjectKey,
+    obj: &tend_schema::AnyObject,
+) -> Result<(tend_schema::Object<S, T>, String), ReconcileError>
+where
+    S: serde::de::DeserializeOwned,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let typed = obj.typed().map_err(|source| ReconcileError::Decode {
+        key: key.to_string(),
+        source,
+    })?;
+    let uid = obj.metadata.uid.clone().ok_or(ReconcileError::NoUid {
+        key: key.to_string(),
+    })?;
+    Ok((typed, uid))
+}
+
+/// The start-up observation shared by the State and Sandbox controllers: drop half-made trees
+/// left by a crash mid-import, then look at every tree of the class.
+pub(crate) async fn observe_class(
+    driver: &dyn SnapshotDriver,
+    class: TreeClass,
+) -> Result<(), crate::Error> {
+    let removed = driver.remove_stale_temps(class).await?;
+    let trees = driver.list(class).await?;
+    tracing::info!(
+        backend = driver.backend(),
+        ?class,
+        trees = trees.len(),
+        stale_temps_removed = removed.len(),
+        "observed host trees"
+    );
+    Ok(())
+}

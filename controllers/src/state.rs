@@ -45,15 +45,7 @@ impl Reconciler for StateReconciler {
     }
 
     async fn observe(&self, _ctx: &Context) -> Result<(), Error> {
-        let removed = self.driver.remove_stale_temps(TreeClass::States).await?;
-        let trees = self.driver.list(TreeClass::States).await?;
-        tracing::info!(
-            backend = self.driver.backend(),
-            trees = trees.len(),
-            stale_temps_removed = removed.len(),
-            "states: observed host trees"
-        );
-        Ok(())
+        crate::snapshot::observe_class(&*self.driver, TreeClass::States).await
     }
 
     async fn reconcile(&self, ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
@@ -68,14 +60,7 @@ impl Reconciler for StateReconciler {
 }
 
 fn decode(key: &ObjectKey, obj: &AnyObject) -> Result<(State, String), ReconcileError> {
-    let typed = obj.typed().map_err(|source| ReconcileError::Decode {
-        key: key.to_string(),
-        source,
-    })?;
-    let uid = obj.metadata.uid.clone().ok_or(ReconcileError::NoUid {
-        key: key.to_string(),
-    })?;
-    Ok((typed, uid))
+    crate::snapshot::decode(key, obj)
 }
 
 impl StateReconciler {

@@ -24,6 +24,10 @@ pub struct Args {
     /// Internal: be the load generator against this socket.
     #[arg(long, hide = true)]
     pub client: Option<PathBuf>,
+    /// With `--client` (e.g. a live daemon's `<state-dir>/tend.sock`): only GET this existing
+    /// object, `kind/name` in namespace default; create nothing.
+    #[arg(long, requires = "client")]
+    pub target: Option<String>,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -107,8 +111,19 @@ fn now_nanos() -> u128 {
 
 async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
     let c = Client::unix(sock);
-    c.create(&net("target", &[])).await?;
-    let key = ObjectKey::new(Kind::Network, "default", "target");
+    let key = match &args.target {
+        Some(t) => {
+            let (kind, name) = t
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("--target {t:?}: expected kind/name"))?;
+            let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
+            ObjectKey::new(kind, "default", name)
+        }
+        None => {
+            c.create(&net("target", &[])).await?;
+            ObjectKey::new(Kind::Network, "default", "target")
+        }
+    };
     // GET with N keep-alive clients for a fixed time.
     let until = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
@@ -141,6 +156,9 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
         pct(&lat, 0.99),
         lat.len()
     );
+    if args.target.is_some() {
+        return Ok(());
+    }
     // Create latency, one client.
     let mut lat = Vec::new();
     for i in 0..500 {

@@ -87,7 +87,7 @@ pub struct WatchLine {
 
 /// One keep-alive connection, re-opened when the server closed it.
 pub struct Client {
-    target: Target,
+    pub(crate) target: Target,
     token: Option<String>,
     conn: tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>,
 }
@@ -110,7 +110,7 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    pub(crate) async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let target = self.target.to_string();
         let cerr = |source| ClientError::Connect {
             target: target.clone(),
@@ -148,7 +148,7 @@ impl Client {
         })
     }
 
-    fn build(
+    pub(crate) fn build(
         &self,
         method: Method,
         path: &str,
@@ -224,7 +224,7 @@ impl Client {
         unreachable!("the loop returns on its second attempt")
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

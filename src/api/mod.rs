@@ -4,10 +4,15 @@
 //! token from `<state-dir>/tokens.json`. Handlers call the same [`Store`] the CLI uses.
 
 pub mod auth;
+pub mod batch;
 pub mod bench;
 pub mod client;
+mod client_ops;
+pub mod containers;
 mod discovery;
+mod dispatch;
 pub mod error;
+pub mod events;
 pub mod metrics;
 mod objects;
 mod openapi;
@@ -19,6 +24,7 @@ mod watch;
 
 pub use auth::{Identity, Token, TokenFile};
 pub use error::{ApiError, ApiResult};
+pub use ssa::present;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -105,6 +111,10 @@ pub(crate) struct AppState {
     pub limits: Limits,
     watch_slots: Mutex<HashMap<String, usize>>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// For container logs and exec (`<state-dir>/containers`, the native runtime's files).
+    pub state_dir: PathBuf,
+    /// dockerd, for docker containers' logs and exec: made on first use.
+    pub docker: std::sync::OnceLock<Result<crate::docker::DockerDriver, String>>,
 }
 
 pub(crate) type AppRef = Arc<AppState>;
@@ -260,7 +270,7 @@ fn router(state: AppRef, trusted: bool) -> Router {
         .merge(discovery::routes())
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}"),
-            get(objects::list_ns).post(objects::create),
+            get(dispatch::ns_collection).post(objects::create),
         )
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}"),
@@ -275,7 +285,18 @@ fn router(state: AppRef, trusted: bool) -> Router {
                 .put(objects::replace_status)
                 .patch(objects::patch_status),
         )
-        .route(&format!("{base}/{{plural}}"), get(objects::list_all))
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/log"),
+            get(dispatch::log),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/exec"),
+            axum::routing::post(dispatch::exec),
+        )
+        .route(
+            &format!("{base}/{{plural}}"),
+            get(dispatch::all_collection).post(dispatch::all_post),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
@@ -333,6 +354,8 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
         limits: config.limits,
         watch_slots: Mutex::new(HashMap::new()),
         shutdown,
+        state_dir: config.state_dir.clone(),
+        docker: std::sync::OnceLock::new(),
     });
     Ok(BoundApi {
         state,

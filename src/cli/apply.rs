@@ -1,9 +1,10 @@
 //! `tend apply`: create or update every object in the inputs, all validated before any write.
 
+use super::backend::Backend;
 use super::input::{all_valid, read_inputs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tend_schema::store::{Applied, SqliteStore, Store};
+use tend_schema::store::Applied;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,7 +19,7 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let docs = match all_valid(read_inputs(&args.files, args.recursive)?) {
         Ok(d) => d,
         Err(errors) => {
@@ -35,10 +36,7 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
     }
     let suffix = if args.dry_run { " (dry run)" } else { "" };
     let objects = docs.iter().map(|(_, _, o)| o.clone()).collect();
-    let (applied, failure) = match store.apply(objects, args.dry_run).await {
-        Ok(r) => (r, None),
-        Err(e) => (e.applied, Some((e.failed, e.error))),
-    };
+    let (applied, failure) = backend.apply(objects, args.dry_run).await;
     for r in &applied {
         let verb = match r.action {
             Applied::Created => "created",
@@ -55,11 +53,17 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let (file, index, obj) = &docs[failed];
-    eprintln!(
-        "error: {file} document {index} ({}/{}): {error}",
+    let at = format!(
+        "{file} document {index} ({}/{})",
         obj.kind.to_lowercase(),
         obj.metadata.name
     );
+    if error.causes.is_empty() {
+        eprintln!("error: {at}: {error}");
+    }
+    for (field, message) in &error.causes {
+        eprintln!("error: {at}: {field}: {message}");
+    }
     let done: Vec<String> = docs[..failed]
         .iter()
         .map(|(f, i, _)| format!("{f}#{i}"))

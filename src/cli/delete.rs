@@ -1,14 +1,13 @@
 //! `tend delete`: mark objects for deletion; `--wait` follows them until they are gone.
 
+use super::backend::Backend;
 use super::input::{all_valid, read_inputs};
 use anyhow::bail;
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tend_schema::store::{
-    ChangeType, DeleteOptions, Deleted, Propagation, SqliteStore, Store, StoreError,
-};
+use tend_schema::store::{ChangeType, Propagation};
 use tend_schema::{Kind, ObjectKey};
 
 #[derive(Debug, clap::Args)]
@@ -35,9 +34,12 @@ pub struct Args {
     /// Print the objects that would go (each with its users and dependents), delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Every object of KIND in the namespace.
+    #[arg(long)]
+    pub all: bool,
 }
 
-pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let mut keys = Vec::new();
     if !args.files.is_empty() {
         let docs = all_valid(read_inputs(&args.files, false)?)
@@ -48,8 +50,14 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
             bail!("give KIND NAME... or -f FILE")
         };
         let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
-        if args.names.is_empty() {
-            bail!("give at least one name");
+        if args.all {
+            let list = backend
+                .list(Some(kind), Some(&args.namespace), "", None)
+                .await
+                .map_err(|f| anyhow::anyhow!(f.message))?;
+            keys.extend(list.items.iter().filter_map(|o| o.key().ok()));
+        } else if args.names.is_empty() {
+            bail!("give at least one name, or --all");
         }
         keys.extend(
             args.names
@@ -58,27 +66,25 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if args.dry_run {
-        return dry_run(store, &keys).await;
+        return dry_run(backend, &keys).await;
     }
-    let from = store.revision().await?;
-    let opts = DeleteOptions {
-        propagation: args.cascade,
-        ..Default::default()
-    };
     let mut pending = Vec::new();
+    let mut from = u64::MAX;
     let mut failed = false;
     for key in keys {
         let label = format!("{}.tend.dev/{}", key.kind.singular(), key.name);
-        match store.delete(&key, &opts).await {
-            Ok(Deleted::Gone(_)) => println!("{label} deleted"),
-            Ok(Deleted::Terminating(o)) => {
+        match backend.delete(&key, args.cascade).await {
+            Ok(None) => println!("{label} deleted"),
+            Ok(Some(o)) => {
                 println!(
                     "{label} deleted (terminating: waiting for {})",
                     o.metadata.finalizers.join(", ")
                 );
+                // Its removal is a change after the revision that marked it.
+                from = from.min(o.metadata.revision().unwrap_or(0));
                 pending.push(key);
             }
-            Err(StoreError::NotFound(_)) if args.ignore_not_found => {}
+            Err(e) if e.is_not_found() && args.ignore_not_found => {}
             Err(e) => {
                 eprintln!("error: {e}");
                 failed = true;
@@ -86,7 +92,7 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if args.wait && !pending.is_empty() {
-        wait_gone(store, from, pending, Duration::from_secs(args.timeout)).await?;
+        wait_gone(backend, from, pending, Duration::from_secs(args.timeout)).await?;
     }
     Ok(if failed {
         ExitCode::FAILURE
@@ -96,16 +102,19 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn wait_gone(
-    store: &SqliteStore,
+    backend: &Backend,
     from: u64,
     mut pending: Vec<ObjectKey>,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut stream = store.watch(from).await?;
+    let mut kinds: Vec<Kind> = pending.iter().map(|k| k.kind).collect();
+    kinds.sort_by_key(|k| k.as_str());
+    kinds.dedup();
+    let mut stream = backend.watch(&kinds, None, from).await?;
     // Objects already gone by now need no event.
     let mut still = Vec::new();
     for k in pending.drain(..) {
-        if store.get(&k).await.is_ok() {
+        if backend.get(&k).await.is_ok() {
             still.push(k);
         }
     }
@@ -141,9 +150,9 @@ async fn wait_gone(
 }
 
 /// Prints each object with everything built on it (users by name, owned dependents), as a tree.
-async fn dry_run(store: &SqliteStore, keys: &[ObjectKey]) -> anyhow::Result<ExitCode> {
+async fn dry_run(backend: &Backend, keys: &[ObjectKey]) -> anyhow::Result<ExitCode> {
     use std::collections::BTreeMap;
-    let all = store.list(&Default::default()).await?.items;
+    let all = backend.list(None, None, "", None).await?.items;
     let mut deps: BTreeMap<ObjectKey, Vec<ObjectKey>> = BTreeMap::new();
     let by_uid: BTreeMap<String, ObjectKey> = all
         .iter()

@@ -1,8 +1,8 @@
 //! `tend describe`: one object for people — metadata, spec, status, conditions, events.
 
+use super::backend::Backend;
 use super::output::{age, print_rows, to_yaml};
 use std::process::ExitCode;
-use tend_schema::store::{EventQuery, SqliteStore, Store};
 use tend_schema::{Kind, ObjectKey};
 
 #[derive(Debug, clap::Args)]
@@ -13,10 +13,10 @@ pub struct Args {
     pub namespace: String,
 }
 
-pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let kind: Kind = args.kind.parse().map_err(anyhow::Error::msg)?;
     let key = ObjectKey::new(kind, args.namespace, args.name);
-    let o = store.get(&key).await?;
+    let o = backend.get(&key).await?;
     let m = &o.metadata;
     let field = |k: &str, v: String| println!("{:<20}{v}", format!("{k}:"));
     field("Name", m.name.clone());
@@ -89,13 +89,7 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
             rows,
         );
     }
-    let evs = store
-        .list_events(&EventQuery {
-            object: Some(key),
-            limit: Some(20),
-            ..Default::default()
-        })
-        .await?;
+    let evs = backend.events(None, Some(&key), Some(20)).await?;
     println!("Events:");
     if evs.is_empty() {
         println!("  <none>");

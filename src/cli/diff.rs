@@ -1,10 +1,10 @@
 //! `tend diff`: what `apply` would change, as a unified diff of the user-owned fields.
 
+use super::backend::Backend;
 use super::input::{all_valid, read_inputs};
 use similar::TextDiff;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tend_schema::store::{SqliteStore, Store, StoreError};
 use tend_schema::AnyObject;
 
 #[derive(Debug, clap::Args)]
@@ -24,15 +24,15 @@ fn user_view(o: &AnyObject) -> String {
     serde_yaml_ng::to_string(&v).unwrap_or_default()
 }
 
-pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let docs = all_valid(read_inputs(&args.files, args.recursive)?)
         .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
     let mut changed = false;
     for (_, _, desired) in docs {
         let key = desired.key().map_err(anyhow::Error::msg)?;
-        let current = match store.get(&key).await {
+        let current = match backend.get(&key).await {
             Ok(c) => user_view(&c),
-            Err(StoreError::NotFound(_)) => String::new(),
+            Err(e) if e.is_not_found() => String::new(),
             Err(e) => return Err(e.into()),
         };
         let want = user_view(&desired);

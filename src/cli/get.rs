@@ -1,11 +1,11 @@
 //! `tend get`: list objects or show one, as a table, YAML, JSON or names; `-w` keeps watching.
 
+use super::backend::Backend;
 use super::output::{list_value, print_rows, print_table, to_yaml, Format};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use std::process::ExitCode;
 use tend_schema::selector::Selector;
-use tend_schema::store::{EventQuery, ListQuery, SqliteStore, Store};
 use tend_schema::{Kind, ObjectKey};
 
 #[derive(Debug, clap::Args)]
@@ -29,10 +29,10 @@ pub struct Args {
     pub watch: bool,
 }
 
-pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let ns = (!args.all_namespaces).then(|| args.namespace.clone());
     if args.kind == "events" || args.kind == "event" || args.kind == "ev" {
-        return events(store, ns).await;
+        return events(backend, ns).await;
     }
     let kind = if args.kind == "all" {
         None
@@ -43,7 +43,7 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
         Selector::parse(args.selector.as_deref().unwrap_or("")).map_err(anyhow::Error::msg)?;
     if let (Some(name), Some(k)) = (&args.name, kind) {
         let key = ObjectKey::new(k, args.namespace.clone(), name.clone());
-        let obj = store.get(&key).await?;
+        let obj = backend.get(&key).await?;
         if !args.watch {
             print_objects(&[obj], &args, false, None);
             return Ok(ExitCode::SUCCESS);
@@ -51,13 +51,10 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
     } else if args.name.is_some() {
         bail!("a name needs a single kind, not `all`");
     }
-    let q = ListQuery {
-        kind,
-        namespace: ns.clone(),
-        selector: selector.clone(),
-        name: args.name.clone(),
-    };
-    let list = store.list(&q).await?;
+    let labels = args.selector.as_deref().unwrap_or("");
+    let list = backend
+        .list(kind, ns.as_deref(), labels, args.name.as_deref())
+        .await?;
     if list.items.is_empty() && !args.watch && matches!(args.output, Format::Table | Format::Wide) {
         eprintln!(
             "No resources found{}.",
@@ -69,15 +66,15 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
     if !args.watch {
         return Ok(ExitCode::SUCCESS);
     }
-    let mut stream = store
-        .watch(list.revision)
+    let kinds = kind.map_or_else(|| Kind::ALL.to_vec(), |k| vec![k]);
+    let mut stream = backend
+        .watch(&kinds, ns.as_deref(), list.revision)
         .await
         .context("starting the watch")?;
     while let Some(ev) = stream.next().await {
         let ev = ev?;
         let o = &ev.object;
-        let relevant = kind.is_none_or(|k| k == ev.kind)
-            && ns.as_deref().is_none_or(|n| n == o.metadata.ns())
+        let relevant = ns.as_deref().is_none_or(|n| n == o.metadata.ns())
             && args.name.as_deref().is_none_or(|n| n == o.metadata.name)
             && selector.matches(&o.metadata.labels);
         if relevant {
@@ -125,13 +122,8 @@ fn print_objects(
     }
 }
 
-async fn events(store: &SqliteStore, ns: Option<String>) -> anyhow::Result<ExitCode> {
-    let evs = store
-        .list_events(&EventQuery {
-            namespace: ns,
-            ..Default::default()
-        })
-        .await?;
+async fn events(backend: &Backend, ns: Option<String>) -> anyhow::Result<ExitCode> {
+    let evs = backend.events(ns.as_deref(), None, None).await?;
     if evs.is_empty() {
         eprintln!("No events found.");
         return Ok(ExitCode::SUCCESS);

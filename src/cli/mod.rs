@@ -1,6 +1,7 @@
 //! The command-line interface: argument parsing here, one file per subcommand.
 
 mod apply;
+pub mod backend;
 pub mod bench;
 mod db;
 mod delete;
@@ -34,6 +35,10 @@ pub struct Cli {
         default_value = "/var/lib/tend"
     )]
     pub state_dir: PathBuf,
+    /// Use the store directly even when a daemon runs (object commands otherwise go through
+    /// the daemon's API on `<state-dir>/tend.sock`).
+    #[arg(long, global = true, env = "TEND_DIRECT")]
+    pub direct: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +71,9 @@ pub enum Command {
     Exec(exec::Args),
     /// Wait until an object has a condition (or is deleted), showing progress.
     Wait(wait::Args),
+    /// Internal: what the daemon runs to serve a native container's exec.
+    #[command(hide = true)]
+    ExecNative(exec::NativeArgs),
 }
 
 /// Runs a parsed command line; the exit code is what scripts see.
@@ -93,20 +101,22 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let dir = cli.state_dir;
+    let backend = || backend::Backend::open(&dir, cli.direct);
     match cli.command {
-        Command::Apply(a) => apply::run(&*open(&dir).await?, a).await,
-        Command::Get(a) => get::run(&*open(&dir).await?, a).await,
-        Command::Describe(a) => describe::run(&*open(&dir).await?, a).await,
-        Command::Delete(a) => delete::run(&*open(&dir).await?, a).await,
-        Command::Diff(a) => diff::run(&*open(&dir).await?, a).await,
+        Command::Apply(a) => apply::run(&backend().await?, a).await,
+        Command::Get(a) => get::run(&backend().await?, a).await,
+        Command::Describe(a) => describe::run(&backend().await?, a).await,
+        Command::Delete(a) => delete::run(&backend().await?, a).await,
+        Command::Diff(a) => diff::run(&backend().await?, a).await,
         Command::Db(a) => db::run(&*open(&dir).await?, a).await,
         Command::Serve(a) => serve::run(&dir, a).await,
         Command::Bench(a) => bench::run(&dir, a).await,
         Command::Token(a) => token::run(&dir, a),
         Command::Kubeconfig(a) => kubeconfig::run(&dir, a),
-        Command::Logs(a) => logs::run(&*open(&dir).await?, &dir, a).await,
-        Command::Exec(a) => exec::run(&*open(&dir).await?, &dir, a).await,
-        Command::Wait(a) => wait::run(&*open(&dir).await?, a).await,
+        Command::Logs(a) => logs::run(&backend().await?, &dir, a).await,
+        Command::Exec(a) => exec::run(&backend().await?, &dir, a).await,
+        Command::Wait(a) => wait::run(&backend().await?, a).await,
+        Command::ExecNative(a) => exec::run_native(a),
     }
 }
 

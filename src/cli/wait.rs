@@ -1,11 +1,11 @@
 //! `tend wait KIND/NAME --for=condition=Ready [--timeout 60s]`, with a progress line.
 
+use super::backend::Backend;
 use crate::runtime_native::cli::parse_duration;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tend_schema::meta::CommonStatus;
-use tend_schema::store::{SqliteStore, Store, StoreError};
 use tend_schema::{Kind, ObjectKey};
 
 #[derive(Debug, clap::Args)]
@@ -22,7 +22,7 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
+pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let (kind, name) = args
         .target
         .split_once('/')
@@ -45,9 +45,9 @@ pub async fn run(store: &SqliteStore, args: Args) -> anyhow::Result<ExitCode> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last = String::new();
     loop {
-        let (done, progress) = match store.get(&key).await {
-            Err(StoreError::NotFound(_)) if want_delete => (true, "deleted".to_string()),
-            Err(StoreError::NotFound(_)) => (false, "not found".to_string()),
+        let (done, progress) = match backend.get(&key).await {
+            Err(e) if e.is_not_found() && want_delete => (true, "deleted".to_string()),
+            Err(e) if e.is_not_found() => (false, "not found".to_string()),
             Err(e) => return Err(e.into()),
             Ok(_) if want_delete => (false, "still exists".to_string()),
             Ok(obj) => {

@@ -1,6 +1,7 @@
 //! `tend bench container`: apply→Running latency, a 200-container apply, kill→restarted
 //! latency, and `docker run -d` of a busybox image side by side (Engine API, when dockerd is up).
-//! Containers run on the host filesystem with limits (no Sandbox/Network yet in this build).
+//! Two setups: containers on the host filesystem with limits, and the case — each on its
+//! own Sandbox of a busybox State (btrfs), with a Network address and limits.
 
 use crate::bench::report;
 use std::path::Path;
@@ -10,12 +11,68 @@ use tend_schema::kinds::container::ContainerStatus;
 use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
-fn spec() -> serde_json::Value {
-    serde_json::json!({
+fn spec(full: bool) -> serde_json::Value {
+    let mut s = serde_json::json!({
         "command": ["/bin/sleep", "3600"],
         "resources": {"memory": "64Mi", "cpu": "250m", "pids": 64},
         "stopGracePeriodSeconds": 0
-    })
+    });
+    if full {
+        s["rootfs"] = serde_json::json!({"state": "busybox"});
+        s["networks"] = serde_json::json!([{"name": "bench"}]);
+    }
+    s
+}
+
+/// A busybox rootfs outside the state dir, for the bench's State.
+fn busybox_rootfs(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let root = dir.join("rootfs");
+    for d in ["bin", "tmp", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    for a in ["sh", "sleep"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
+    }
+    Ok(root)
+}
+
+/// Creates the State and Network the full setup uses and waits for both to be Ready.
+async fn full_setup(store: &SqliteStore, rootfs: &Path) -> anyhow::Result<()> {
+    let state = AnyObject::new(
+        Kind::State,
+        "default",
+        "busybox",
+        serde_json::json!({"source": {"directory": rootfs}}),
+    );
+    let net = AnyObject::new(
+        Kind::Network,
+        "default",
+        "bench",
+        serde_json::json!({"subnet": "10.251.0.0/16"}),
+    );
+    store.apply(vec![state, net], false).await?;
+    for key in [
+        ObjectKey::new(Kind::State, "default", "busybox"),
+        ObjectKey::new(Kind::Network, "default", "bench"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let o = store.get(&key).await?;
+            let st: tend_schema::meta::CommonStatus =
+                serde_json::from_value(o.status).unwrap_or_default();
+            if st.is_ready(o.metadata.generation) {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{key} not Ready: {:?}",
+                st.condition("Ready")
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    Ok(())
 }
 
 async fn status(store: &SqliteStore, key: &ObjectKey) -> Option<ContainerStatus> {
@@ -46,16 +103,30 @@ fn running(s: &ContainerStatus) -> bool {
 /// Runs the benchmark with an in-process daemon on a temporary state dir; `single` samples of
 /// one apply each, then one apply of `bulk` containers, then `kills` kill→restart samples.
 pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("tend-bench-ct-{}", std::process::id()));
-    std::fs::create_dir_all(&path)?;
-    let result = bench_in(&path, single, bulk, kills).await;
-    let _ = std::fs::remove_dir_all(&path);
-    result?;
+    for full in [false, true] {
+        let path =
+            std::env::temp_dir().join(format!("tend-bench-ct-{}-{full}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        let result = bench_in(&path, single, bulk, kills, full).await;
+        crate::snapshot::register::release(&path);
+        let _ = std::fs::remove_dir_all(&path);
+        result?;
+    }
     docker_side_by_side(single).await;
     Ok(())
 }
 
-async fn bench_in(dir: &Path, single: usize, bulk: usize, kills: usize) -> anyhow::Result<()> {
+async fn bench_in(
+    dir: &Path,
+    single: usize,
+    bulk: usize,
+    kills: usize,
+    full: bool,
+) -> anyhow::Result<()> {
+    let store_dir = dir.join("state");
+    std::fs::create_dir_all(&store_dir)?;
+    let rootfs = busybox_rootfs(dir)?;
+    let dir = store_dir.as_path();
     let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
     let cfg = crate::daemon::DaemonConfig {
         state_dir: dir.to_path_buf(),
@@ -65,9 +136,14 @@ async fn bench_in(dir: &Path, single: usize, bulk: usize, kills: usize) -> anyho
             concurrency: 8,
             resync: Duration::from_secs(600),
         },
-        // The bench's containers run on the host filesystem: no loop image needed.
+        // Host-filesystem containers need no loop image; the full setup uses btrfs.
         snapshot: crate::snapshot::register::SnapshotConfig {
-            mode: crate::snapshot::BackendMode::Copy,
+            mode: if full {
+                crate::snapshot::BackendMode::Auto
+            } else {
+                crate::snapshot::BackendMode::Copy
+            },
+            image_size: 2 << 30,
             ..Default::default()
         },
     };
@@ -77,11 +153,22 @@ async fn bench_in(dir: &Path, single: usize, bulk: usize, kills: usize) -> anyho
         let _ = stop_rx.await;
     }));
     println!(
-        "tend bench container: state dir {}, instance {}",
+        "tend bench container ({}): state dir {}, instance {}",
+        if full {
+            "each on its own Sandbox of a btrfs State, with a Network and limits"
+        } else {
+            "host filesystem, limits"
+        },
         dir.display(),
         cfg.instance
     );
-    let result = figures(&store, single, bulk, kills).await;
+    let result = match full {
+        true => match full_setup(&store, &rootfs).await {
+            Ok(()) => figures(&store, single, bulk, kills, full).await,
+            Err(e) => Err(e),
+        },
+        false => figures(&store, single, bulk, kills, full).await,
+    };
     // Tear down: delete everything, wait for the finalizers.
     let all = store
         .list(&tend_schema::store::ListQuery {
@@ -92,12 +179,33 @@ async fn bench_in(dir: &Path, single: usize, bulk: usize, kills: usize) -> anyho
     for o in &all.items {
         let _ = store.delete(&o.key()?, &DeleteOptions::default()).await;
     }
+    for key in [
+        ObjectKey::new(Kind::State, "default", "busybox"),
+        ObjectKey::new(Kind::Network, "default", "bench"),
+    ] {
+        let _ = store
+            .delete(
+                &key,
+                &DeleteOptions {
+                    propagation: tend_schema::store::Propagation::Foreground,
+                    ..Default::default()
+                },
+            )
+            .await;
+    }
     let t = Instant::now();
     for o in &all.items {
         let key = o.key()?;
         while store.get(&key).await.is_ok() && t.elapsed() < Duration::from_secs(60) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+    // And the State, Network and owned Sandboxes, so no bridge or tree outlives the bench.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60)
+        && !store.list(&Default::default()).await?.items.is_empty()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(());
     let _ = task.await;
@@ -109,6 +217,7 @@ async fn figures(
     single: usize,
     bulk: usize,
     kills: usize,
+    full: bool,
 ) -> anyhow::Result<()> {
     let mut lat = Vec::new();
     for i in 0..single {
@@ -119,7 +228,7 @@ async fn figures(
                 Kind::Container,
                 "default",
                 &key.name,
-                spec(),
+                spec(full),
             ))
             .await?;
         until(store, &key, running).await?;
@@ -128,7 +237,7 @@ async fn figures(
     report("apply -> Running (1 container)", lat);
 
     let objs: Vec<AnyObject> = (0..bulk)
-        .map(|i| AnyObject::new(Kind::Container, "default", &format!("bulk-{i}"), spec()))
+        .map(|i| AnyObject::new(Kind::Container, "default", &format!("bulk-{i}"), spec(full)))
         .collect();
     let t = Instant::now();
     store.apply(objs, false).await?;

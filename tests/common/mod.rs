@@ -38,3 +38,4 @@ fn radix36(mut v: u32) -> String {
     out.reverse();
     String::from_utf8(out).unwrap()
 }
+pub mod daemon;

@@ -1,0 +1,427 @@
+//! The CLI against a live `tend serve`: object commands go through the API over the unix
+//! socket and print exactly what they print with no daemon (`--direct` forces the store).
+
+mod common;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TEND: &str = env!("CARGO_BIN_EXE_tend");
+
+/// A daemon on a temp state dir, stopped with SIGTERM (by pid) when dropped.
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tend-cd")
+            .tempdir()
+            .unwrap();
+        let child = Command::new(TEND)
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(["serve", "--snapshot-backend", "copy"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dir.path().join("engine.json").exists() {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { dir, child }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(TEND);
+        c.arg("--state-dir").arg(self.path()).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// The same command with the store opened directly.
+    fn direct(&self, args: &[&str]) -> Output {
+        self.cmd(args).arg("--direct").output().unwrap()
+    }
+
+    fn file(&self, name: &str, content: &str) -> String {
+        let p = self.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p.display().to_string()
+    }
+
+    fn client(&self) -> tend::api::client::Client {
+        tend::api::client::Client::unix(self.path().join("tend.sock"))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a spawned CLI child (by pid) when dropped.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn net(name: &str, subnet: &str) -> String {
+    format!(
+        "apiVersion: tend.dev/v1\nkind: Network\nmetadata: {{name: {name}, labels: {{app: web}}}}\nspec: {{subnet: {subnet}}}\n"
+    )
+}
+
+fn same(d: &Daemon, args: &[&str]) -> Output {
+    let (a, b) = (d.run(args), d.direct(args));
+    assert_eq!(
+        a.status.code(),
+        b.status.code(),
+        "{args:?}: exit codes differ"
+    );
+    assert_eq!(text(&a.stdout), text(&b.stdout), "{args:?}: stdout differs");
+    assert_eq!(text(&a.stderr), text(&b.stderr), "{args:?}: stderr differs");
+    a
+}
+
+#[test]
+fn object_commands_through_the_daemon_match_the_direct_path() {
+    let d = Daemon::start();
+    let a = common::unique("cda");
+    let b = common::unique("cdb");
+    let f = d.file(
+        "two.yaml",
+        &format!(
+            "{}---\n{}",
+            net(&a, "10.77.1.0/24"),
+            net(&b, "10.77.2.0/24")
+        ),
+    );
+
+    // Dry run through the daemon writes nothing; the real apply names every document.
+    let dry = d.run(&["apply", "-f", &f, "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    assert!(text(&dry.stdout).contains(&format!("network.tend.dev/{a} created (dry run)")));
+    assert_eq!(d.run(&["get", "network", &a]).status.code(), Some(1));
+    let out = d.run(&["apply", "-f", &f]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("network.tend.dev/{a} created\nnetwork.tend.dev/{b} created\n")
+    );
+    let again = same(&d, &["apply", "-f", &f]);
+    assert_eq!(text(&again.stdout).matches(" unchanged").count(), 2);
+
+    // The CLI really went through the API: the daemon counted the LIST this get sends.
+    let lists = |d: &Daemon| -> u64 {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let m = rt.block_on(d.client().raw(hyper::Method::GET, "/metrics", None, vec![]));
+        let m = String::from_utf8_lossy(&m.unwrap().body).into_owned();
+        m.lines()
+            .filter(|l| l.starts_with("tend_api_requests_total{verb=\"LIST\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = lists(&d);
+    assert!(d.run(&["get", "networks"]).status.success());
+    assert_eq!(lists(&d), before + 1, "tend get listed through the daemon");
+    assert!(d.direct(&["get", "networks"]).status.success());
+    assert_eq!(lists(&d), before + 1, "--direct does not");
+
+    // get in every format: the same bytes either way (names, yaml of a list by selector).
+    let names = same(&d, &["get", "networks", "-l", "app=web", "-o", "name"]);
+    assert_eq!(
+        text(&names.stdout),
+        format!("network.tend.dev/{a}\nnetwork.tend.dev/{b}\n")
+    );
+    let one = d.run(&["get", "network", &a, "-o", "json"]);
+    let v: Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(v["spec"]["subnet"], "10.77.1.0/24");
+    assert!(v["metadata"]["uid"].is_string());
+    let yaml = text(&d.run(&["get", "network", &a, "-o", "yaml"]).stdout);
+    assert!(yaml.contains("subnet: 10.77.1.0/24"), "{yaml}");
+    let all: Value =
+        serde_json::from_slice(&d.run(&["get", "all", "-A", "-o", "json"]).stdout).unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 2);
+    for args in [
+        &["get", "network", "nope"][..],
+        &["get", "widgets"],
+        &["get", "net", "-l", "app=db", "-o", "name"],
+        &["describe", "network", "nope"],
+        &["diff", "-f", &f],
+    ] {
+        same(&d, args);
+    }
+    let missing = d.run(&["get", "network", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("not found"));
+
+    // describe shows the object and its events (served by the events endpoint).
+    let desc = d.run(&["describe", "network", &a]);
+    assert!(desc.status.success(), "{}", text(&desc.stderr));
+    let desc = text(&desc.stdout);
+    assert!(
+        desc.contains(&format!("Name:               {a}")) && desc.contains("Events:"),
+        "{desc}"
+    );
+    assert_eq!(d.run(&["get", "events"]).status.code(), Some(0));
+
+    // diff: 0 no change, 1 changes, 2 bad input.
+    assert_eq!(d.run(&["diff", "-f", &f]).status.code(), Some(0));
+    let changed = d.file("changed.yaml", &net(&a, "10.77.9.0/24"));
+    let out = d.run(&["diff", "-f", &changed]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("+  subnet: 10.77.9.0/24"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bad = d.file("bad.yaml", "nonsense: [");
+    assert_eq!(d.run(&["diff", "-f", &bad]).status.code(), Some(2));
+
+    // Bad input names the document and the field, the same way, and writes nothing.
+    let badspec = d.file(
+        "badspec.yaml",
+        &format!(
+            "{}---\n{}",
+            net("okay", "10.77.3.0/24"),
+            net("broken", "10.77.3.0/99")
+        ),
+    );
+    let out = same(&d, &["apply", "-f", &badspec]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("document 2") && err.contains("spec.subnet"),
+        "{err}"
+    );
+    assert_eq!(d.run(&["get", "network", "okay"]).status.code(), Some(1));
+
+    // A failure in the store mid-file (stale resourceVersion) names applied and unapplied docs.
+    let stale = net(&a, "10.77.1.0/24").replace(
+        &format!("name: {a},"),
+        &format!("name: {a}, resourceVersion: \"999999\","),
+    );
+    let c = common::unique("cdc");
+    let multi = d.file(
+        "multi.yaml",
+        &format!(
+            "{}---\n{stale}---\n{}",
+            net(&c, "10.77.4.0/24"),
+            net("never", "10.77.5.0/24")
+        ),
+    );
+    let out = d.run(&["apply", "-f", &multi]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("document 2 (network/{a})")), "{err}");
+    assert!(err.contains("conflict"), "{err}");
+    assert!(err.contains("applied 1 of 3 documents"), "{err}");
+    assert!(
+        err.contains(&format!("not applied: {multi}#2, {multi}#3")),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains(&format!("network.tend.dev/{c} created")));
+
+    // get -w prints the list, then changes as they happen.
+    let mut w = Kill(
+        d.cmd(&["get", "networks", "-w", "-o", "name"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = w.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let e = common::unique("cde");
+    let ef = d.file("e.yaml", &net(&e, "10.77.6.0/24"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    assert!(d.run(&["apply", "-f", &ef]).status.success());
+    while !seen.contains(&format!("network.tend.dev/{e}")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => panic!("get -w never showed {e}: {seen:?}"),
+        }
+    }
+    assert!(seen.contains(&format!("network.tend.dev/{a}")), "{seen:?}");
+    drop(w);
+
+    // delete --wait returns once the finalizers ran and the objects are gone.
+    let out = d.run(&[
+        "delete",
+        "network",
+        &a,
+        &b,
+        &c,
+        &e,
+        "--wait",
+        "--timeout",
+        "20",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("network.tend.dev/{a} deleted")));
+    let left: Value =
+        serde_json::from_slice(&d.run(&["get", "all", "-A", "-o", "json"]).stdout).unwrap();
+    assert_eq!(left["items"], serde_json::json!([]), "everything is gone");
+    same(&d, &["delete", "network", "nope"]);
+    same(&d, &["delete", "network", "nope", "--ignore-not-found"]);
+}
+
+#[test]
+fn api_batch_apply_and_events_answer_in_their_own_shapes() {
+    let d = Daemon::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = d.client();
+        let good: tend_schema::AnyObject =
+            serde_yaml_ng::from_str(&net(&common::unique("cdf"), "10.78.1.0/24")).unwrap();
+        // An object the CLI would refuse: the server validates again and names the field.
+        let mut bad = good.clone();
+        bad.metadata.name = "bad".into();
+        bad.spec = serde_json::json!({"subnet": "nope"});
+        let r = c.apply_batch(&[good.clone(), bad], false).await.unwrap();
+        assert!(
+            r.items.is_empty(),
+            "every item is decoded before anything is written"
+        );
+        let failed = r.failed.expect("the second item fails");
+        assert_eq!(failed.index, 1);
+        assert_eq!(failed.status["reason"], "Invalid");
+        assert_eq!(
+            failed.status["details"]["causes"][0]["field"],
+            "spec.subnet"
+        );
+        let r = c
+            .apply_batch(std::slice::from_ref(&good), false)
+            .await
+            .unwrap();
+        assert_eq!((r.items[0].action.as_str(), r.failed), ("created", None));
+        let r = c.apply_batch(&[good], true).await.unwrap();
+        assert_eq!(r.items[0].action, "unchanged");
+        // Events: a list, by namespace and by object; unknown selectors are 400.
+        let raw = c
+            .raw(
+                hyper::Method::GET,
+                "/apis/tend.dev/v1/namespaces/default/events",
+                None,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(raw.status, 200);
+        assert_eq!(raw.json()["kind"], "EventList");
+        let raw = c
+            .raw(
+                hyper::Method::GET,
+                "/apis/tend.dev/v1/events?fieldSelector=spec.x%3D1",
+                None,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(raw.status, 400);
+        assert_eq!(raw.json()["kind"], "Status");
+        // log/exec exist only for containers, and a missing container is a 404 Status.
+        let raw = c
+            .raw(
+                hyper::Method::GET,
+                "/apis/tend.dev/v1/namespaces/default/networks/x/log",
+                None,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(raw.status, 404);
+        let raw = c
+            .raw(
+                hyper::Method::POST,
+                "/apis/tend.dev/v1/namespaces/default/containers/nope/exec",
+                Some("application/json"),
+                br#"{"command":["true"]}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(raw.status, 404);
+        assert_eq!(raw.json()["reason"], "NotFound");
+    });
+}
+
+#[test]
+fn native_logs_and_exec_through_the_daemon() {
+    if !common::privileged("native_logs_and_exec_through_the_daemon") {
+        return;
+    }
+    let d = Daemon::start();
+    let name = common::unique("cdl");
+    let f = d.file(
+        "ct.yaml",
+        &format!(
+            "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sh, -c, \"echo one; echo two >&2; exec sleep 3600\"]\n  stopGracePeriodSeconds: 1\n"
+        ),
+    );
+    assert!(d.run(&["apply", "-f", &f]).status.success());
+    let target = format!("ct/{name}");
+    let out = d.run(&["wait", &target, "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logs = loop {
+        let s = text(&d.run(&["logs", &name]).stdout);
+        if s.contains("two") || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(logs, "one\ntwo\n");
+    same(&d, &["logs", &name, "--tail", "1"]);
+    let out = same(
+        &d,
+        &["exec", &name, "--", "/bin/sh", "-c", "echo out; exit 7"],
+    );
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout), "out\n");
+    // Through the API, stderr arrives joined to stdout (one collected output).
+    let out = d.run(&["exec", &name, "--", "/bin/sh", "-c", "echo err >&2"]);
+    assert_eq!(text(&out.stdout), "err\n");
+    let out = d.run(&["delete", "container", &name, "--wait", "--timeout", "20"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
