@@ -514,6 +514,8 @@ impl Store for SqliteStore {
         let out = conn
             .interact(
                 move |c| -> std::result::Result<Vec<ApplyResult>, ApplyError> {
+                    crate::failpoint::check("store.write")
+                        .map_err(|fp| pool_apply_error(busy(fp)))?;
                     let mut tx = c
                         .transaction_with_behavior(TransactionBehavior::Immediate)
                         .map_err(|e| pool_apply_error(e.into()))?;
@@ -750,6 +752,7 @@ impl SqliteStore {
     {
         let conn = self.writer.get().await.map_err(pool_err)?;
         conn.interact(move |c| -> Result<T> {
+            crate::failpoint::check("store.write").map_err(busy)?;
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
