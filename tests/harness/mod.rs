@@ -385,7 +385,12 @@ impl Drop for Daemon {
             }
         }
         let _ = tend::snapshot::loopimg::unmount_and_detach(self.path());
-        // Copy-backend trees may be read-only: make them writable so TempDir can remove them.
+        // Copy-backend trees are immutable (chattr +i) and read-only: undo both so TempDir can
+        // remove them.
+        let _ = Command::new("chattr")
+            .args(["-R", "-f", "-i"])
+            .arg(self.path())
+            .output();
         let _ = Command::new("chmod")
             .args(["-R", "u+w"])
             .arg(self.path())
