@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod docker;
 pub mod net;
+pub mod runtime_docker;
 pub mod runtime_native;
 pub mod shim;
 pub mod snapshot;
