@@ -201,6 +201,17 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // Native workloads (the dockerd-outage test runs one): kill and remove their cgroups.
+        if let (Ok(cg), Ok(id)) = (
+            tend::cgroup::detect(Path::new("/sys/fs/cgroup")),
+            std::fs::read_to_string(self.path().join("instance-id")),
+        ) {
+            use tend::cgroup::CgroupManager;
+            for n in cg.list(&format!("{}-", id.trim())).unwrap_or_default() {
+                let _ = cg.kill_all(&n);
+                let _ = cg.remove(&n);
+            }
+        }
         if let Ok(id) = std::fs::read_to_string(self.path().join("instance-id")) {
             let filter = format!("label=dev.tend.instance={}", id.trim());
             let ids = docker(&["ps", "-aq", "--filter", &filter]);
@@ -384,4 +395,90 @@ fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
     }
     assert!(exists(&other), "another instance's container was touched");
     assert!(exists(&plain), "an unlabelled container was touched");
+}
+
+/// A unix-socket proxy to the real dockerd, owned by the test: dropping it is "dockerd went
+/// away" (connections cut, new ones refused) without disturbing the shared dockerd.
+struct Proxy {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Proxy {
+    fn start(path: &Path) -> Proxy {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = std::fs::remove_file(path);
+        let listener = rt
+            .block_on(async { tokio::net::UnixListener::bind(path) })
+            .unwrap();
+        rt.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        });
+        Proxy { rt: Some(rt) }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn unavailable(v: &Value) -> bool {
+    ready(v) == "Unknown" && condition(v, "reason") == "RuntimeUnavailable"
+}
+
+#[test]
+fn dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back() {
+    if !common::privileged(
+        "dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back",
+    ) {
+        return;
+    }
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("docker.sock");
+    // tend starts with dockerd unreachable and stays healthy.
+    let d = Daemon::new(Some(sock.clone()));
+    let (dk, native) = (common::unique("dk"), common::unique("nat"));
+    d.apply(&container(&dk, IMAGE, "exec sleep 3600", ""));
+    d.wait(&dk, "RuntimeUnavailable", unavailable);
+    // Native containers are not held up by the missing dockerd.
+    let t0 = Instant::now();
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {native}}}\nspec:\n  command: [/bin/sleep, '3600']\n  stopGracePeriodSeconds: 0\n"
+    ));
+    d.wait(&native, "Running", |v| v["status"]["phase"] == "Running");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // dockerd "comes up": the docker Container converges.
+    let proxy = Proxy::start(&sock);
+    let id = cid(&d.running(&dk, None));
+
+    // dockerd "goes away" while the container runs: Unknown, then back to the same container.
+    drop(proxy);
+    d.wait(&dk, "RuntimeUnavailable", unavailable);
+    let _proxy = Proxy::start(&sock);
+    let v = d.running(&dk, None);
+    assert_eq!(cid(&v), id, "the container was recreated");
+    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]), "true");
+
+    for n in [&dk, &native] {
+        assert!(d.tend(&["delete", "container", n]).status.success());
+    }
+    for n in [&dk, &native] {
+        d.wait_for(n, "deleted", |v| v.is_none());
+    }
+    assert!(!exists(&id));
 }
