@@ -482,3 +482,48 @@ fn dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back() 
     }
     assert!(!exists(&id));
 }
+
+#[test]
+fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
+    if !common::privileged("a_docker_container_joins_tends_bridge_with_its_leased_address") {
+        return;
+    }
+    let d = Daemon::new(None);
+    let (net, name) = (common::unique("net"), common::unique("dkn"));
+    let second = 200 + (std::process::id() % 20);
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: Network\nmetadata: {{name: {net}}}\nspec: {{subnet: 10.{second}.77.0/24}}\n"
+    ));
+    d.apply(&container(
+        &name,
+        IMAGE,
+        "exec sleep 3600",
+        &format!("  networks: [{{name: {net}}}]\n"),
+    ));
+    let v = d.wait(&name, "Running with an address", |v| {
+        v["status"]["phase"] == "Running" && v["status"]["networks"][0]["ip"].is_string()
+    });
+    let (id, ip) = (cid(&v), v["status"]["networks"][0]["ip"].as_str().unwrap().to_string());
+    // The attacher puts its veth into the container's own namespace on the next reconcile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let addrs = docker_ok(&["exec", &id, "ip", "-4", "addr"]);
+        if addrs.contains(&format!("inet {ip}/24")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{addrs}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gw = format!("10.{second}.77.1");
+    docker_ok(&["exec", &id, "ping", "-c", "1", "-W", "2", &gw]);
+
+    assert!(d.tend(&["delete", "container", &name]).status.success());
+    d.wait_for(&name, "deleted", |v| v.is_none());
+    assert!(d.tend(&["delete", "network", &net]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.tend(&["get", "network", &net]).status.success() {
+        assert!(Instant::now() < deadline, "network not deleted");
+        d.nudge();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -4,7 +4,9 @@
 
 use super::mapping::{self, container_name, ImageSource, LABEL_INSTANCE};
 use super::{lock, DockerRuntime, DockerRuntimeError, Wake};
-use crate::docker::{spec_hash, ContainerInfo, DockerSpec, ExecOutput, ImportSource, LogLine};
+use crate::docker::{
+    spec_hash, ContainerInfo, DockerError, DockerSpec, ExecOutput, ImportSource, LogLine,
+};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -84,11 +86,18 @@ impl DockerRuntime {
                 .map_err(|e| self.fault(&w.uid, "remove", e))?;
         }
         let owner = mapping::owner(w);
-        let id = self
-            .driver
-            .create_and_start(&owner, spec)
-            .await
-            .map_err(|e| self.fault(&w.uid, "create and start", e))?;
+        let mut tries = 0;
+        let id = loop {
+            match self.driver.create_and_start(&owner, spec).await {
+                // The name is still taken (a removal behind tend's back is in progress).
+                Err(DockerError::Conflict { .. }) if tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = self.driver.remove(&name, true).await;
+                }
+                r => break r.map_err(|e| self.fault(&w.uid, "create and start", e))?,
+            }
+        };
         lock(&self.ids).insert(w.uid.clone(), id.clone());
         let info = self
             .driver
