@@ -329,8 +329,9 @@ fn oom_is_reported_and_a_missing_image_is_a_condition() {
 
 #[test]
 fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
-    if !common::privileged("sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones")
-    {
+    if !common::privileged(
+        "sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones",
+    ) {
         return;
     }
     let mut d = Daemon::new(None);
@@ -390,7 +391,12 @@ fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
     for (n, (id, started)) in names.iter().zip(&before) {
         let v = d.running(n, None);
         assert_eq!(&cid(&v), id, "{n} was recreated");
-        let now = docker_ok(&["inspect", "-f", "{{.State.Running}} {{.State.StartedAt}}", id]);
+        let now = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.StartedAt}}",
+            id,
+        ]);
         assert_eq!(now, format!("true {started}"), "{n} was restarted");
     }
     assert!(exists(&other), "another instance's container was touched");
@@ -417,7 +423,8 @@ impl Proxy {
         rt.spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    if let Ok(mut up) = tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    if let Ok(mut up) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
                     {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
                     }
@@ -472,7 +479,10 @@ fn dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back() 
     let _proxy = Proxy::start(&sock);
     let v = d.running(&dk, None);
     assert_eq!(cid(&v), id, "the container was recreated");
-    assert_eq!(docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]), "true");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "true"
+    );
 
     for n in [&dk, &native] {
         assert!(d.tend(&["delete", "container", n]).status.success());
@@ -503,7 +513,13 @@ fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
     let v = d.wait(&name, "Running with an address", |v| {
         v["status"]["phase"] == "Running" && v["status"]["networks"][0]["ip"].is_string()
     });
-    let (id, ip) = (cid(&v), v["status"]["networks"][0]["ip"].as_str().unwrap().to_string());
+    let (id, ip) = (
+        cid(&v),
+        v["status"]["networks"][0]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
     // The attacher puts its veth into the container's own namespace on the next reconcile.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

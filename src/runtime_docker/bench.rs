@@ -158,7 +158,12 @@ async fn figures(
         let key = ObjectKey::new(Kind::Container, "default", format!("one-{i}"));
         let t = Instant::now();
         store
-            .create(AnyObject::new(Kind::Container, "default", &key.name, spec()))
+            .create(AnyObject::new(
+                Kind::Container,
+                "default",
+                &key.name,
+                spec(),
+            ))
             .await?;
         until(store, &key, running).await?;
         ours.push(t.elapsed());
@@ -172,7 +177,9 @@ async fn figures(
         let raw = raw.clone();
         set.spawn(async move {
             let mut ids = Vec::new();
-            raw_one(&raw, &format!("burst-{i}"), &mut ids).await.map(|_| ids)
+            raw_one(&raw, &format!("burst-{i}"), &mut ids)
+                .await
+                .map(|_| ids)
         });
     }
     while let Some(r) = set.join_next().await {

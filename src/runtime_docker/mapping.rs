@@ -47,8 +47,12 @@ pub fn docker_spec(w: &WorkloadSpec, image: String, instance: &str) -> DockerSpe
         working_dir: s.working_dir.clone(),
         hostname: s.hostname.clone(),
         user: s.user.map(|u| (u.uid, u.gid)),
-        memory: res.memory.map(|m| i64::try_from(m.value()).unwrap_or(i64::MAX)),
-        cpu_millicores: res.cpu.map(|c| i64::try_from(c.millis()).unwrap_or(i64::MAX)),
+        memory: res
+            .memory
+            .map(|m| i64::try_from(m.value()).unwrap_or(i64::MAX)),
+        cpu_millicores: res
+            .cpu
+            .map(|c| i64::try_from(c.millis()).unwrap_or(i64::MAX)),
         pids: res.pids.map(i64::from),
         network: None,
         labels: BTreeMap::from([
