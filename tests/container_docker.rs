@@ -543,3 +543,68 @@ fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Removes an image tag the test caused to exist.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = docker(&["rmi", "-f", &self.0]);
+        }
+    }
+}
+
+#[test]
+fn a_state_is_imported_as_an_image_once_per_generation() {
+    if !common::privileged("a_state_is_imported_as_an_image_once_per_generation") {
+        return;
+    }
+    let d = Daemon::new(None);
+    // The source must lie outside tend's state dir.
+    let src = tempfile::Builder::new()
+        .prefix("tend-cd-src")
+        .tempdir()
+        .unwrap();
+    let root = src.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("marker"), "from-a-state\n").unwrap();
+    let (st, name) = (common::unique("st"), common::unique("dks"));
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: {st}}}\nspec:\n  source: {{directory: {}}}\n",
+        root.display()
+    ));
+    let mut guard = ImageGuard(String::new());
+    d.apply(&container(
+        &name,
+        &format!("{{state: {st}}}"),
+        "exec /bin/sleep 3600",
+        "",
+    ));
+    let v = d.running(&name, None);
+    let id = cid(&v);
+    let image = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &id]);
+    guard.0 = image.clone();
+    assert!(
+        image.starts_with("tend-state/") && image.ends_with(":g1"),
+        "{image}"
+    );
+    assert_eq!(
+        docker_ok(&["exec", &id, "/bin/cat", "/marker"]),
+        "from-a-state"
+    );
+    let created = docker_ok(&["image", "inspect", "-f", "{{.Id}}", &image]);
+    // A restart does not import again: the same image.
+    docker_ok(&["rm", "-f", &id]);
+    let v = d.running(&name, Some(&id));
+    let again = docker_ok(&["inspect", "-f", "{{.Image}}", &cid(&v)]);
+    assert_eq!(again, created);
+
+    assert!(d.tend(&["delete", "container", &name]).status.success());
+    d.wait_for(&name, "deleted", |v| v.is_none());
+}
