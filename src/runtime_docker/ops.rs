@@ -79,7 +79,9 @@ impl DockerRuntime {
     /// Removes what is left of `uid` and creates and starts a fresh container from `spec`.
     async fn create(&self, w: &WorkloadSpec, spec: &DockerSpec) -> Result<Running, DriverError> {
         let name = container_name(&w.uid);
-        if self.find(&w.uid).await?.is_some() {
+        // The controller inspected just before (`find` keeps `ids` current): only remove when
+        // something was there; a stale view ends in a name conflict, handled below.
+        if lock(&self.ids).contains_key(&w.uid) {
             self.driver
                 .remove(&name, true)
                 .await
