@@ -33,6 +33,9 @@ impl DockerRuntime {
                         *lock(&rt.down_until) = None;
                         tracing::info!("dockerd reachable again: reconciling docker containers");
                         let _ = rt.wake.send(Wake::All);
+                        // Learn what exists (if dockerd was down at start-up, for the first time).
+                        let _ =
+                            tend_controllers::container::ContainerRuntime::list_owned(&*rt).await;
                         for uid in rt.known() {
                             trigger.uid(&uid);
                         }

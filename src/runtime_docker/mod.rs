@@ -85,6 +85,10 @@ pub struct DockerRuntime {
     ids: Mutex<HashMap<String, String>>,
     /// Every uid inspected: reconciled again when dockerd comes back.
     known: Mutex<HashSet<String>>,
+    /// uids that have a container of this instance, once `list_owned` has listed them: a uid
+    /// outside it is answered `Absent` without asking dockerd (the other-runtime check every
+    /// native reconcile makes). `None` until the first list.
+    have: Mutex<Option<HashSet<String>>>,
     /// Calls fail fast until then (dockerd was unreachable).
     down_until: Mutex<Option<Instant>>,
     /// Serializes imports of one State image.
@@ -114,6 +118,7 @@ impl DockerRuntime {
             ctx,
             ids: Mutex::default(),
             known: Mutex::default(),
+            have: Mutex::default(),
             down_until: Mutex::default(),
             imports: tokio::sync::Mutex::default(),
             wake: broadcast::channel(1024).0,

@@ -19,12 +19,18 @@ use tokio::sync::broadcast::error::RecvError;
 impl DockerRuntime {
     /// This instance's container for `uid`, or `None` (absent, or another instance's).
     async fn find(&self, uid: &str) -> Result<Option<ContainerInfo>, DriverError> {
+        if lock(&self.have).as_ref().is_some_and(|h| !h.contains(uid)) {
+            return Ok(None);
+        }
         self.check_breaker()?;
         lock(&self.known).insert(uid.to_string());
         let info = match self.driver.inspect(&container_name(uid)).await {
             Ok(i) => i,
             Err(e) if e.is_not_found() => {
                 lock(&self.ids).remove(uid);
+                if let Some(h) = lock(&self.have).as_mut() {
+                    h.remove(uid);
+                }
                 return Ok(None);
             }
             Err(e) => return Err(self.fault(uid, "inspect", e)),
@@ -88,6 +94,10 @@ impl DockerRuntime {
                 .map_err(|e| self.fault(&w.uid, "remove", e))?;
         }
         let owner = mapping::owner(w);
+        lock(&self.known).insert(w.uid.clone());
+        if let Some(h) = lock(&self.have).as_mut() {
+            h.insert(w.uid.clone());
+        }
         let mut tries = 0;
         let id = loop {
             match self.driver.create_and_start(&owner, spec).await {
@@ -221,6 +231,9 @@ impl ContainerRuntime for DockerRuntime {
         }
         mine.sort();
         mine.dedup();
+        let mut have = lock(&self.have);
+        let h = have.get_or_insert_with(Default::default);
+        h.extend(mine.iter().cloned());
         Ok(mine)
     }
 
