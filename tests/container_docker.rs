@@ -291,6 +291,17 @@ fn create_maps_fields_replaces_repairs_and_deletes() {
     assert_eq!(v["status"]["lastState"]["signal"], 9, "{v:#}");
     let id4 = cid(&v);
 
+    // A limit changed behind tend's back (`docker update`): replaced on the next resync.
+    docker_ok(&["update", "--memory", "32m", "--memory-swap", "32m", &id4]);
+    let v = d.running(&name, Some(&id4));
+    let id5 = cid(&v);
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.HostConfig.Memory}}", &id5]),
+        "67108864"
+    );
+    assert!(!exists(&id4));
+    let id4 = id5;
+
     // Delete: the container goes.
     let out = d.tend(&["delete", "container", &name]);
     assert!(out.status.success());

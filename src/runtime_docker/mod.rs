@@ -181,3 +181,30 @@ pub fn connect(
     );
     Ok(rt)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tend_controllers::container::ContainerRuntime;
+    use tend_schema::store::{OpenOptions, SqliteStore};
+
+    #[tokio::test]
+    async fn a_missing_dockerd_is_unavailable_then_fails_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
+            .await
+            .unwrap();
+        let ctx = tend_controllers::Runtime::new(Arc::new(store), Default::default()).context();
+        let sock = dir.path().join("docker.sock");
+        let rt = DockerRuntime::new(Some(sock.to_str().unwrap()), "abcd1234", ctx).unwrap();
+        let e = rt.inspect("u1").await.unwrap_err();
+        assert!(RuntimeFault::is_unavailable(&e), "{e}");
+        let t = Instant::now();
+        let e = rt.list_owned().await.unwrap_err();
+        assert!(RuntimeFault::is_unavailable(&e), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "the breaker is open"
+        );
+    }
+}
