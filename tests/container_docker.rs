@@ -619,3 +619,57 @@ fn a_state_is_imported_as_an_image_once_per_generation() {
     assert!(d.tend(&["delete", "container", &name]).status.success());
     d.wait_for(&name, "deleted", |v| v.is_none());
 }
+
+#[test]
+fn logs_and_exec_by_uid_through_the_runtime() {
+    if !common::privileged("logs_and_exec_by_uid_through_the_runtime") {
+        return;
+    }
+    let d = Daemon::new(None);
+    let name = common::unique("dkl");
+    d.apply(&container(
+        &name,
+        IMAGE,
+        "echo hello-logs; echo oops >&2; exec sleep 3600",
+        "",
+    ));
+    let v = d.running(&name, None);
+    let uid = v["metadata"]["uid"].as_str().unwrap().to_string();
+    let instance = d.instance();
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = tend_schema::store::SqliteStore::open(
+            dir.path().join("t.db"),
+            tend_schema::store::OpenOptions::default(),
+        )
+        .await
+        .unwrap();
+        let ctx = tend_controllers::Runtime::new(std::sync::Arc::new(store), Default::default())
+            .context();
+        let rt = tend::runtime_docker::DockerRuntime::new(None, &instance, ctx).unwrap();
+        let out = rt.exec(&uid, &["hostname"]).await.unwrap();
+        assert_eq!(out.exit_code, 0);
+        let lines: Vec<String> = rt
+            .logs(&uid, None, false)
+            .await
+            .unwrap()
+            .map(|l| l.unwrap().line)
+            .collect()
+            .await;
+        assert_eq!(lines, ["hello-logs", "oops"]);
+        // Another instance's runtime does not see it.
+        let other = tend::runtime_docker::DockerRuntime::new(None, "00000000", {
+            let s = tend_schema::store::SqliteStore::open(
+                dir.path().join("u.db"),
+                tend_schema::store::OpenOptions::default(),
+            )
+            .await
+            .unwrap();
+            tend_controllers::Runtime::new(std::sync::Arc::new(s), Default::default()).context()
+        })
+        .unwrap();
+        assert!(other.exec(&uid, &["true"]).await.is_err());
+    });
+}
