@@ -45,13 +45,24 @@ async fn until(
     key: &ObjectKey,
     pred: impl Fn(&ContainerStatus) -> bool,
 ) -> anyhow::Result<ContainerStatus> {
+    until_every(store, key, Duration::from_millis(1), pred).await
+}
+
+/// Polls the store every `every` (the burst polls slower: its figure is seconds, and a busy
+/// poll would steal CPU from the daemon on this 2-core VM).
+async fn until_every(
+    store: &SqliteStore,
+    key: &ObjectKey,
+    every: Duration,
+    pred: impl Fn(&ContainerStatus) -> bool,
+) -> anyhow::Result<ContainerStatus> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(s) = status(store, key).await.filter(|s| pred(s)) {
             return Ok(s);
         }
         anyhow::ensure!(Instant::now() < deadline, "{key}: timed out");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -194,7 +205,7 @@ async fn figures(
     store.apply(objs, false).await?;
     for i in 0..burst {
         let key = ObjectKey::new(Kind::Container, "default", format!("burst-{i}"));
-        until(store, &key, running).await?;
+        until_every(store, &key, Duration::from_millis(10), running).await?;
     }
     rate("tend: apply N -> all Running", burst, t.elapsed());
 

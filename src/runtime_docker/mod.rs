@@ -83,6 +83,9 @@ pub struct DockerRuntime {
     ctx: Context,
     /// uid → Docker container id, as last seen.
     ids: Mutex<HashMap<String, String>>,
+    /// uid → the last inspect and when: `repair` right after the controller's `inspect` reuses
+    /// it instead of asking dockerd twice in one reconcile.
+    last: Mutex<HashMap<String, (Instant, crate::docker::ContainerInfo)>>,
     /// Every uid inspected: reconciled again when dockerd comes back.
     known: Mutex<HashSet<String>>,
     /// uids that have a container of this instance, once `list_owned` has listed them: a uid
@@ -117,6 +120,7 @@ impl DockerRuntime {
             instance: instance.to_string(),
             ctx,
             ids: Mutex::default(),
+            last: Mutex::default(),
             known: Mutex::default(),
             have: Mutex::default(),
             down_until: Mutex::default(),

@@ -10,11 +10,14 @@ use crate::docker::{
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tend_controllers::container::{
     ContainerRuntime, DriverError, Exit, Observed, Running, WorkloadSpec,
 };
 use tokio::sync::broadcast::error::RecvError;
+
+/// How long an inspect stands in for a fresh one (the controller's inspect, then `repair`).
+const FRESH: Duration = Duration::from_millis(500);
 
 impl DockerRuntime {
     /// This instance's container for `uid`, or `None` (absent, or another instance's).
@@ -28,6 +31,7 @@ impl DockerRuntime {
             Ok(i) => i,
             Err(e) if e.is_not_found() => {
                 lock(&self.ids).remove(uid);
+                lock(&self.last).remove(uid);
                 if let Some(h) = lock(&self.have).as_mut() {
                     h.remove(uid);
                 }
@@ -39,6 +43,7 @@ impl DockerRuntime {
             return Ok(None);
         }
         lock(&self.ids).insert(uid.to_string(), info.id.clone());
+        lock(&self.last).insert(uid.to_string(), (Instant::now(), info.clone()));
         Ok(Some(info))
     }
 
@@ -207,6 +212,7 @@ impl ContainerRuntime for DockerRuntime {
                 .map_err(|e| self.fault(uid, "remove", e))?;
         }
         lock(&self.ids).remove(uid);
+        lock(&self.last).remove(uid);
         Ok(())
     }
 
@@ -238,8 +244,16 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn repair(&self, w: &WorkloadSpec, r: &Running) -> Result<Vec<String>, DriverError> {
-        let Some(info) = self.find(&w.uid).await? else {
-            return Ok(vec![]);
+        let recent = lock(&self.last)
+            .get(&w.uid)
+            .filter(|(at, i)| at.elapsed() < FRESH && i.pid == Some(r.pid))
+            .map(|(_, i)| i.clone());
+        let info = match recent {
+            Some(i) => i,
+            None => match self.find(&w.uid).await? {
+                Some(i) => i,
+                None => return Ok(vec![]),
+            },
         };
         let want = self.desired(w).await?;
         let hash = spec_hash(&want);
