@@ -213,6 +213,7 @@ impl ContainerRuntime for DockerRuntime {
         }
         lock(&self.ids).remove(uid);
         lock(&self.last).remove(uid);
+        lock(&self.known).remove(uid);
         Ok(())
     }
 
