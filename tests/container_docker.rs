@@ -322,9 +322,11 @@ fn oom_is_reported_and_a_missing_image_is_a_condition() {
         "dd if=/dev/zero of=/dev/null bs=64M count=4",
         "  resources: {memory: 16Mi}\n  restartPolicy: Never\n",
     ));
-    let v = d.wait(&oom, "Failed", |v| v["status"]["phase"] == "Failed");
-    assert_eq!(v["status"]["lastState"]["reason"], "OOMKilled", "{v:#}");
+    let v = d.wait(&oom, "Failed, OOMKilled", |v| {
+        v["status"]["phase"] == "Failed" && v["status"]["lastState"]["reason"] == "OOMKilled"
+    });
     assert_eq!(condition(&v, "reason"), "OOMKilled");
+    assert_eq!(v["status"]["lastState"]["exitCode"], 137, "{v:#}");
 
     let missing = common::unique("nope");
     let image = format!("tend-test/{missing}:none");
@@ -651,13 +653,15 @@ fn logs_and_exec_by_uid_through_the_runtime() {
         let rt = tend::runtime_docker::DockerRuntime::new(None, &instance, ctx).unwrap();
         let out = rt.exec(&uid, &["hostname"]).await.unwrap();
         assert_eq!(out.exit_code, 0);
-        let lines: Vec<String> = rt
+        let mut lines: Vec<String> = rt
             .logs(&uid, None, false)
             .await
             .unwrap()
             .map(|l| l.unwrap().line)
             .collect()
             .await;
+        // stdout and stderr are separate streams: no order between them.
+        lines.sort();
         assert_eq!(lines, ["hello-logs", "oops"]);
         // Another instance's runtime does not see it.
         let other = tend::runtime_docker::DockerRuntime::new(None, "00000000", {

@@ -3,7 +3,7 @@
 //! back after dockerd was unreachable, every Container this runtime has seen is woken.
 
 use super::{lock, DockerRuntime, Wake};
-use crate::docker::DockerEvent;
+use crate::docker::{ContainerEventKind, DockerEvent};
 use futures::StreamExt;
 use std::sync::{Arc, Weak};
 use tend_controllers::Trigger;
@@ -25,6 +25,15 @@ impl DockerRuntime {
                 let Some(rt) = me.upgrade() else { return };
                 match item {
                     Ok(DockerEvent::Container(ev)) => {
+                        match ev.kind {
+                            ContainerEventKind::Oom => {
+                                lock(&rt.oom).insert(ev.container_id.clone());
+                            }
+                            ContainerEventKind::Destroy => {
+                                lock(&rt.oom).remove(&ev.container_id);
+                            }
+                            _ => {}
+                        }
                         trigger.uid(&ev.uid);
                         let _ = rt.wake.send(Wake::Uid(ev.uid));
                     }

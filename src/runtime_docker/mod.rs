@@ -94,6 +94,8 @@ pub struct DockerRuntime {
     have: Mutex<Option<HashSet<String>>>,
     /// Calls fail fast until then (dockerd was unreachable).
     down_until: Mutex<Option<Instant>>,
+    /// Container ids Docker reported an `oom` event for (until they are destroyed).
+    oom: Mutex<HashSet<String>>,
     /// Serializes imports of one State image.
     imports: tokio::sync::Mutex<()>,
     wake: broadcast::Sender<Wake>,
@@ -123,6 +125,7 @@ impl DockerRuntime {
             last: Mutex::default(),
             known: Mutex::default(),
             have: Mutex::default(),
+            oom: Mutex::default(),
             down_until: Mutex::default(),
             imports: tokio::sync::Mutex::default(),
             wake: broadcast::channel(1024).0,

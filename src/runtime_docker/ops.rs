@@ -47,6 +47,16 @@ impl DockerRuntime {
         Ok(Some(info))
     }
 
+    /// What the controller sees; an `oom` event counts even when Docker's inspect missed it
+    /// (dockerd can handle the exit before the OOM notice and leave `OOMKilled` false).
+    fn observed(&self, info: &ContainerInfo) -> Observed {
+        let mut o = mapping::observed(info);
+        if let Observed::Exited(e) = &mut o {
+            e.oom_killed |= lock(&self.oom).contains(&info.id);
+        }
+        o
+    }
+
     /// The image reference for `w`, importing a State's tree first when it is not there yet.
     async fn image(&self, w: &WorkloadSpec) -> Result<String, DriverError> {
         let src = mapping::resolve_image(&self.ctx, w)
@@ -176,7 +186,7 @@ impl ContainerRuntime for DockerRuntime {
     async fn inspect(&self, uid: &str) -> Result<Observed, DriverError> {
         Ok(match self.find(uid).await? {
             None => Observed::Absent,
-            Some(info) => mapping::observed(&info),
+            Some(info) => self.observed(&info),
         })
     }
 
@@ -196,7 +206,7 @@ impl ContainerRuntime for DockerRuntime {
             }
         }
         Ok(match self.find(uid).await? {
-            Some(after) => match mapping::observed(&after) {
+            Some(after) => match self.observed(&after) {
                 Observed::Exited(e) => Some(e),
                 _ => None,
             },
