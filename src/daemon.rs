@@ -64,7 +64,12 @@ impl Daemon {
             attacher: network.attacher.clone(),
             ctx: runtime.context(),
         });
-        let containers = crate::runtime_native::register(&mut runtime, cfg, attachments)?;
+        // Containers, docker runtime (issue 7): connects lazily (tend runs with dockerd down);
+        // Docker's events wake the Container controller.
+        let docker = crate::runtime_docker::connect(cfg, runtime.context())?;
+        let containers =
+            crate::runtime_native::register(&mut runtime, cfg, attachments, Some(docker.clone()))?;
+        docker.watch_events(containers.clone());
         network.add_container_trigger(containers);
         Ok(Self { runtime, store })
     }

@@ -49,6 +49,15 @@ pub enum What {
         #[arg(long, default_value_t = 60)]
         resync_seconds: u64,
     },
+    /// Docker containers: apply→Running beside raw Engine API create+start, a burst, rm -f→repaired.
+    Docker {
+        #[arg(long, default_value_t = 20)]
+        single: usize,
+        #[arg(long, default_value_t = 40)]
+        burst: usize,
+        #[arg(long, default_value_t = 20)]
+        repairs: usize,
+    },
     /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
     Api(crate::api::bench::Args),
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
@@ -86,6 +95,11 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             rounds,
             resync_seconds,
         } => crate::bench::drift::run(rounds, resync_seconds).await?,
+        What::Docker {
+            single,
+            burst,
+            repairs,
+        } => crate::runtime_docker::bench::run(single, burst, repairs).await?,
         What::Api(a) => crate::api::bench::run(a).await?,
         What::Container {
             single,

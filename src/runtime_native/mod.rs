@@ -326,11 +326,13 @@ impl ContainerRuntime for NativeRuntime {
     }
 }
 
-/// Probes the host's cgroups and registers the Container controller on `runtime`.
+/// Probes the host's cgroups and registers the Container controller on `runtime`; `docker`
+/// serves `spec.runtime: docker` Containers when given.
 pub fn register(
     runtime: &mut tend_controllers::Runtime,
     cfg: &crate::daemon::DaemonConfig,
     attachments: Arc<dyn tend_controllers::container::Attachments>,
+    docker: Option<Arc<dyn ContainerRuntime>>,
 ) -> anyhow::Result<tend_controllers::Trigger> {
     use tend_controllers::container::{ContainerConfig, ContainerReconciler};
     let cgroups = crate::cgroup::detect(Path::new("/sys/fs/cgroup"))?;
@@ -341,7 +343,7 @@ pub fn register(
     let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups);
     let r = Arc::new(ContainerReconciler::new(
         Arc::new(native),
-        None,
+        docker,
         attachments,
         ContainerConfig::default(),
     ));

@@ -11,6 +11,38 @@ use tend_schema::Time;
 /// A driver error, boxed: the runtime and attachment implementations keep their own enums.
 pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A runtime failure the controller shows as a condition rather than as a bare reconcile error.
+/// Runtimes return it boxed in a [`DriverError`]; [`RuntimeFault::of`] finds it again.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeFault {
+    /// The runtime's daemon cannot be reached (down, restarting, a call timed out): the
+    /// Container shows Ready=Unknown reason `RuntimeUnavailable` and is retried.
+    #[error("{runtime} runtime unavailable: {message}")]
+    Unavailable {
+        runtime: &'static str,
+        message: String,
+    },
+    /// The workload cannot be started as declared (e.g. `ImageNotFound`): Ready=False with
+    /// `reason`, retried later (the user may fix the host, e.g. import the image).
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl RuntimeFault {
+    /// The fault inside a driver error, if it is one.
+    pub fn of(e: &DriverError) -> Option<&RuntimeFault> {
+        e.downcast_ref::<RuntimeFault>()
+    }
+
+    /// True for [`RuntimeFault::Unavailable`] inside `e`.
+    pub fn is_unavailable(e: &DriverError) -> bool {
+        matches!(Self::of(e), Some(RuntimeFault::Unavailable { .. }))
+    }
+}
+
 /// Everything a runtime needs to start one workload, resolved by the reconciler.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadSpec {
@@ -125,6 +157,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// A future that resolves when `running` exits, without polling (pidfd, event stream);
     /// `None` when it is already gone.
     fn exited(&self, uid: &str, running: &Running) -> Option<BoxFuture<'static, ()>>;
+
+    /// The runtime's own id of the workload of `uid` as last seen by `inspect`/`start` (Docker's
+    /// container id; `status.containerID`). `None` for runtimes without one.
+    fn container_id(&self, _uid: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A container's network attachments, as far as they are ready.

@@ -35,9 +35,23 @@ pub struct FakeRuntime {
     pub drift: Mutex<Vec<String>>,
     /// When set, `start` fails with this message.
     pub fail_start: Mutex<Option<String>>,
+    /// When set, `start` fails with `RuntimeFault::Refused { reason, .. }`.
+    pub refuse_start: Mutex<Option<&'static str>>,
+    /// When true, every call fails with `RuntimeFault::Unavailable` (the daemon is down).
+    pub unavailable: Mutex<bool>,
 }
 
 impl FakeRuntime {
+    fn check(&self) -> Result<(), DriverError> {
+        if *lock(&self.unavailable) {
+            return Err(Box::new(super::RuntimeFault::Unavailable {
+                runtime: "fake",
+                message: "the fake daemon is down".into(),
+            }));
+        }
+        Ok(())
+    }
+
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             next_pid: Mutex::new(1000),
@@ -108,13 +122,21 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn inspect(&self, uid: &str) -> Result<Observed, DriverError> {
+        self.check()?;
         Ok(lock(&self.slots)
             .get(uid)
             .map_or(Observed::Absent, |s| s.observed.clone()))
     }
 
     async fn start(&self, w: &WorkloadSpec) -> Result<Running, DriverError> {
+        self.check()?;
         self.record(format!("start {} g{}", w.uid, w.generation));
+        if let Some(reason) = *lock(&self.refuse_start) {
+            return Err(Box::new(super::RuntimeFault::Refused {
+                reason,
+                message: format!("refused: {reason}"),
+            }));
+        }
         if let Some(m) = lock(&self.fail_start).clone() {
             return Err(m.into());
         }
@@ -134,6 +156,7 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn stop(&self, uid: &str, grace: Duration) -> Result<Option<Exit>, DriverError> {
+        self.check()?;
         self.record(format!("stop {uid} {}s", grace.as_secs()));
         self.exit(uid, 143, false, Duration::ZERO);
         Ok(match self.inspect(uid).await? {
@@ -143,6 +166,7 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn remove(&self, uid: &str) -> Result<(), DriverError> {
+        self.check()?;
         self.record(format!("remove {uid}"));
         lock(&self.slots).remove(uid);
         lock(&self.orphans).retain(|o| o != uid);
@@ -150,6 +174,7 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn list_owned(&self) -> Result<Vec<String>, DriverError> {
+        self.check()?;
         let mut v: Vec<String> = lock(&self.slots).keys().cloned().collect();
         v.extend(lock(&self.orphans).iter().cloned());
         Ok(v)

@@ -30,7 +30,7 @@ mod tests;
 
 pub use driver::{
     Attach, Attachments, ContainerRuntime, DriverError, Exit, NoNetworks, Observed, Running,
-    WorkloadSpec,
+    RuntimeFault, WorkloadSpec,
 };
 pub use network::NetworkAttachments;
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};

@@ -1,6 +1,8 @@
 //! The Container reconciler: rootfs, attachments, start, exit watch, restart, replace, delete.
 
-use super::driver::{Attach, Attachments, ContainerRuntime, Exit, Observed, Running, WorkloadSpec};
+use super::driver::{
+    Attach, Attachments, ContainerRuntime, Exit, Observed, Running, RuntimeFault, WorkloadSpec,
+};
 use super::rootfs::{self, RootfsState};
 use super::status::{self, restart_delay, should_restart};
 use super::ContainerError;
@@ -172,13 +174,14 @@ impl ContainerReconciler {
             return Ok(Action::await_change());
         };
         // A runtime switch leaves the old runtime's workload behind: stop it first.
+        // An unreachable other runtime is skipped (its leftover goes on a later reconcile):
+        // dockerd being down must not stall native containers.
         for other in self.runtimes().into_iter().filter(|o| !Arc::ptr_eq(o, &rt)) {
-            if other
-                .inspect(&uid)
-                .await
-                .map_err(drv(&uid, other.name(), "inspect"))?
-                != Observed::Absent
-            {
+            let seen = match other.inspect(&uid).await {
+                Err(e) if RuntimeFault::is_unavailable(&e) => continue,
+                r => r.map_err(drv(&uid, other.name(), "inspect"))?,
+            };
+            if seen != Observed::Absent {
                 other
                     .stop(&uid, grace(&c.spec))
                     .await
@@ -217,6 +220,7 @@ impl ContainerReconciler {
                     .await;
                 }
                 status::running(&mut st, generation, &r, networks, rt.name());
+                st.container_id = rt.container_id(&uid);
                 ctx.write_status(&obj, &st)
                     .await
                     .map_err(store_err(&key, "write status"))?;
@@ -300,17 +304,20 @@ impl ContainerReconciler {
         let r = match rt.start(&w).await {
             Ok(r) => r,
             Err(e) => {
-                status::pending(&mut st, generation, "StartFailed", &e.to_string());
-                let _ = ctx.write_status(&obj, &st).await;
-                // Deduplicated by the store: a start that keeps failing is one event with a count.
-                ctx.event(&obj, EventType::Warning, "StartFailed", e.to_string())
-                    .await;
+                if RuntimeFault::of(&e).is_none() {
+                    status::pending(&mut st, generation, "StartFailed", &e.to_string());
+                    let _ = ctx.write_status(&obj, &st).await;
+                    // Deduplicated by the store: a start that keeps failing is one event with a count.
+                    ctx.event(&obj, EventType::Warning, "StartFailed", e.to_string())
+                        .await;
+                }
                 return Err(drv(&uid, rt.name(), "start")(e).into());
             }
         };
         self.watch(&rt, &uid, &r);
         st.restart_count += restarts;
         status::running(&mut st, generation, &r, networks, rt.name());
+        st.container_id = rt.container_id(&uid);
         ctx.write_status(&obj, &st)
             .await
             .map_err(store_err(&key, "write status"))?;
@@ -353,13 +360,24 @@ impl ContainerReconciler {
         ctx.write_status(&obj, &st)
             .await
             .map_err(store_err(&key, "write status"))?;
+        let mine = self.runtime_for(c.spec.runtime).cloned();
         for rt in self.runtimes() {
-            rt.stop(&uid, grace(&c.spec))
-                .await
-                .map_err(drv(&uid, rt.name(), "stop"))?;
-            rt.remove(&uid)
-                .await
-                .map_err(drv(&uid, rt.name(), "remove"))?;
+            let result = match rt.stop(&uid, grace(&c.spec)).await {
+                Ok(_) => rt.remove(&uid).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {}
+                // Another runtime being down must not hold up this delete: its start-up
+                // orphan sweep removes anything it still has for this uid.
+                Err(e)
+                    if RuntimeFault::is_unavailable(&e)
+                        && !mine.as_ref().is_some_and(|m| Arc::ptr_eq(m, rt)) =>
+                {
+                    tracing::warn!(runtime = rt.name(), %uid, error = %e, "skipping an unreachable runtime on delete");
+                }
+                Err(e) => return Err(drv(&uid, rt.name(), "remove")(e).into()),
+            }
         }
         self.attachments
             .remove(&uid)
@@ -368,6 +386,57 @@ impl ContainerReconciler {
         lock(&self.loops).remove(&uid);
         lock(&self.watched).remove(&uid);
         Ok(Cleanup::Done)
+    }
+}
+
+impl ContainerReconciler {
+    /// Shows a runtime fault as the Ready condition and retries later: Unknown
+    /// `RuntimeUnavailable` (every 5 s; the runtime's events wake it sooner), or False with the
+    /// fault's reason (every 10 s).
+    async fn report_fault(
+        &self,
+        ctx: &Context,
+        obj: &AnyObject,
+        fault: &RuntimeFault,
+    ) -> Result<Action, Error> {
+        let key = obj.key()?;
+        let c: Container = obj.typed().map_err(|source| ContainerError::Decode {
+            key: key.clone(),
+            source,
+        })?;
+        let (generation, mut st) = (c.metadata.generation, c.status.clone());
+        let message = fault.to_string();
+        let retry = match fault {
+            RuntimeFault::Unavailable { .. } => {
+                st.common.observed_generation = generation;
+                st.common.set_condition(
+                    "Ready",
+                    tend_schema::ConditionStatus::Unknown,
+                    "RuntimeUnavailable",
+                    &message,
+                    generation,
+                );
+                Duration::from_secs(5)
+            }
+            RuntimeFault::Refused { reason, .. } => {
+                status::pending(&mut st, generation, reason, &message);
+                ctx.event(obj, EventType::Warning, reason, message.clone())
+                    .await;
+                Duration::from_secs(10)
+            }
+        };
+        ctx.write_status(obj, &st)
+            .await
+            .map_err(store_err(&key, "write status"))?;
+        Ok(Action::requeue(retry))
+    }
+}
+
+/// The runtime fault behind a reconcile error, if any.
+fn fault_of(e: &Error) -> Option<&RuntimeFault> {
+    match e.downcast_ref::<ContainerError>()? {
+        ContainerError::Driver { source, .. } => RuntimeFault::of(source),
+        _ => None,
     }
 }
 
@@ -422,7 +491,15 @@ impl Reconciler for ContainerReconciler {
     /// Removes the host objects of uids no Container owns (orphans of this instance).
     async fn observe(&self, ctx: &Context) -> Result<(), Error> {
         for rt in self.runtimes() {
-            for uid in rt.list_owned().await.map_err(drv("*", rt.name(), "list"))? {
+            let owned = match rt.list_owned().await {
+                // A runtime that is down must not hold up the others: its sweep is skipped.
+                Err(e) if RuntimeFault::is_unavailable(&e) => {
+                    tracing::warn!(runtime = rt.name(), error = %e, "runtime unavailable at start-up: orphan sweep skipped");
+                    continue;
+                }
+                r => r.map_err(drv("*", rt.name(), "list"))?,
+            };
+            for uid in owned {
                 let owned = ctx
                     .index
                     .key_of_uid(&uid)
@@ -449,7 +526,13 @@ impl Reconciler for ContainerReconciler {
     async fn reconcile(&self, ctx: &Context, key: &ObjectKey) -> Result<Action, Error> {
         finalizer(ctx, FINALIZER, key, |event| async move {
             match event {
-                Event::Apply(obj) => self.apply(ctx, obj).await.map(Into::into),
+                Event::Apply(obj) => match self.apply(ctx, obj.clone()).await {
+                    Err(e) => match fault_of(&e) {
+                        Some(f) => self.report_fault(ctx, &obj, f).await.map(Into::into),
+                        None => Err(e),
+                    },
+                    ok => ok.map(Into::into),
+                },
                 Event::Cleanup(obj) => self.cleanup(ctx, obj).await.map(Into::into),
             }
         })

@@ -403,3 +403,58 @@ async fn an_exit_wakes_the_controller_without_resync() {
     let _ = tx.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_unreachable_docker_runtime_is_a_condition_and_holds_up_nothing_else() {
+    let mut h = harness().await;
+    let docker = FakeRuntime::new();
+    h.r = ContainerReconciler::new(h.rt.clone(), Some(docker.clone()), h.att.clone(), cfg());
+    *docker.unavailable.lock().unwrap() = true;
+    h.create(
+        Kind::Container,
+        "dk",
+        json!({"runtime": "docker", "image": "busybox:local"}),
+    )
+    .await;
+    h.create(Kind::Container, "nat", json!({"command": ["sleep", "1"]}))
+        .await;
+    h.r.observe(&h.ctx).await.expect("the start-up gate passes");
+
+    let a = h.reconcile("dk").await;
+    assert_eq!(a.requeue_after(), Some(Duration::from_secs(5)));
+    let s = h.status("dk").await;
+    let ready = s.common.condition("Ready").unwrap();
+    assert_eq!(ready.status, tend_schema::ConditionStatus::Unknown);
+    assert_eq!(ready.reason, "RuntimeUnavailable");
+
+    // Native containers start, and are deleted, while docker is away.
+    h.reconcile("nat").await;
+    assert_eq!(
+        h.status("nat").await.common.phase.as_deref(),
+        Some("Running")
+    );
+    h.ctx
+        .store
+        .delete(&key("nat"), &DeleteOptions::default())
+        .await
+        .unwrap();
+    h.reconcile("nat").await;
+    assert!(h.ctx.store.get(&key("nat")).await.is_err());
+
+    // Back, but the image is missing: Ready=False with the runtime's reason, retried.
+    *docker.unavailable.lock().unwrap() = false;
+    *docker.refuse_start.lock().unwrap() = Some("ImageNotFound");
+    let a = h.reconcile("dk").await;
+    assert_eq!(a.requeue_after(), Some(Duration::from_secs(10)));
+    let s = h.status("dk").await;
+    assert_eq!(reason(&s), "ImageNotFound");
+    assert_eq!(s.common.phase.as_deref(), Some("Pending"));
+
+    *docker.refuse_start.lock().unwrap() = None;
+    h.reconcile("dk").await;
+    let s = h.status("dk").await;
+    assert_eq!(
+        (s.common.phase.as_deref(), reason(&s).as_str()),
+        (Some("Running"), "Running")
+    );
+}

@@ -1,0 +1,236 @@
+//! `tend bench docker`: apply→Running of a docker Container beside a raw Engine API
+//! create+start of the same image and spec in the same run (interleaved), 40 containers at once
+//! both ways, and `docker rm -f` (through the API) → repaired latency. Needs dockerd and the
+//! test image (`deploy/docker-test-image.sh`).
+
+use crate::bench::report;
+use crate::docker::{DockerDriver, DockerSpec, Owner};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tend_schema::kinds::container::ContainerStatus;
+use tend_schema::store::{DeleteOptions, ListQuery, OpenOptions, SqliteStore, Store};
+use tend_schema::{AnyObject, Kind, ObjectKey};
+
+const IMAGE: &str = "tend-test/busybox:latest";
+
+fn spec() -> serde_json::Value {
+    serde_json::json!({
+        "runtime": "docker",
+        "image": IMAGE,
+        "command": ["sleep", "3600"],
+        "resources": {"memory": "64Mi", "cpu": "250m", "pids": 64},
+        "stopGracePeriodSeconds": 0
+    })
+}
+
+fn raw_spec() -> DockerSpec {
+    DockerSpec {
+        image: IMAGE.into(),
+        cmd: vec!["sleep".into(), "3600".into()],
+        memory: Some(64 << 20),
+        cpu_millicores: Some(250),
+        pids: Some(64),
+        ..Default::default()
+    }
+}
+
+async fn status(store: &SqliteStore, key: &ObjectKey) -> Option<ContainerStatus> {
+    let o = store.get(key).await.ok()?;
+    serde_json::from_value(o.status).ok()
+}
+
+async fn until(
+    store: &SqliteStore,
+    key: &ObjectKey,
+    pred: impl Fn(&ContainerStatus) -> bool,
+) -> anyhow::Result<ContainerStatus> {
+    until_every(store, key, Duration::from_millis(1), pred).await
+}
+
+/// Polls the store every `every` (the burst polls slower: its figure is seconds, and a busy
+/// poll would steal CPU from the daemon on this 2-core VM).
+async fn until_every(
+    store: &SqliteStore,
+    key: &ObjectKey,
+    every: Duration,
+    pred: impl Fn(&ContainerStatus) -> bool,
+) -> anyhow::Result<ContainerStatus> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = status(store, key).await.filter(|s| pred(s)) {
+            return Ok(s);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{key}: timed out");
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn running(s: &ContainerStatus) -> bool {
+    s.common.phase.as_deref() == Some("Running") && s.pid.is_some() && s.container_id.is_some()
+}
+
+/// Runs the benchmark: `single` interleaved samples each way, a burst of `burst`, `repairs`
+/// rm -f samples. Everything it creates is removed again.
+pub async fn run(single: usize, burst: usize, repairs: usize) -> anyhow::Result<()> {
+    let raw = DockerDriver::connect(None)?;
+    raw.ping().await?;
+    anyhow::ensure!(
+        raw.image_exists(IMAGE).await?,
+        "image {IMAGE} missing: run deploy/docker-test-image.sh"
+    );
+    let path = std::env::temp_dir().join(format!("tend-bench-dk-{}", std::process::id()));
+    std::fs::create_dir_all(&path)?;
+    let result = bench_in(&path, &raw, single, burst, repairs).await;
+    let _ = std::fs::remove_dir_all(&path);
+    result
+}
+
+async fn bench_in(
+    dir: &Path,
+    raw: &DockerDriver,
+    single: usize,
+    burst: usize,
+    repairs: usize,
+) -> anyhow::Result<()> {
+    let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
+    let cfg = crate::daemon::DaemonConfig {
+        state_dir: dir.to_path_buf(),
+        instance: crate::daemon::instance_id(dir)?,
+        exe: std::env::current_exe()?,
+        controller: tend_controllers::ControllerConfig {
+            concurrency: 8,
+            resync: Duration::from_secs(600),
+        },
+        snapshot: crate::snapshot::register::SnapshotConfig {
+            mode: crate::snapshot::BackendMode::Copy,
+            ..Default::default()
+        },
+    };
+    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(daemon.runtime.run(async {
+        let _ = stop_rx.await;
+    }));
+    println!(
+        "tend bench docker: state dir {}, instance {}",
+        dir.display(),
+        cfg.instance
+    );
+    let mut raw_ids = Vec::new();
+    let result = figures(&store, raw, &mut raw_ids, single, burst, repairs).await;
+    for id in raw_ids {
+        let _ = raw.remove(&id, true).await;
+    }
+    let all = store
+        .list(&ListQuery {
+            kind: Some(Kind::Container),
+            ..Default::default()
+        })
+        .await?;
+    for o in &all.items {
+        let _ = store.delete(&o.key()?, &DeleteOptions::default()).await;
+    }
+    let t = Instant::now();
+    for o in &all.items {
+        let key = o.key()?;
+        while store.get(&key).await.is_ok() && t.elapsed() < Duration::from_secs(120) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let _ = stop_tx.send(());
+    let _ = task.await;
+    result
+}
+
+async fn raw_one(raw: &DockerDriver, tag: &str, ids: &mut Vec<String>) -> anyhow::Result<()> {
+    let owner = Owner {
+        uid: format!("bench-{}-{tag}", std::process::id()),
+        namespace: "bench".into(),
+        name: tag.into(),
+    };
+    ids.push(raw.create_and_start(&owner, &raw_spec()).await?);
+    Ok(())
+}
+
+async fn figures(
+    store: &SqliteStore,
+    raw: &DockerDriver,
+    raw_ids: &mut Vec<String>,
+    single: usize,
+    burst: usize,
+    repairs: usize,
+) -> anyhow::Result<()> {
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..single {
+        let t = Instant::now();
+        raw_one(raw, &format!("one-{i}"), raw_ids).await?;
+        theirs.push(t.elapsed());
+        let key = ObjectKey::new(Kind::Container, "default", format!("one-{i}"));
+        let t = Instant::now();
+        store
+            .create(AnyObject::new(
+                Kind::Container,
+                "default",
+                &key.name,
+                spec(),
+            ))
+            .await?;
+        until(store, &key, running).await?;
+        ours.push(t.elapsed());
+    }
+    report("Engine API create+start (raw)", theirs);
+    report("tend apply -> Running (docker)", ours);
+
+    let t = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..burst {
+        let raw = raw.clone();
+        set.spawn(async move {
+            let mut ids = Vec::new();
+            raw_one(&raw, &format!("burst-{i}"), &mut ids)
+                .await
+                .map(|_| ids)
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        raw_ids.extend(r??);
+    }
+    rate("raw: N create+start at once", burst, t.elapsed());
+
+    let objs: Vec<AnyObject> = (0..burst)
+        .map(|i| AnyObject::new(Kind::Container, "default", &format!("burst-{i}"), spec()))
+        .collect();
+    let t = Instant::now();
+    store.apply(objs, false).await?;
+    for i in 0..burst {
+        let key = ObjectKey::new(Kind::Container, "default", format!("burst-{i}"));
+        until_every(store, &key, Duration::from_millis(10), running).await?;
+    }
+    rate("tend: apply N -> all Running", burst, t.elapsed());
+
+    let mut lat = Vec::new();
+    for i in 0..repairs.min(burst) {
+        let key = ObjectKey::new(Kind::Container, "default", format!("burst-{i}"));
+        let Some(id) = status(store, &key).await.and_then(|s| s.container_id) else {
+            continue;
+        };
+        let t = Instant::now();
+        raw.remove(&id, true).await?;
+        until(store, &key, |s| {
+            running(s) && s.container_id.as_deref() != Some(&id)
+        })
+        .await?;
+        lat.push(t.elapsed());
+    }
+    report("docker rm -f -> Running again", lat);
+    Ok(())
+}
+
+fn rate(name: &str, n: usize, el: Duration) {
+    println!(
+        "{name:<34} n={n:<6} all Running in {:.0} ms = {:.1} containers/s",
+        el.as_secs_f64() * 1e3,
+        n as f64 / el.as_secs_f64()
+    );
+}

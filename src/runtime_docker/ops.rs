@@ -1,0 +1,331 @@
+//! [`ContainerRuntime`] for Docker: inspect, start (create+start, replacing what is left),
+//! stop, remove, the per-instance list, drift repair (spec hash, limits), exit watchers, and the
+//! `logs`/`exec` entry points the API calls by uid.
+
+use super::mapping::{self, container_name, ImageSource, LABEL_INSTANCE};
+use super::{lock, DockerRuntime, DockerRuntimeError, Wake};
+use crate::docker::{
+    spec_hash, ContainerInfo, DockerError, DockerSpec, ExecOutput, ImportSource, LogLine,
+};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use std::time::{Duration, Instant};
+use tend_controllers::container::{
+    ContainerRuntime, DriverError, Exit, Observed, Running, WorkloadSpec,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+/// How long an inspect stands in for a fresh one (the controller's inspect, then `repair`).
+const FRESH: Duration = Duration::from_millis(500);
+
+impl DockerRuntime {
+    /// This instance's container for `uid`, or `None` (absent, or another instance's).
+    async fn find(&self, uid: &str) -> Result<Option<ContainerInfo>, DriverError> {
+        if lock(&self.have).as_ref().is_some_and(|h| !h.contains(uid)) {
+            return Ok(None);
+        }
+        self.check_breaker()?;
+        lock(&self.known).insert(uid.to_string());
+        let info = match self.driver.inspect(&container_name(uid)).await {
+            Ok(i) => i,
+            Err(e) if e.is_not_found() => {
+                lock(&self.ids).remove(uid);
+                lock(&self.last).remove(uid);
+                if let Some(h) = lock(&self.have).as_mut() {
+                    h.remove(uid);
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(self.fault(uid, "inspect", e)),
+        };
+        if info.labels.get(LABEL_INSTANCE) != Some(&self.instance) {
+            return Ok(None);
+        }
+        lock(&self.ids).insert(uid.to_string(), info.id.clone());
+        lock(&self.last).insert(uid.to_string(), (Instant::now(), info.clone()));
+        Ok(Some(info))
+    }
+
+    /// What the controller sees; an `oom` event counts even when Docker's inspect missed it
+    /// (dockerd can handle the exit before the OOM notice and leave `OOMKilled` false).
+    fn observed(&self, info: &ContainerInfo) -> Observed {
+        let mut o = mapping::observed(info);
+        if let Observed::Exited(e) = &mut o {
+            e.oom_killed |= lock(&self.oom).contains(&info.id);
+        }
+        o
+    }
+
+    /// The image reference for `w`, importing a State's tree first when it is not there yet.
+    async fn image(&self, w: &WorkloadSpec) -> Result<String, DriverError> {
+        let src = mapping::resolve_image(&self.ctx, w)
+            .await
+            .map_err(|e| -> DriverError {
+                match e {
+                    DockerRuntimeError::StateNotReady { .. } => {
+                        Box::new(tend_controllers::container::RuntimeFault::Refused {
+                            reason: "WaitingForState",
+                            message: e.to_string(),
+                        })
+                    }
+                    e => Box::new(e),
+                }
+            })?;
+        if let ImageSource::State { tag, path } = &src {
+            let _one = self.imports.lock().await;
+            let have = self
+                .driver
+                .image_exists(tag)
+                .await
+                .map_err(|e| self.fault(&w.uid, "inspect image", e))?;
+            if !have {
+                tracing::info!(%tag, %path, "importing a State as a docker image");
+                let source = ImportSource::Directory(path.into());
+                self.driver
+                    .import_image(&source, tag)
+                    .await
+                    .map_err(|e| self.fault(&w.uid, "import image", e))?;
+            }
+        }
+        Ok(src.reference().to_string())
+    }
+
+    /// The Docker spec `w` asks for now.
+    async fn desired(&self, w: &WorkloadSpec) -> Result<DockerSpec, DriverError> {
+        let image = self.image(w).await?;
+        Ok(mapping::docker_spec(w, image, &self.instance))
+    }
+
+    /// Removes what is left of `uid` and creates and starts a fresh container from `spec`.
+    async fn create(&self, w: &WorkloadSpec, spec: &DockerSpec) -> Result<Running, DriverError> {
+        let name = container_name(&w.uid);
+        // The controller inspected just before (`find` keeps `ids` current): only remove when
+        // something was there; a stale view ends in a name conflict, handled below.
+        if lock(&self.ids).contains_key(&w.uid) {
+            self.driver
+                .remove(&name, true)
+                .await
+                .map_err(|e| self.fault(&w.uid, "remove", e))?;
+        }
+        let owner = mapping::owner(w);
+        lock(&self.known).insert(w.uid.clone());
+        if let Some(h) = lock(&self.have).as_mut() {
+            h.insert(w.uid.clone());
+        }
+        let mut tries = 0;
+        let id = loop {
+            match self.driver.create_and_start(&owner, spec).await {
+                // The name is still taken (a removal behind tend's back is in progress).
+                Err(DockerError::Conflict { .. }) if tries < 20 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = self.driver.remove(&name, true).await;
+                }
+                r => break r.map_err(|e| self.fault(&w.uid, "create and start", e))?,
+            }
+        };
+        lock(&self.ids).insert(w.uid.clone(), id.clone());
+        let info = self
+            .driver
+            .inspect(&id)
+            .await
+            .map_err(|e| self.fault(&w.uid, "inspect", e))?;
+        if let (Some(netns), Some(pid)) = (&w.netns, info.pid) {
+            super::netns::adopt(&w.uid, netns, pid).await?;
+        }
+        match mapping::observed(&info) {
+            Observed::Running(r) => Ok(r),
+            // It already ended: report it as started; the exit watcher wakes the controller.
+            _ => Ok(Running {
+                generation: w.generation,
+                pid: info.pid.unwrap_or(0),
+                start_time: 0,
+                started_at: info.started_at,
+            }),
+        }
+    }
+
+    /// The output of `uid`'s container: the last `tail` lines (all when `None`), then new ones
+    /// with `follow`. For `tend logs` through the API.
+    pub async fn logs(
+        &self,
+        uid: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<BoxStream<'static, Result<LogLine, crate::docker::DockerError>>, DriverError> {
+        let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
+        self.driver
+            .logs(&info.id, tail, follow)
+            .await
+            .map_err(|e| self.fault(uid, "logs", e))
+    }
+
+    /// Runs `argv` in `uid`'s running container; its output and exit code. For `tend exec`.
+    pub async fn exec(&self, uid: &str, argv: &[&str]) -> Result<ExecOutput, DriverError> {
+        let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
+        self.driver
+            .exec(&info.id, argv)
+            .await
+            .map_err(|e| self.fault(uid, "exec", e))
+    }
+}
+
+fn not_found(uid: &str) -> DriverError {
+    Box::new(DockerRuntimeError::NotFound {
+        uid: uid.to_string(),
+    })
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn inspect(&self, uid: &str) -> Result<Observed, DriverError> {
+        Ok(match self.find(uid).await? {
+            None => Observed::Absent,
+            Some(info) => self.observed(&info),
+        })
+    }
+
+    async fn start(&self, w: &WorkloadSpec) -> Result<Running, DriverError> {
+        let spec = self.desired(w).await?;
+        self.create(w, &spec).await
+    }
+
+    async fn stop(&self, uid: &str, grace: Duration) -> Result<Option<Exit>, DriverError> {
+        let Some(info) = self.find(uid).await? else {
+            return Ok(None);
+        };
+        if info.running {
+            match self.driver.stop(&info.id, grace).await {
+                Err(e) if !e.is_not_found() => return Err(self.fault(uid, "stop", e)),
+                _ => {}
+            }
+        }
+        Ok(match self.find(uid).await? {
+            Some(after) => match self.observed(&after) {
+                Observed::Exited(e) => Some(e),
+                _ => None,
+            },
+            None => None,
+        })
+    }
+
+    async fn remove(&self, uid: &str) -> Result<(), DriverError> {
+        if let Some(info) = self.find(uid).await? {
+            self.driver
+                .remove(&info.id, true)
+                .await
+                .map_err(|e| self.fault(uid, "remove", e))?;
+        }
+        lock(&self.ids).remove(uid);
+        lock(&self.last).remove(uid);
+        lock(&self.known).remove(uid);
+        Ok(())
+    }
+
+    async fn list_owned(&self) -> Result<Vec<String>, DriverError> {
+        self.check_breaker()?;
+        let all = self
+            .driver
+            .list_owned()
+            .await
+            .map_err(|e| self.fault("*", "list", e))?;
+        let mut mine = Vec::new();
+        // The list has no labels beyond the owner: inspect each for the instance label.
+        for c in all {
+            match self.driver.inspect(&c.id).await {
+                Ok(i) if i.labels.get(LABEL_INSTANCE) == Some(&self.instance) => {
+                    mine.push(c.owner.uid)
+                }
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(self.fault(&c.owner.uid, "inspect", e)),
+            }
+        }
+        mine.sort();
+        mine.dedup();
+        let mut have = lock(&self.have);
+        let h = have.get_or_insert_with(Default::default);
+        h.extend(mine.iter().cloned());
+        Ok(mine)
+    }
+
+    async fn repair(&self, w: &WorkloadSpec, r: &Running) -> Result<Vec<String>, DriverError> {
+        let recent = lock(&self.last)
+            .get(&w.uid)
+            .filter(|(at, i)| at.elapsed() < FRESH && i.pid == Some(r.pid))
+            .map(|(_, i)| i.clone());
+        let info = match recent {
+            Some(i) => i,
+            None => match self.find(&w.uid).await? {
+                Some(i) => i,
+                None => return Ok(vec![]),
+            },
+        };
+        let want = self.desired(w).await?;
+        let hash = spec_hash(&want);
+        let drift = if info.spec_hash.as_deref() != Some(hash.as_str()) {
+            Some(format!(
+                "spec hash {} != {hash}",
+                info.spec_hash.as_deref().unwrap_or("none")
+            ))
+        } else if (info.memory, info.nano_cpus, info.pids_limit)
+            != (want.memory, want.nano_cpus(), want.pids)
+        {
+            Some(format!(
+                "limits were memory {:?} nanoCpus {:?} pids {:?}",
+                info.memory, info.nano_cpus, info.pids_limit
+            ))
+        } else {
+            None
+        };
+        let Some(why) = drift else {
+            return Ok(vec![]);
+        };
+        let grace = Duration::from_secs(u64::from(w.spec.grace_period_seconds()));
+        self.stop(&w.uid, grace).await?;
+        let new = self.create(w, &want).await?;
+        Ok(vec![format!(
+            "docker container {} (pid {}): {why}: replaced by {} (pid {})",
+            short(&info.id),
+            r.pid,
+            short(&self.container_id(&w.uid).unwrap_or_default()),
+            new.pid
+        )])
+    }
+
+    fn exited(&self, uid: &str, r: &Running) -> Option<BoxFuture<'static, ()>> {
+        let id = lock(&self.ids).get(uid).cloned()?;
+        if r.pid == 0 {
+            return None;
+        }
+        // Subscribe before looking, so an exit between the look and the wait is not missed.
+        let mut rx = self.wake.subscribe();
+        let (driver, uid) = (self.driver.clone(), uid.to_string());
+        Some(Box::pin(async move {
+            if !driver.inspect(&id).await.is_ok_and(|i| i.running) {
+                return;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(Wake::Uid(u)) if u == uid => return,
+                    Ok(Wake::All) | Err(RecvError::Lagged(_)) => return,
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }))
+    }
+
+    fn container_id(&self, uid: &str) -> Option<String> {
+        lock(&self.ids).get(uid).cloned()
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

@@ -1,0 +1,679 @@
+//! The Container controller with `runtime: docker`, end to end: a real `tend serve` talking to
+//! the real dockerd (through a unix-socket proxy the test owns where dockerd must "go away"),
+//! driven through the CLI and checked with the `docker` CLI.
+
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TEND: &str = env!("CARGO_BIN_EXE_tend");
+const IMAGE: &str = "tend-test/busybox:latest";
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn exists(id: &str) -> bool {
+    docker(&["inspect", "-f", "{{.Id}}", id]).status.success()
+}
+
+fn build_image() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker-test-image.sh");
+    assert!(Command::new(script).status().unwrap().success());
+}
+
+/// Docker containers the test made itself (foreign ones); removed on drop.
+struct Made(Vec<String>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = docker(&["rm", "-f", n]);
+        }
+    }
+}
+
+/// A daemon on its own state dir; Drop kills it and removes every container of its instance.
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    socket: Option<PathBuf>,
+}
+
+impl Daemon {
+    fn new(socket: Option<PathBuf>) -> Self {
+        build_image();
+        let mut d = Daemon {
+            dir: tempfile::Builder::new()
+                .prefix("tend-cd")
+                .tempdir()
+                .unwrap(),
+            child: None,
+            socket,
+        };
+        d.start();
+        d
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn start(&mut self) {
+        let _ = std::fs::remove_file(self.path().join("engine.json"));
+        let mut cmd = Command::new(TEND);
+        cmd.arg("--state-dir").arg(self.path()).args([
+            "serve",
+            "--resync-seconds",
+            "1",
+            "--snapshot-backend",
+            "copy",
+        ]);
+        if let Some(s) = &self.socket {
+            cmd.env("TEND_DOCKER_SOCKET", s);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path().join("serve.log"))
+            .unwrap();
+        let child = cmd
+            .env("TEND_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.path().join("engine.json").exists() {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn instance(&self) -> String {
+        std::fs::read_to_string(self.path().join("instance-id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn tend(&self, args: &[&str]) -> Output {
+        Command::new(TEND)
+            .arg("--state-dir")
+            .arg(self.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let f = self
+            .path()
+            .join(format!("apply-{}.yaml", common::unique("a")));
+        std::fs::write(&f, yaml).unwrap();
+        let out = self.tend(&["apply", "-f", f.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.nudge();
+    }
+
+    fn get(&self, name: &str) -> Option<Value> {
+        let out = self.tend(&["get", "container", name, "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Wakes the change feed (see tests/container_native.rs `nudge`).
+    fn nudge(&self) {
+        let p = self.path().join("feed-nudge");
+        let _ = std::fs::File::create(&p);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Polls until `pred` holds (20 s at most); `None` from `get` means deleted.
+    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(Option<&Value>) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut polls = 0u32;
+        loop {
+            polls += 1;
+            if polls % 20 == 0 {
+                self.nudge();
+            }
+            let v = self.get(name);
+            if pred(v.as_ref()) {
+                return v.unwrap_or(Value::Null);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {what}: {v:#?}\n--- serve.log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn wait(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(name, what, |v| v.is_some_and(&pred))
+    }
+
+    /// Running on a container other than `not` (None: any).
+    fn running(&self, name: &str, not: Option<&str>) -> Value {
+        self.wait(name, "Running", |v| {
+            v["status"]["phase"] == "Running"
+                && ready(v) == "True"
+                && v["status"]["containerID"]
+                    .as_str()
+                    .is_some_and(|id| Some(id) != not)
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        // Native workloads (the dockerd-outage test runs one): kill and remove their cgroups.
+        if let (Ok(cg), Ok(id)) = (
+            tend::cgroup::detect(Path::new("/sys/fs/cgroup")),
+            std::fs::read_to_string(self.path().join("instance-id")),
+        ) {
+            use tend::cgroup::CgroupManager;
+            for n in cg.list(&format!("{}-", id.trim())).unwrap_or_default() {
+                let _ = cg.kill_all(&n);
+                let _ = cg.remove(&n);
+            }
+        }
+        if let Ok(id) = std::fs::read_to_string(self.path().join("instance-id")) {
+            let filter = format!("label=dev.tend.instance={}", id.trim());
+            let ids = docker(&["ps", "-aq", "--filter", &filter]);
+            for c in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = docker(&["rm", "-f", c]);
+            }
+        }
+    }
+}
+
+fn ready(v: &Value) -> String {
+    condition(v, "status")
+}
+
+fn condition(v: &Value, field: &str) -> String {
+    v["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c[field].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+fn cid(v: &Value) -> String {
+    v["status"]["containerID"].as_str().unwrap().to_string()
+}
+
+fn container(name: &str, image: &str, command: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec:\n  runtime: docker\n  image: {image}\n  command: [/bin/sh, -c, {command:?}]\n  stopGracePeriodSeconds: 1\n{extra}"
+    )
+}
+
+#[test]
+fn create_maps_fields_replaces_repairs_and_deletes() {
+    if !common::privileged("create_maps_fields_replaces_repairs_and_deletes") {
+        return;
+    }
+    let d = Daemon::new(None);
+    let name = common::unique("dk");
+    let extra = "  resources: {memory: 64Mi, cpu: 500m, pids: 64}\n  env: [{name: GREETING, value: hello}]\n  hostname: box1\n  workingDir: /tmp\n  user: {uid: 65534, gid: 65534}\n";
+    d.apply(&container(&name, IMAGE, "exec sleep 3600", extra));
+    let v = d.running(&name, None);
+    let (id, uid) = (cid(&v), v["metadata"]["uid"].as_str().unwrap().to_string());
+    let fmt = "{{index .Config.Labels \"dev.tend.uid\"}} {{index .Config.Labels \"dev.tend.instance\"}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.Config.Hostname}} {{.Config.WorkingDir}} {{.Config.User}} {{.HostConfig.RestartPolicy.Name}} {{.State.Pid}}";
+    let got = docker_ok(&["inspect", "-f", fmt, &id]);
+    let want = format!(
+        "{uid} {} 67108864 500000000 64 box1 /tmp 65534:65534 no {}",
+        d.instance(),
+        v["status"]["pid"]
+    );
+    assert_eq!(got, want);
+    assert!(docker_ok(&["exec", &id, "env"]).contains("GREETING=hello"));
+
+    // Update: the container is replaced (new id; the old one is gone).
+    d.apply(&container(
+        &name,
+        IMAGE,
+        "exec sleep 3600",
+        &extra.replace("hello", "again"),
+    ));
+    let v = d.running(&name, Some(&id));
+    let id2 = cid(&v);
+    assert!(!exists(&id), "old container {id} still exists");
+    assert!(docker_ok(&["exec", &id2, "env"]).contains("GREETING=again"));
+
+    // `docker rm -f` behind tend's back: repaired.
+    let t0 = Instant::now();
+    docker_ok(&["rm", "-f", &id2]);
+    let v = d.running(&name, Some(&id2));
+    eprintln!("rm -f → Running again in {:?}", t0.elapsed());
+    let id3 = cid(&v);
+
+    // `docker stop` behind tend's back: restarted (restartPolicy Always), counted.
+    docker_ok(&["stop", "-t", "0", &id3]);
+    let v = d.running(&name, Some(&id3));
+    assert!(v["status"]["restartCount"].as_u64().unwrap() >= 1, "{v:#}");
+    assert_eq!(v["status"]["lastState"]["signal"], 9, "{v:#}");
+    let id4 = cid(&v);
+
+    // A limit changed behind tend's back (`docker update`): replaced on the next resync.
+    docker_ok(&["update", "--memory", "32m", "--memory-swap", "32m", &id4]);
+    let v = d.running(&name, Some(&id4));
+    let id5 = cid(&v);
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.HostConfig.Memory}}", &id5]),
+        "67108864"
+    );
+    assert!(!exists(&id4));
+    let id4 = id5;
+
+    // Delete: the container goes.
+    let out = d.tend(&["delete", "container", &name]);
+    assert!(out.status.success());
+    d.wait_for(&name, "deleted", |v| v.is_none());
+    assert!(!exists(&id4), "container {id4} outlived its object");
+}
+
+#[test]
+fn oom_is_reported_and_a_missing_image_is_a_condition() {
+    if !common::privileged("oom_is_reported_and_a_missing_image_is_a_condition") {
+        return;
+    }
+    let d = Daemon::new(None);
+    let oom = common::unique("oom");
+    d.apply(&container(
+        &oom,
+        IMAGE,
+        "dd if=/dev/zero of=/dev/null bs=64M count=4",
+        "  resources: {memory: 16Mi}\n  restartPolicy: Never\n",
+    ));
+    let v = d.wait(&oom, "Failed, OOMKilled", |v| {
+        v["status"]["phase"] == "Failed" && v["status"]["lastState"]["reason"] == "OOMKilled"
+    });
+    assert_eq!(condition(&v, "reason"), "OOMKilled");
+    assert_eq!(v["status"]["lastState"]["exitCode"], 137, "{v:#}");
+
+    let missing = common::unique("nope");
+    let image = format!("tend-test/{missing}:none");
+    let t0 = Instant::now();
+    d.apply(&container(&missing, &image, "exec sleep 3600", ""));
+    let v = d.wait(&missing, "ImageNotFound", |v| {
+        condition(v, "reason") == "ImageNotFound"
+    });
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(ready(&v), "False");
+    assert!(condition(&v, "message").contains(&image), "{v:#}");
+}
+
+#[test]
+fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
+    if !common::privileged(
+        "sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones",
+    ) {
+        return;
+    }
+    let mut d = Daemon::new(None);
+    let names = [common::unique("ad"), common::unique("ad")];
+    for n in &names {
+        d.apply(&container(n, IMAGE, "exec sleep 3600", ""));
+    }
+    let before: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            let id = cid(&d.running(n, None));
+            let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
+            (id, started)
+        })
+        .collect();
+
+    // Containers tend did not make for this daemon: an orphan of this instance (tend's labels,
+    // no object), another instance's container, and an unlabelled one.
+    let (orphan_uid, other_uid) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let orphan = format!("tend-{orphan_uid}");
+    let other = format!("tend-{other_uid}");
+    let plain = common::unique("foreign");
+    let _made = Made(vec![orphan.clone(), other.clone(), plain.clone()]);
+    let run = |name: &str, labels: &[String]| {
+        let mut args = vec!["run", "-d", "--name", name];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        args.extend([IMAGE, "sleep", "3600"]);
+        docker_ok(&args);
+    };
+    run(
+        &orphan,
+        &[
+            format!("dev.tend.uid={orphan_uid}"),
+            format!("dev.tend.instance={}", d.instance()),
+        ],
+    );
+    run(
+        &other,
+        &[
+            format!("dev.tend.uid={other_uid}"),
+            "dev.tend.instance=00000000".into(),
+        ],
+    );
+    run(&plain, &[]);
+
+    d.kill9();
+    d.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while exists(&orphan) {
+        assert!(Instant::now() < deadline, "orphan not swept\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let a few resyncs pass: adoption must keep the very same containers running.
+    std::thread::sleep(Duration::from_secs(3));
+    for (n, (id, started)) in names.iter().zip(&before) {
+        let v = d.running(n, None);
+        assert_eq!(&cid(&v), id, "{n} was recreated");
+        let now = docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.StartedAt}}",
+            id,
+        ]);
+        assert_eq!(now, format!("true {started}"), "{n} was restarted");
+    }
+    assert!(exists(&other), "another instance's container was touched");
+    assert!(exists(&plain), "an unlabelled container was touched");
+}
+
+/// A unix-socket proxy to the real dockerd, owned by the test: dropping it is "dockerd went
+/// away" (connections cut, new ones refused) without disturbing the shared dockerd.
+struct Proxy {
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Proxy {
+    fn start(path: &Path) -> Proxy {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = std::fs::remove_file(path);
+        let listener = rt
+            .block_on(async { tokio::net::UnixListener::bind(path) })
+            .unwrap();
+        rt.spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut up) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        });
+        Proxy { rt: Some(rt) }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn unavailable(v: &Value) -> bool {
+    ready(v) == "Unknown" && condition(v, "reason") == "RuntimeUnavailable"
+}
+
+#[test]
+fn dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back() {
+    if !common::privileged(
+        "dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back",
+    ) {
+        return;
+    }
+    let sockdir = tempfile::tempdir().unwrap();
+    let sock = sockdir.path().join("docker.sock");
+    // tend starts with dockerd unreachable and stays healthy.
+    let d = Daemon::new(Some(sock.clone()));
+    let (dk, native) = (common::unique("dk"), common::unique("nat"));
+    d.apply(&container(&dk, IMAGE, "exec sleep 3600", ""));
+    d.wait(&dk, "RuntimeUnavailable", unavailable);
+    // Native containers are not held up by the missing dockerd.
+    let t0 = Instant::now();
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {native}}}\nspec:\n  command: [/bin/sleep, '3600']\n  stopGracePeriodSeconds: 0\n"
+    ));
+    d.wait(&native, "Running", |v| v["status"]["phase"] == "Running");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    // dockerd "comes up": the docker Container converges.
+    let proxy = Proxy::start(&sock);
+    let id = cid(&d.running(&dk, None));
+
+    // dockerd "goes away" while the container runs: Unknown, then back to the same container.
+    drop(proxy);
+    d.wait(&dk, "RuntimeUnavailable", unavailable);
+    let _proxy = Proxy::start(&sock);
+    let v = d.running(&dk, None);
+    assert_eq!(cid(&v), id, "the container was recreated");
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
+        "true"
+    );
+
+    for n in [&dk, &native] {
+        assert!(d.tend(&["delete", "container", n]).status.success());
+    }
+    for n in [&dk, &native] {
+        d.wait_for(n, "deleted", |v| v.is_none());
+    }
+    assert!(!exists(&id));
+}
+
+#[test]
+fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
+    if !common::privileged("a_docker_container_joins_tends_bridge_with_its_leased_address") {
+        return;
+    }
+    let d = Daemon::new(None);
+    let (net, name) = (common::unique("net"), common::unique("dkn"));
+    let second = 200 + (std::process::id() % 20);
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: Network\nmetadata: {{name: {net}}}\nspec: {{subnet: 10.{second}.77.0/24}}\n"
+    ));
+    d.apply(&container(
+        &name,
+        IMAGE,
+        "exec sleep 3600",
+        &format!("  networks: [{{name: {net}}}]\n"),
+    ));
+    let v = d.wait(&name, "Running with an address", |v| {
+        v["status"]["phase"] == "Running" && v["status"]["networks"][0]["ip"].is_string()
+    });
+    let (id, ip) = (
+        cid(&v),
+        v["status"]["networks"][0]["ip"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    // The attacher puts its veth into the container's own namespace on the next reconcile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let addrs = docker_ok(&["exec", &id, "ip", "-4", "addr"]);
+        if addrs.contains(&format!("inet {ip}/24")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{addrs}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gw = format!("10.{second}.77.1");
+    docker_ok(&["exec", &id, "ping", "-c", "1", "-W", "2", &gw]);
+
+    assert!(d.tend(&["delete", "container", &name]).status.success());
+    d.wait_for(&name, "deleted", |v| v.is_none());
+    assert!(d.tend(&["delete", "network", &net]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.tend(&["get", "network", &net]).status.success() {
+        assert!(Instant::now() < deadline, "network not deleted");
+        d.nudge();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes an image tag the test caused to exist.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = docker(&["rmi", "-f", &self.0]);
+        }
+    }
+}
+
+#[test]
+fn a_state_is_imported_as_an_image_once_per_generation() {
+    if !common::privileged("a_state_is_imported_as_an_image_once_per_generation") {
+        return;
+    }
+    let d = Daemon::new(None);
+    // The source must lie outside tend's state dir.
+    let src = tempfile::Builder::new()
+        .prefix("tend-cd-src")
+        .tempdir()
+        .unwrap();
+    let root = src.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("marker"), "from-a-state\n").unwrap();
+    let (st, name) = (common::unique("st"), common::unique("dks"));
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: {st}}}\nspec:\n  source: {{directory: {}}}\n",
+        root.display()
+    ));
+    let mut guard = ImageGuard(String::new());
+    d.apply(&container(
+        &name,
+        &format!("{{state: {st}}}"),
+        "exec /bin/sleep 3600",
+        "",
+    ));
+    let v = d.running(&name, None);
+    let id = cid(&v);
+    let image = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &id]);
+    guard.0 = image.clone();
+    assert!(
+        image.starts_with("tend-state/") && image.ends_with(":g1"),
+        "{image}"
+    );
+    assert_eq!(
+        docker_ok(&["exec", &id, "/bin/cat", "/marker"]),
+        "from-a-state"
+    );
+    let created = docker_ok(&["image", "inspect", "-f", "{{.Id}}", &image]);
+    // A restart does not import again: the same image.
+    docker_ok(&["rm", "-f", &id]);
+    let v = d.running(&name, Some(&id));
+    let again = docker_ok(&["inspect", "-f", "{{.Image}}", &cid(&v)]);
+    assert_eq!(again, created);
+
+    assert!(d.tend(&["delete", "container", &name]).status.success());
+    d.wait_for(&name, "deleted", |v| v.is_none());
+}
+
+#[test]
+fn logs_and_exec_by_uid_through_the_runtime() {
+    if !common::privileged("logs_and_exec_by_uid_through_the_runtime") {
+        return;
+    }
+    let d = Daemon::new(None);
+    let name = common::unique("dkl");
+    d.apply(&container(
+        &name,
+        IMAGE,
+        "echo hello-logs; echo oops >&2; exec sleep 3600",
+        "",
+    ));
+    let v = d.running(&name, None);
+    let uid = v["metadata"]["uid"].as_str().unwrap().to_string();
+    let instance = d.instance();
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    tokio.block_on(async {
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = tend_schema::store::SqliteStore::open(
+            dir.path().join("t.db"),
+            tend_schema::store::OpenOptions::default(),
+        )
+        .await
+        .unwrap();
+        let ctx = tend_controllers::Runtime::new(std::sync::Arc::new(store), Default::default())
+            .context();
+        let rt = tend::runtime_docker::DockerRuntime::new(None, &instance, ctx).unwrap();
+        let out = rt.exec(&uid, &["hostname"]).await.unwrap();
+        assert_eq!(out.exit_code, 0);
+        let mut lines: Vec<String> = rt
+            .logs(&uid, None, false)
+            .await
+            .unwrap()
+            .map(|l| l.unwrap().line)
+            .collect()
+            .await;
+        // stdout and stderr are separate streams: no order between them.
+        lines.sort();
+        assert_eq!(lines, ["hello-logs", "oops"]);
+        // Another instance's runtime does not see it.
+        let other = tend::runtime_docker::DockerRuntime::new(None, "00000000", {
+            let s = tend_schema::store::SqliteStore::open(
+                dir.path().join("u.db"),
+                tend_schema::store::OpenOptions::default(),
+            )
+            .await
+            .unwrap();
+            tend_controllers::Runtime::new(std::sync::Arc::new(s), Default::default()).context()
+        })
+        .unwrap();
+        assert!(other.exec(&uid, &["true"]).await.is_err());
+    });
+}
