@@ -9,6 +9,7 @@ mod leases;
 mod migrate;
 mod pool;
 mod sqlite;
+mod txn;
 
 pub use events::{Event, EventQuery, EventType, NewEvent};
 pub use leases::{Lease, LeaseError, LeaseFilter, LeaseRequest};
