@@ -71,6 +71,15 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Delete every object through the daemon first, so its controllers remove the host
+        // objects (bridges, netns) — also when the test failed.
+        for kind in ["container", "sandbox", "state", "network"] {
+            let _ = Command::new(env!("CARGO_BIN_EXE_tend"))
+                .arg("--state-dir")
+                .arg(self.dir.path())
+                .args(["delete", kind, "--all", "--wait", "--timeout", "30"])
+                .output();
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -108,7 +108,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
             std::env::temp_dir().join(format!("tend-bench-ct-{}-{full}", std::process::id()));
         std::fs::create_dir_all(&path)?;
         let result = bench_in(&path, single, bulk, kills, full).await;
-        crate::snapshot::register::release(&path);
+        crate::snapshot::register::release(&path.join("state"));
         let _ = std::fs::remove_dir_all(&path);
         result?;
     }
