@@ -177,6 +177,29 @@ pub(crate) async fn write(
     Ok(s.timed(s.store.update(obj)).await?)
 }
 
+/// The object a write is about, after checking the token may write in its namespace.
+fn writable_key(id: &Identity, plural: &str, ns: &str, name: &str) -> ApiResult<ObjectKey> {
+    let key = request::key(plural, ns, name)?;
+    id.check(Some(ns), true)?;
+    Ok(key)
+}
+
+/// A PUT body (object or status): the key, and the parsed body with kind, namespace and name
+/// checked against (or filled in from) the path.
+fn put_body(
+    id: &Identity,
+    plural: &str,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(ObjectKey, Value)> {
+    let key = writable_key(id, plural, ns, name)?;
+    let mut v = parse_object_body(headers, &body_bytes(body)?, true)?;
+    fit_to_path(&mut v, key.kind, ns, Some(name))?;
+    Ok((key, v))
+}
+
 pub async fn replace(
     State(s): State<AppRef>,
     Extension(id): Extension<Identity>,
@@ -185,10 +208,7 @@ pub async fn replace(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let key = request::key(&plural, &ns, &name)?;
-    id.check(Some(&ns), true)?;
-    let mut v = parse_object_body(&headers, &body_bytes(body)?, true)?;
-    fit_to_path(&mut v, key.kind, &ns, Some(&name))?;
+    let (key, v) = put_body(&id, &plural, &ns, &name, &headers, body)?;
     let obj = decode_value(v)?;
     let current = s.store.get(&key).await?;
     let out = write(&s, obj, &current, p.dry_run).await?;
@@ -239,10 +259,7 @@ pub async fn replace_status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let key = request::key(&plural, &ns, &name)?;
-    id.check(Some(&ns), true)?;
-    let mut v = parse_object_body(&headers, &body_bytes(body)?, true)?;
-    fit_to_path(&mut v, key.kind, &ns, Some(&name))?;
+    let (key, v) = put_body(&id, &plural, &ns, &name, &headers, body)?;
     let current = s.store.get(&key).await?;
     let rv = revision_of(&v, &current)?;
     let status = v.get("status").cloned().unwrap_or(Value::Null);
@@ -258,8 +275,7 @@ pub async fn patch(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let key = request::key(&plural, &ns, &name)?;
-    id.check(Some(&ns), true)?;
+    let key = writable_key(&id, &plural, &ns, &name)?;
     let body = body_bytes(body)?;
     let ct = request::content_type(&headers);
     let (code, out) = match ct.as_str() {
@@ -346,8 +362,7 @@ pub async fn patch_status(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let key = request::key(&plural, &ns, &name)?;
-    id.check(Some(&ns), true)?;
+    let key = writable_key(&id, &plural, &ns, &name)?;
     let body = body_bytes(body)?;
     let ct = request::content_type(&headers);
     if ct != "application/merge-patch+json" && ct != "application/json-patch+json" {
@@ -387,8 +402,7 @@ pub async fn delete(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let key = request::key(&plural, &ns, &name)?;
-    id.check(Some(&ns), true)?;
+    let key = writable_key(&id, &plural, &ns, &name)?;
     let body =
         body.map_err(|e| ApiError::new(e.status(), "RequestEntityTooLarge", e.body_text()))?;
     let d: DeleteBody = if body.iter().all(u8::is_ascii_whitespace) {
