@@ -54,9 +54,8 @@ impl Daemon {
         let mut runtime = Runtime::new(dyn_store.clone(), RuntimeConfig::default());
         // States and Sandboxes (issue 4).
         crate::snapshot::register::register_snapshots(&mut runtime, dyn_store.clone(), cfg).await?;
-        // Network (issue 5): bridges, leases, and the attachment component that the Container
-        // controller uses (`network.attacher`; `network.add_container_trigger(t)` lets netlink
-        // events about a container's veth wake the Container).
+        // Network (issue 5): bridges, leases, the attachment component that the Container
+        // controller uses (`network.attacher`), and the repairer of drifted attachments.
         let network = crate::net::adapter::register_network(&mut runtime, cfg).await?;
         // Controllers for each kind are registered here (issues 4–7).
         // Containers, native runtime (issue 6): shim + cgroups.
@@ -69,8 +68,7 @@ impl Daemon {
         let docker = crate::runtime_docker::connect(cfg, runtime.context())?;
         let containers =
             crate::runtime_native::register(&mut runtime, cfg, attachments, Some(docker.clone()))?;
-        docker.watch_events(containers.clone());
-        network.add_container_trigger(containers);
+        docker.watch_events(containers);
         Ok(Self { runtime, store })
     }
 }

@@ -27,9 +27,18 @@ pub enum What {
     },
     /// Networks: attachment latency and throughput, veth deleted → repaired, teardown. Needs root.
     Network {
-        /// Container attachments to create.
+        /// Container attachments made at `--concurrency` for the throughput figure.
         #[arg(long, default_value_t = 500)]
         count: usize,
+        /// Attachments made one at a time first, for the latency figures.
+        #[arg(long, default_value_t = 100)]
+        latency: usize,
+        /// Attachments in flight at once during the throughput run.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Veth deletions whose repair is timed.
+        #[arg(long, default_value_t = 50)]
+        repairs: usize,
     },
     /// Native containers: apply→Running, a bulk apply, kill→restarted, beside `docker run -d`.
     Container {
@@ -81,9 +90,17 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             objects,
             idle_seconds,
         } => crate::bench::runtime::run(objects, idle_seconds).await?,
-        What::Network { count } => {
+        What::Network {
+            count,
+            latency,
+            concurrency,
+            repairs,
+        } => {
             let cfg = crate::net::ctlbench::NetworkBenchConfig {
                 count,
+                latency,
+                concurrency,
+                repairs,
                 ..Default::default()
             };
             println!(

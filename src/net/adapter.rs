@@ -3,19 +3,19 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use tend_controllers::network::{
-    AttachConfig, AttachObserved, Attacher, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
-    NetworkReconciler,
+    AttachConfig, AttachObserved, Attacher, AttachmentReconciler, BridgeConfig, BridgeObserved,
+    HostLink, NetworkDriver, NetworkReconciler,
 };
 use tend_controllers::{Error, Index, Runtime, Trigger};
 use tend_schema::Kind;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{firewall, names, AttachRequest, NetDriver};
+use super::{firewall, names, AttachRequest, NetDriver, NetEvent};
 use crate::daemon::DaemonConfig;
 
 /// [`NetworkDriver`] over the netlink driver.
@@ -99,6 +99,22 @@ impl NetworkDriver for NetlinkNetworkDriver {
             .collect())
     }
 
+    async fn host_link(&self, name: &str) -> Result<Option<HostLink>, Error> {
+        let Some(l) = self.net.link_by_name(name).await.map_err(box_err)? else {
+            return Ok(None);
+        };
+        let master = match super::link_master(&l) {
+            Some(i) => self.net.link_name_by_index(i).await.map_err(box_err)?,
+            None => None,
+        };
+        Ok(Some(HostLink {
+            name: name.to_string(),
+            alias: super::bridge::link_alias(&l),
+            up: super::link_up(&l),
+            master,
+        }))
+    }
+
     async fn route_overlap(&self, network: Ipv4Addr, prefix: u8) -> Result<Option<String>, Error> {
         let subnet = Ipv4Net::new(network, prefix).map_err(|e| -> Error { Box::new(e) })?;
         let bridges: Vec<u32> = self
@@ -179,25 +195,14 @@ impl NetworkDriver for NetlinkNetworkDriver {
 }
 
 /// What the daemon keeps of the Network controller: the attachment component (the Container
-/// controller calls it) and where to add the Container controller's trigger, so netlink
-/// events about a container's veth wake the Container too.
+/// controller calls it to make a container's attachments).
 pub struct NetworkHandle {
     pub attacher: Arc<Attacher>,
-    container_triggers: Arc<Mutex<Vec<Trigger>>>,
-}
-
-impl NetworkHandle {
-    /// Makes the monitor also wake Containers whose veths changed.
-    pub fn add_container_trigger(&self, t: Trigger) {
-        self.container_triggers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(t);
-    }
 }
 
 /// Registers the Network controller: the iptables forwarding rule, the netlink driver on
-/// `/run/netns`, the reconciler, and the monitor that triggers it.
+/// `/run/netns`, the Network reconciler, the attachment repairer (a second controller on
+/// Containers), and the monitor that triggers both.
 ///
 /// # Errors
 /// When netlink cannot be opened or the monitor cannot start.
@@ -215,55 +220,68 @@ pub async fn register_network(
     let net = NetDriver::with_default_dir()?;
     let driver: Arc<dyn NetworkDriver> = Arc::new(NetlinkNetworkDriver::new(net.clone()));
     let attacher = Arc::new(Attacher::new(driver, cfg.instance.clone()));
-    let deep_every = cfg.controller.resync.mul_f64(0.9);
-    let reconciler = Arc::new(NetworkReconciler::new(attacher.clone(), deep_every));
-    let trigger = runtime.register(reconciler.clone(), cfg.controller.clone());
-    let container_triggers: Arc<Mutex<Vec<Trigger>>> = Arc::default();
+    // Inside the namespaces is looked at on (nearly) every resync; the host ends on every wake.
+    let inspect_every = cfg.controller.resync.mul_f64(0.9);
+    let repairer = AttachmentReconciler::new(attacher.clone(), inspect_every);
+    let attachments = runtime.register(Arc::new(repairer), cfg.controller.clone());
+    let reconciler = Arc::new(NetworkReconciler::new(
+        attacher.clone(),
+        attachments.clone(),
+    ));
+    let networks = runtime.register(reconciler.clone(), cfg.controller.clone());
     let monitor = net.monitor(None).await?;
     tokio::spawn(watch_links(
         monitor,
         reconciler,
         runtime.index(),
-        trigger,
-        container_triggers.clone(),
+        networks,
+        attachments,
     ));
-    Ok(NetworkHandle {
-        attacher,
-        container_triggers,
-    })
+    Ok(NetworkHandle { attacher })
 }
 
-/// Turns link/address events on tend's interfaces into reconciles of the objects they belong
-/// to; a lost event (lag) wakes every Network.
+/// Turns link/address events on tend's interfaces into reconciles: a bridge's Network, a
+/// veth's Container (for the attachment repairer). Lost events wake everything.
 async fn watch_links(
     mut monitor: super::NetMonitor,
     reconciler: Arc<NetworkReconciler>,
     index: Arc<Index>,
-    trigger: Trigger,
-    containers: Arc<Mutex<Vec<Trigger>>>,
+    networks: Trigger,
+    attachments: Trigger,
 ) {
+    let wake_all = || {
+        index
+            .keys(Kind::Network)
+            .into_iter()
+            .for_each(|k| networks.key(k));
+        index
+            .keys(Kind::Container)
+            .into_iter()
+            .for_each(|k| attachments.key(k));
+    };
     loop {
         match monitor.recv().await {
+            Ok(NetEvent::Overrun) => {
+                tracing::warn!("the kernel dropped netlink events; checking every attachment");
+                wake_all();
+            }
             Ok(ev) => {
                 if !names::is_tend_link(ev.ifname()) {
                     continue;
                 }
                 for k in reconciler.keys_for_ifname(&index, ev.ifname()) {
                     match k.kind {
-                        Kind::Network => trigger.key(k),
-                        _ => {
-                            let ts = containers.lock().unwrap_or_else(|p| p.into_inner());
-                            ts.iter().for_each(|t| t.key(k.clone()));
-                        }
+                        Kind::Network => networks.key(k),
+                        _ => attachments.key(k),
                     }
                 }
             }
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(lost = n, "netlink monitor lagged; waking every Network");
-                index
-                    .keys(Kind::Network)
-                    .into_iter()
-                    .for_each(|k| trigger.key(k));
+                tracing::warn!(
+                    lost = n,
+                    "netlink monitor lagged; checking every attachment"
+                );
+                wake_all();
             }
             Err(RecvError::Closed) => {
                 tracing::error!("netlink monitor closed; drift is now found by resync only");

@@ -149,10 +149,7 @@ impl NetDriver {
             st.host_exists = true;
             st.host_up = link_up(&host);
             if let Some(m) = link_master(&host) {
-                let mut links = self.handle.link().get().match_index(m).execute();
-                if let Ok(Some(l)) = links.try_next().await {
-                    st.master = super::link_name(&l).map(str::to_string);
-                }
+                st.master = self.link_name_by_index(m).await?;
             }
         }
         let ns = match self.netns_handle(netns).await {

@@ -21,8 +21,10 @@ use crate::daemon::DaemonConfig;
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct NetworkBenchConfig {
-    /// Containers attached (one namespace each).
+    /// Containers attached at `concurrency` for the throughput figure (one namespace each).
     pub count: usize,
+    /// Containers attached one at a time before that, for the latency figures.
+    pub latency: usize,
     /// Attachments in flight at once.
     pub concurrency: usize,
     /// How many veth deletions to time the repair of.
@@ -35,6 +37,7 @@ impl Default for NetworkBenchConfig {
     fn default() -> Self {
         Self {
             count: 500,
+            latency: 100,
             concurrency: 8,
             repairs: 50,
             subnet: "10.214.0.0/16".into(),
@@ -46,9 +49,14 @@ impl Default for NetworkBenchConfig {
 #[derive(Debug, Clone)]
 pub struct NetworkBenchReport {
     pub count: usize,
-    /// `ensure_attachments` per container (lease, netns, veth, address, route): median, p99.
+    pub latency_count: usize,
+    pub concurrency: usize,
+    /// `ensure_attachments` of one container at a time (lease, netns, veth, address, route).
     pub attach_p50: Duration,
     pub attach_p99: Duration,
+    /// The same with `concurrency` in flight: each also waits for the others' netlink work.
+    pub loaded_p50: Duration,
+    pub loaded_p99: Duration,
     /// Containers attached per second with `concurrency` in flight.
     pub per_second: f64,
     /// From deleting a container's host veth to the controller having put it back.
@@ -60,11 +68,20 @@ pub struct NetworkBenchReport {
 
 impl fmt::Display for NetworkBenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "containers attached: {}", self.count)?;
         writeln!(
             f,
-            "attach: p50 {:?}  p99 {:?}  ({:.0}/s)",
-            self.attach_p50, self.attach_p99, self.per_second
+            "containers attached: {} one at a time, then {} at concurrency {}",
+            self.latency_count, self.count, self.concurrency
+        )?;
+        writeln!(
+            f,
+            "attach, one at a time: p50 {:?}  p99 {:?}",
+            self.attach_p50, self.attach_p99
+        )?;
+        writeln!(
+            f,
+            "attach, concurrency {}: p50 {:?}  p99 {:?}  ({:.0}/s)",
+            self.concurrency, self.loaded_p50, self.loaded_p99, self.per_second
         )?;
         writeln!(
             f,
@@ -143,35 +160,36 @@ async fn run(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut containers = Vec::with_capacity(cfg.count);
-    for i in 0..cfg.count {
+    let mut containers = Vec::with_capacity(cfg.latency + cfg.count);
+    for i in 0..cfg.latency + cfg.count {
         let spec = json!({"command": ["/bin/true"], "networks": [{"name": "bench"}]});
         let c = AnyObject::new(Kind::Container, "default", &format!("c{i}"), spec);
         containers.push(store.create(c).await?);
     }
+    let (single, loaded) = containers.split_at(cfg.latency);
+    let mut attach = Vec::with_capacity(single.len());
+    for c in single {
+        attach.push(attach_one(attacher, ctx, c).await?);
+    }
     let start = Instant::now();
-    let timings: Vec<anyhow::Result<Duration>> = futures::stream::iter(&containers)
-        .map(|c| async move {
-            let t = Instant::now();
-            attacher.ensure_attachments(ctx, c).await?;
-            Ok(t.elapsed())
-        })
+    let timings: Vec<anyhow::Result<Duration>> = futures::stream::iter(loaded)
+        .map(|c| attach_one(attacher, ctx, c))
         .buffer_unordered(cfg.concurrency.max(1))
         .collect()
         .await;
     let wall = start.elapsed();
-    let mut attach = timings.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let mut under_load = timings.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let mut repairs = Vec::new();
     let driver = NetDriver::with_default_dir()?;
     for c in containers.iter().take(cfg.repairs) {
-        let veth = names::host_veth_name(c.metadata.uid.as_deref().unwrap_or_default(), 0);
+        let uid = c.metadata.uid.as_deref().unwrap_or_default();
+        let veth = names::host_veth_name(uid, 0);
+        let netns = attacher.netns_name(uid);
         driver.delete_link(&veth).await?;
         let t = Instant::now();
-        loop {
-            let back = driver.link_by_name(&veth).await?;
-            if back.is_some_and(|l| super::link_master(&l).is_some() && super::link_up(&l)) {
-                break;
-            }
+        // Repaired: the host end is back on the bridge and up, and inside the namespace eth0
+        // is up with the container's address again.
+        while !attachment_whole(&driver, &netns, &veth).await? {
             anyhow::ensure!(
                 t.elapsed() < Duration::from_secs(10),
                 "{veth} never repaired"
@@ -195,11 +213,34 @@ async fn run(
     }
     Ok(NetworkBenchReport {
         count: cfg.count,
+        latency_count: cfg.latency,
+        concurrency: cfg.concurrency,
         attach_p50: percentile(&mut attach, 50),
         attach_p99: percentile(&mut attach, 99),
+        loaded_p50: percentile(&mut under_load, 50),
+        loaded_p99: percentile(&mut under_load, 99),
         per_second: cfg.count as f64 / wall.as_secs_f64(),
         repair_p50: percentile(&mut repairs, 50),
         repair_p99: percentile(&mut repairs, 99),
         teardown,
     })
+}
+
+async fn attach_one(
+    attacher: &tend_controllers::network::Attacher,
+    ctx: &Context,
+    c: &AnyObject,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    attacher.ensure_attachments(ctx, c).await?;
+    Ok(t.elapsed())
+}
+
+async fn attachment_whole(driver: &NetDriver, netns: &str, veth: &str) -> anyhow::Result<bool> {
+    let host = driver.link_by_name(veth).await?;
+    if !host.is_some_and(|l| super::link_master(&l).is_some() && super::link_up(&l)) {
+        return Ok(false);
+    }
+    let st = driver.inspect_attachment(netns, veth, "eth0").await?;
+    Ok(st.peer_up && st.addresses.len() == 1)
 }

@@ -152,6 +152,20 @@ impl NetDriver {
     pub(crate) async fn link_by_name(&self, name: &str) -> Result<Option<LinkMessage>> {
         get_link(&self.handle, name).await
     }
+
+    /// The name of the host link with this index, or `None` when there is none.
+    pub(crate) async fn link_name_by_index(&self, index: u32) -> Result<Option<String>> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.as_ref().and_then(link_name).map(str::to_string)),
+            Err(e) if nl_errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(source) => Err(Error::Netlink {
+                op: "get link",
+                object: format!("index {index}"),
+                source,
+            }),
+        }
+    }
 }
 
 /// Looks a link up by name on `handle`'s namespace; ENODEV maps to `None`.

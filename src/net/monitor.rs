@@ -4,9 +4,10 @@
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::link::{LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::sys::AsyncSocket;
 use rtnetlink::MulticastGroup;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
@@ -27,6 +28,8 @@ pub enum NetEvent {
         index: u32,
         address: Ipv4Net,
     },
+    /// The kernel dropped events (the socket's buffer was full): resynchronize.
+    Overrun,
 }
 
 impl NetEvent {
@@ -36,6 +39,7 @@ impl NetEvent {
             NetEvent::LinkDeleted { ifname, .. }
             | NetEvent::LinkDown { ifname, .. }
             | NetEvent::AddressRemoved { ifname, .. } => ifname,
+            NetEvent::Overrun => "",
         }
     }
 }
@@ -50,6 +54,20 @@ pub struct NetMonitor {
 
 const CAPACITY: usize = 4096;
 
+/// The monitor socket's receive buffer. Removing hundreds of namespaces at once emits
+/// thousands of link messages; the default (~200 KiB) overflows and the kernel drops them.
+const RECEIVE_BUFFER: usize = 8 << 20;
+
+/// Raises the socket's receive buffer past `net.core.rmem_max` (root only; otherwise the
+/// default stays, and an overrun is still reported as [`NetEvent::Overrun`]).
+fn enlarge_receive_buffer(socket: &rtnetlink::sys::Socket) {
+    use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
+    use std::os::fd::AsFd;
+    if let Err(e) = setsockopt(&socket.as_fd(), RcvBufForce, &RECEIVE_BUFFER) {
+        tracing::debug!(error = %e, "netlink monitor keeps the default receive buffer");
+    }
+}
+
 impl NetDriver {
     /// Starts a monitor of the host namespace (`netns: None`) or of the named namespace.
     /// Events that happen after this returns are delivered.
@@ -62,7 +80,7 @@ impl NetDriver {
                 source,
             })
         };
-        let (conn, _handle, mut messages) = match netns {
+        let (mut conn, _handle, mut messages) = match netns {
             None => open("host")?,
             Some(name) => {
                 self.in_netns(name, move |p| open(&p.display().to_string()))
@@ -70,14 +88,18 @@ impl NetDriver {
                     .1
             }
         };
+        enlarge_receive_buffer(conn.socket_mut().socket_ref());
         let (tx, rx) = broadcast::channel(CAPACITY);
         let sender = tx.clone();
         let forward = tokio::spawn(async move {
             while let Some((msg, _)) = messages.next().await {
-                if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                    if let Some(ev) = to_event(m) {
-                        let _ = sender.send(ev);
-                    }
+                let ev = match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => to_event(m),
+                    NetlinkPayload::Overrun(_) => Some(NetEvent::Overrun),
+                    _ => None,
+                };
+                if let Some(ev) = ev {
+                    let _ = sender.send(ev);
                 }
             }
         });
@@ -118,7 +140,7 @@ fn to_event(m: RouteNetlinkMessage) -> Option<NetEvent> {
             let (ifname, index) = link_id(&l)?;
             Some(NetEvent::LinkDeleted { ifname, index })
         }
-        RouteNetlinkMessage::NewLink(l) if !link_up(&l) => {
+        RouteNetlinkMessage::NewLink(l) if went_down(&l) => {
             let (ifname, index) = link_id(&l)?;
             Some(NetEvent::LinkDown { ifname, index })
         }
@@ -132,6 +154,13 @@ fn to_event(m: RouteNetlinkMessage) -> Option<NetEvent> {
         }
         _ => None,
     }
+}
+
+/// A link set down — not one being made: a new link is announced down with every change bit
+/// set, and the messages while its creator sets master and alias carry no change bits.
+fn went_down(l: &LinkMessage) -> bool {
+    let change = l.header.change_mask;
+    !link_up(l) && change.contains(LinkFlags::Up) && change.bits() != u32::MAX
 }
 
 fn link_id(l: &LinkMessage) -> Option<(String, u32)> {

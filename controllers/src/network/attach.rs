@@ -1,15 +1,16 @@
 //! The attachment component: gives a Container its named network namespace, one veth per
 //! network in `spec.networks` (eth0, eth1… in order), leased addresses and a default route via
-//! the first network's gateway. The Container controller calls it; the Network controller
-//! uses it to repair attachments that drifted.
+//! the first network's gateway. The Container controller calls it; the attachment repairer
+//! (`repair.rs`) uses it to put back attachments that drifted.
 
-use super::driver::{AttachConfig, HostLink, NetworkDriver};
+use super::driver::{AttachConfig, NetworkDriver};
 use super::NetworkError;
 use crate::context::Context;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, NetworkStatusEntry};
 use tend_schema::kinds::network::Subnet;
 use tend_schema::kinds::{NetworkSpec, NetworkStatus};
@@ -97,6 +98,8 @@ pub struct Attacher {
     pub(crate) driver: Arc<dyn NetworkDriver>,
     pub(crate) instance: String,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each container's attachments were last inspected inside their namespace.
+    pub(crate) inspected: Mutex<HashMap<String, Instant>>,
 }
 
 impl Attacher {
@@ -105,6 +108,7 @@ impl Attacher {
             driver,
             instance: instance.into(),
             locks: Mutex::default(),
+            inspected: Mutex::default(),
         }
     }
 
@@ -123,7 +127,7 @@ impl Attacher {
         self.driver.netns_path(&self.netns_name(container_uid))
     }
 
-    async fn lock(&self, uid: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock(&self, uid: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let m = self
             .locks
             .lock()
@@ -204,6 +208,7 @@ impl Attacher {
                 ip: cfg.address.to_string(),
             });
         }
+        self.mark_inspected(&uid);
         if dropped {
             for j in nets.len()..16 {
                 let name = self.driver.host_veth_name(&uid, j);
@@ -244,83 +249,8 @@ impl Attacher {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(uid);
+        self.forget_inspection(uid);
         Ok(())
-    }
-
-    /// Repairs the attachment of the container with a lease on `net`, if it drifted; returns
-    /// what was wrong. Leases of containers that are gone or no longer list `net` are released.
-    pub(crate) async fn repair(
-        &self,
-        ctx: &Context,
-        owner_uid: &str,
-        net: &ResolvedNetwork,
-        links: &HashMap<String, HostLink>,
-        deep: bool,
-    ) -> Result<Option<String>, AttachError> {
-        let key = ctx.index.key_of_uid(owner_uid);
-        let obj = match &key {
-            Some(k) => ctx.get(k).await?,
-            None => None,
-        };
-        let Some(obj) = obj.filter(|o| o.metadata.uid.as_deref() == Some(owner_uid)) else {
-            if !owner_exists(ctx, owner_uid).await? {
-                ctx.store.release_leases(owner_uid, Some(&net.uid)).await?;
-            }
-            return Ok(None);
-        };
-        if obj.metadata.is_terminating() {
-            return Ok(None);
-        }
-        let (uid, spec, status) = container_parts(&obj)?;
-        let Some(i) = spec.networks.iter().position(|n| n.name == net.name) else {
-            ctx.store.release_leases(&uid, Some(&net.uid)).await?;
-            return Ok(None);
-        };
-        let _guard = self.lock(&uid).await;
-        let f = LeaseFilter {
-            network_uid: Some(net.uid.clone()),
-            owner_uid: Some(uid.clone()),
-        };
-        if ctx.store.list_leases(&f).await?.is_empty() {
-            return Ok(None); // released meanwhile (the container is detaching)
-        }
-        let cfg = self
-            .config(ctx, &uid, i, net, spec.networks[i].ip.as_deref())
-            .await?;
-        let host_ok = links
-            .get(&cfg.host_ifname)
-            .is_some_and(|l| l.up && l.master.as_deref() == Some(net.bridge.as_str()));
-        if host_ok && !deep {
-            return Ok(None); // the host end is whole; inside the namespace is checked on resync
-        }
-        let obs = self
-            .driver
-            .inspect_attachment(&cfg)
-            .await
-            .map_err(NetworkError::driver("inspect attachment", &cfg.host_ifname))?;
-        let Some(problem) = obs.problem(&cfg) else {
-            return Ok(None);
-        };
-        // The name went but a running workload still holds its namespace: name that one again
-        // (a fresh namespace under the old name would leave the workload cut off).
-        if let Some(pid) = status.pid.filter(|_| !obs.netns_exists) {
-            let restored = self
-                .driver
-                .restore_netns(&cfg.netns, pid, &uid)
-                .await
-                .map_err(NetworkError::driver("restore netns", &cfg.netns))?;
-            if restored && self.check(&cfg).await?.is_none() {
-                repaired(ctx, &obj, &problem).await;
-                return Ok(Some(problem));
-            }
-        }
-        self.driver
-            .create_netns(&cfg.netns)
-            .await
-            .map_err(NetworkError::driver("create netns", &cfg.netns))?;
-        self.attach(&cfg).await?;
-        repaired(ctx, &obj, &problem).await;
-        Ok(Some(problem))
     }
 
     /// Leases the address and builds the attachment of `uid`'s `index`-th network.
@@ -362,20 +292,31 @@ impl Attacher {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(AttachConfig {
+        Ok(self.attach_config(uid, index, net, lease.address))
+    }
+
+    /// The attachment of `uid`'s `index`-th network with its leased `address`.
+    pub(crate) fn attach_config(
+        &self,
+        uid: &str,
+        index: usize,
+        net: &ResolvedNetwork,
+        address: Ipv4Addr,
+    ) -> AttachConfig {
+        AttachConfig {
             netns: self.netns_name(uid),
             bridge: net.bridge.clone(),
             host_ifname: self.driver.host_veth_name(uid, index),
             alias: link_alias(&self.instance, uid),
             ifname: format!("eth{index}"),
-            address: lease.address,
+            address,
             prefix: net.subnet.prefix,
             gateway: (index == 0).then_some(net.gateway),
             mtu: net.mtu,
-        })
+        }
     }
 
-    async fn check(&self, cfg: &AttachConfig) -> Result<Option<String>, AttachError> {
+    pub(crate) async fn check(&self, cfg: &AttachConfig) -> Result<Option<String>, AttachError> {
         let obs = self
             .driver
             .inspect_attachment(cfg)
@@ -384,7 +325,7 @@ impl Attacher {
         Ok(obs.problem(cfg))
     }
 
-    async fn attach(&self, cfg: &AttachConfig) -> Result<(), AttachError> {
+    pub(crate) async fn attach(&self, cfg: &AttachConfig) -> Result<(), AttachError> {
         self.driver
             .attach(cfg)
             .await
@@ -393,14 +334,14 @@ impl Attacher {
     }
 }
 
-fn owner_filter(uid: &str) -> LeaseFilter {
+pub(crate) fn owner_filter(uid: &str) -> LeaseFilter {
     LeaseFilter {
         network_uid: None,
         owner_uid: Some(uid.to_string()),
     }
 }
 
-async fn repaired(ctx: &Context, obj: &AnyObject, problem: &str) {
+pub(crate) async fn repaired(ctx: &Context, obj: &AnyObject, problem: &str) {
     ctx.drift_repaired();
     ctx.event(
         obj,
@@ -411,7 +352,9 @@ async fn repaired(ctx: &Context, obj: &AnyObject, problem: &str) {
     .await;
 }
 
-fn container_parts(c: &AnyObject) -> Result<(String, ContainerSpec, ContainerStatus), AttachError> {
+pub(crate) fn container_parts(
+    c: &AnyObject,
+) -> Result<(String, ContainerSpec, ContainerStatus), AttachError> {
     let invalid = |message: String| AttachError::Invalid {
         container: c.metadata.name.clone(),
         message,
@@ -428,7 +371,7 @@ fn container_parts(c: &AnyObject) -> Result<(String, ContainerSpec, ContainerSta
 }
 
 /// Whether any stored Container still has this uid (the index may lag a fresh create).
-async fn owner_exists(ctx: &Context, uid: &str) -> Result<bool, StoreError> {
+pub(crate) async fn owner_exists(ctx: &Context, uid: &str) -> Result<bool, StoreError> {
     let q = tend_schema::store::ListQuery {
         kind: Some(Kind::Container),
         ..Default::default()

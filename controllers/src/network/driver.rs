@@ -113,6 +113,9 @@ pub trait NetworkDriver: Send + Sync + 'static {
     async fn delete_link(&self, name: &str) -> Result<(), Error>;
     /// Host links whose names carry tend's prefixes, with their aliases.
     async fn list_links(&self) -> Result<Vec<HostLink>, Error>;
+    /// One host link by name (`None` when it does not exist): cheaper than a dump when a
+    /// single attachment is checked.
+    async fn host_link(&self, name: &str) -> Result<Option<HostLink>, Error>;
     /// A host route overlapping the subnet, described for people, ignoring routes through
     /// tend's own bridges and the default route.
     async fn route_overlap(&self, network: Ipv4Addr, prefix: u8) -> Result<Option<String>, Error>;

@@ -121,6 +121,14 @@ impl NetworkDriver for FakeDriver {
         }))
     }
 
+    async fn host_link(&self, name: &str) -> Result<Option<HostLink>, Error> {
+        Ok(self
+            .list_links()
+            .await?
+            .into_iter()
+            .find(|l| l.name == name))
+    }
+
     async fn route_overlap(&self, network: Ipv4Addr, prefix: u8) -> Result<Option<String>, Error> {
         Ok(self.with(|h| {
             h.routes

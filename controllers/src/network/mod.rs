@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod driver;
 pub mod fake;
+mod repair;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -13,17 +14,17 @@ pub use attach::{link_alias, parse_alias, AttachError, Attacher, ResolvedNetwork
 pub use driver::{
     AttachConfig, AttachObserved, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
 };
+pub use repair::AttachmentReconciler;
 
 use crate::action::{Action, Error};
 use crate::context::Context;
 use crate::controller::Reconciler;
 use crate::finalizer::{self, Cleanup, Event};
 use crate::index::Index;
+use crate::runtime::Trigger;
 use async_trait::async_trait;
-use futures::StreamExt;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use tend_schema::kinds::network::Subnet;
 use tend_schema::kinds::{NetworkSpec, NetworkStatus};
 use tend_schema::store::{EventType, LeaseFilter, ListQuery, StoreError};
@@ -48,13 +49,6 @@ pub enum NetworkError {
     /// The stored object does not read as a Network.
     #[error("network {network}: {message}")]
     Invalid { network: String, message: String },
-    /// Some attachments could not be repaired.
-    #[error("network {network}: {failed} attachment(s) not repaired; first: {first}")]
-    Repair {
-        network: String,
-        failed: usize,
-        first: String,
-    },
 }
 
 impl NetworkError {
@@ -64,21 +58,18 @@ impl NetworkError {
     }
 }
 
-/// The reconciler. Shares its [`Attacher`] with the Container controller.
+/// The reconciler. Shares its [`Attacher`] with the Container controller; repairs of single
+/// attachments are the [`AttachmentReconciler`]'s, woken through `attachments`.
 pub struct NetworkReconciler {
     attacher: Arc<Attacher>,
-    /// How often the inside of every namespace is inspected (the netlink monitor only sees the
-    /// host side); other reconciles check the host ends only, in one link dump.
-    deep_every: Duration,
-    last_deep: Mutex<HashMap<String, Instant>>,
+    attachments: Trigger,
 }
 
 impl NetworkReconciler {
-    pub fn new(attacher: Arc<Attacher>, deep_every: Duration) -> Self {
+    pub fn new(attacher: Arc<Attacher>, attachments: Trigger) -> Self {
         Self {
             attacher,
-            deep_every,
-            last_deep: Mutex::default(),
+            attachments,
         }
     }
 
@@ -86,8 +77,8 @@ impl NetworkReconciler {
         &*self.attacher.driver
     }
 
-    /// The keys a netlink event on `ifname` concerns: the Network of a bridge, or the Networks
-    /// a container with that host veth uses and the Container itself. The monitor wakes them.
+    /// The keys a netlink event on `ifname` concerns: the Network of a bridge, or the Container
+    /// with that host veth (for the [`AttachmentReconciler`]). The monitor wakes them.
     pub fn keys_for_ifname(&self, index: &Index, ifname: &str) -> Vec<ObjectKey> {
         let d = self.driver();
         if ifname.starts_with("tnd-") {
@@ -110,7 +101,6 @@ impl NetworkReconciler {
             let Some(e) = index.get(&k) else { continue };
             let own = d.host_veth_name(&e.uid, 0);
             if own[..own.len() - 1] == *stem {
-                out.extend(e.refs.into_iter().filter(|r| r.kind == Kind::Network));
                 out.push(k);
             }
         }
@@ -125,6 +115,7 @@ impl NetworkReconciler {
         let uid = obj.metadata.uid.clone().unwrap_or_default();
         let spec_changed = t.status.common.observed_generation != generation;
         let mut status = t.status.clone();
+        let mut rebuilt = spec_changed;
         status.common.observed_generation = generation;
         let (subnet, gateway) = match t.spec.subnet().and_then(|s| Ok((s, t.spec.gateway()?))) {
             Ok(v) => v,
@@ -169,6 +160,7 @@ impl NetworkReconciler {
             d.ensure_bridge(&want)
                 .await
                 .map_err(NetworkError::driver("ensure bridge", &want.name))?;
+            rebuilt = true;
             if status.bridge.is_some() && !spec_changed {
                 ctx.drift_repaired();
                 let msg = format!("bridge {} repaired: {problem}", want.name);
@@ -178,15 +170,11 @@ impl NetworkReconciler {
         }
         status.bridge = Some(want.name.clone());
         let net = attach::resolve(&obj, &t.spec, Some(&want.name)).map_err(|m| invalid(&obj, m))?;
-        let repair = self.repair_attachments(ctx, &net, spec_changed).await;
-        let leases = ctx.store.list_leases(&network_filter(&uid)).await?;
-        status.leases = leases.len() as u32;
+        status.leases = self.sweep_leases(ctx, &net, rebuilt).await?;
         status.common.phase = Some("Ready".into());
         let msg = format!(
             "bridge {} up with {gateway}/{}, {} lease(s)",
-            want.name,
-            subnet.prefix,
-            leases.len()
+            want.name, subnet.prefix, status.leases
         );
         status.common.set_condition(
             "Ready",
@@ -196,60 +184,39 @@ impl NetworkReconciler {
             generation,
         );
         ctx.write_status(&obj, &status).await?;
-        repair?;
         Ok(Action::await_change())
     }
 
-    /// Checks and repairs the attachments of every lease on the network, concurrently.
-    async fn repair_attachments(
+    /// Releases the leases of containers that are gone or no longer list the network and
+    /// returns how many are left. When the bridge was (re)made or the spec changed, every
+    /// holder's attachments are handed to the [`AttachmentReconciler`] for a full inspection
+    /// (ports of a deleted bridge lose their master; a new subnet means new addresses).
+    async fn sweep_leases(
         &self,
         ctx: &Context,
         net: &ResolvedNetwork,
-        force_deep: bool,
-    ) -> Result<(), Error> {
+        rebuilt: bool,
+    ) -> Result<u32, Error> {
         let leases = ctx.store.list_leases(&network_filter(&net.uid)).await?;
-        if leases.is_empty() {
-            return Ok(());
-        }
-        let deep = force_deep || {
-            let mut last = self.last_deep.lock().unwrap_or_else(|p| p.into_inner());
-            let due = last
-                .get(&net.uid)
-                .is_none_or(|t| t.elapsed() >= self.deep_every);
-            if due {
-                last.insert(net.uid.clone(), Instant::now());
+        let mut kept = 0;
+        for l in &leases {
+            let holder = match lease_holder(ctx, &l.owner_uid, net).await? {
+                Holder::Stale => {
+                    ctx.store
+                        .release_leases(&l.owner_uid, Some(&net.uid))
+                        .await?;
+                    continue;
+                }
+                Holder::Known(k) => Some(k),
+                Holder::NotIndexedYet => None,
+            };
+            kept += 1;
+            if rebuilt {
+                self.attacher.forget_inspection(&l.owner_uid);
+                holder.into_iter().for_each(|k| self.attachments.key(k));
             }
-            due
-        };
-        let links: HashMap<String, HostLink> = self
-            .driver()
-            .list_links()
-            .await
-            .map_err(NetworkError::driver("list links", "host"))?
-            .into_iter()
-            .map(|l| (l.name.clone(), l))
-            .collect();
-        let jobs: Vec<futures::future::BoxFuture<'_, _>> = leases
-            .iter()
-            .map(|l| Box::pin(self.attacher.repair(ctx, &l.owner_uid, net, &links, deep)) as _)
-            .collect();
-        let results: Vec<Result<_, attach::AttachError>> = futures::stream::iter(jobs)
-            .buffer_unordered(16)
-            .collect()
-            .await;
-        let errors: Vec<String> = results
-            .into_iter()
-            .filter_map(|r| r.err().map(|e| e.to_string()))
-            .collect();
-        match errors.first() {
-            None => Ok(()),
-            Some(first) => Err(NetworkError::Repair {
-                network: net.name.clone(),
-                failed: errors.len(),
-                first: first.clone(),
-            }
-            .into()),
         }
+        Ok(kept)
     }
 
     /// Writes `Ready=False` with `reason` and looks again after `retry` seconds (overlaps clear
@@ -303,10 +270,6 @@ impl NetworkReconciler {
             .await
             .map_err(NetworkError::driver("delete bridge", &bridge))?;
         ctx.store.release_network_leases(&uid).await?;
-        self.last_deep
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
         Ok(Cleanup::Done)
     }
 }
@@ -337,6 +300,57 @@ fn invalid(obj: &AnyObject, message: String) -> NetworkError {
         network: obj.metadata.name.clone(),
         message,
     }
+}
+
+/// Who holds a lease.
+enum Holder {
+    /// The Container is gone or no longer lists the network: release the lease.
+    Stale,
+    Known(ObjectKey),
+    /// A stored Container the index has not seen yet (a fresh create): keep the lease.
+    NotIndexedYet,
+}
+
+/// The Container holding a lease on `net`. The index answers for the common case; the store
+/// decides when the index says no (it may lag a fresh create or update).
+async fn lease_holder(
+    ctx: &Context,
+    owner_uid: &str,
+    net: &ResolvedNetwork,
+) -> Result<Holder, StoreError> {
+    let key = ctx.index.key_of_uid(owner_uid);
+    let lists = |refs: &[ObjectKey], ns: &str| {
+        refs.iter()
+            .any(|r| r.kind == Kind::Network && r.name == net.name && r.namespace == ns)
+    };
+    if let Some(k) = &key {
+        if ctx
+            .index
+            .get(k)
+            .is_some_and(|e| lists(&e.refs, &k.namespace))
+        {
+            return Ok(Holder::Known(k.clone()));
+        }
+    }
+    let obj = match &key {
+        Some(k) => ctx.get(k).await?,
+        None => None,
+    };
+    let Some(obj) = obj.filter(|o| o.metadata.uid.as_deref() == Some(owner_uid)) else {
+        return Ok(match attach::owner_exists(ctx, owner_uid).await? {
+            true => Holder::NotIndexedYet,
+            false => Holder::Stale,
+        });
+    };
+    let listed = obj
+        .spec
+        .get("networks")
+        .and_then(|n| n.as_array())
+        .is_some_and(|a| a.iter().any(|n| n["name"] == net.name.as_str()));
+    Ok(match obj.key() {
+        Ok(k) if listed => Holder::Known(k),
+        _ => Holder::Stale,
+    })
 }
 
 fn network_filter(uid: &str) -> LeaseFilter {

@@ -11,7 +11,27 @@ struct Setup {
     driver: Arc<FakeDriver>,
     attacher: Arc<Attacher>,
     rec: NetworkReconciler,
+    repairer: AttachmentReconciler,
     _dir: tempfile::TempDir,
+}
+
+/// The Network reconciler with the trigger of an attachment repairer (whose queue nobody
+/// drains here: tests call the repairer themselves).
+fn reconcilers(
+    store: Arc<dyn tend_schema::store::Store>,
+    attacher: &Arc<Attacher>,
+) -> (NetworkReconciler, AttachmentReconciler) {
+    let repairer = AttachmentReconciler::new(attacher.clone(), Duration::from_secs(60));
+    let cfg = crate::RuntimeConfig {
+        garbage_collection: false,
+        ..Default::default()
+    };
+    let mut rt = crate::Runtime::new(store, cfg);
+    let trigger = rt.register(
+        Arc::new(AttachmentReconciler::new(attacher.clone(), Duration::ZERO)),
+        Default::default(),
+    );
+    (NetworkReconciler::new(attacher.clone(), trigger), repairer)
 }
 
 async fn setup() -> Setup {
@@ -26,12 +46,13 @@ async fn setup() -> Setup {
     };
     let driver = Arc::new(FakeDriver::new());
     let attacher = Arc::new(Attacher::new(driver.clone(), "abcd0123"));
-    let rec = NetworkReconciler::new(attacher.clone(), Duration::from_secs(60));
+    let (rec, repairer) = reconcilers(ctx.store.clone(), &attacher);
     Setup {
         ctx,
         driver,
         attacher,
         rec,
+        repairer,
         _dir: dir,
     }
 }
@@ -122,13 +143,18 @@ async fn attachments_wait_lease_repair_and_protect_the_network() {
     assert!(s
         .driver
         .with(|h| h.netns.contains(&format!("tend-abcd0123-{uid}"))));
-    // The veth vanishes: the Network's reconcile puts it back with the same address.
+    // The veth vanishes: the attachment repairer puts it back with the same address.
     let veth = s.driver.host_veth_name(&uid, 0);
     s.driver.with(|h| h.attachments.remove(&veth));
-    let st = s.reconcile("n").await;
-    assert_eq!(st.leases, 1);
+    s.repairer
+        .reconcile(&s.ctx, &c.key().unwrap())
+        .await
+        .unwrap();
     let addr = s.driver.with(|h| h.attachments[&veth].0.address);
     assert_eq!(addr.to_string(), "10.8.0.2");
+    assert_eq!(s.ctx.metrics.drift_repairs.get(), 1);
+    let st = s.reconcile("n").await;
+    assert_eq!(st.leases, 1);
     // Deleting the Network while used: Terminating, InUse, bridge kept.
     let key = ObjectKey::new(Kind::Network, "default", "n");
     s.ctx
@@ -155,11 +181,15 @@ async fn attachments_wait_lease_repair_and_protect_the_network() {
         .with(|h| h.bridges.is_empty() && h.netns.is_empty()));
 }
 
-#[test]
-fn monitor_events_map_to_their_objects() {
+#[tokio::test]
+async fn monitor_events_map_to_their_objects() {
     let driver = Arc::new(FakeDriver::new());
     let attacher = Arc::new(Attacher::new(driver.clone(), "abcd0123"));
-    let rec = NetworkReconciler::new(attacher, Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
+        .await
+        .unwrap();
+    let (rec, _) = reconcilers(Arc::new(store), &attacher);
     let index = Index::new();
     let mut n = AnyObject::new(
         Kind::Network,
@@ -180,9 +210,58 @@ fn monitor_events_map_to_their_objects() {
     let bridge = driver.bridge_name("11111111-2222");
     assert_eq!(rec.keys_for_ifname(&index, &bridge), vec![n.key().unwrap()]);
     let veth = driver.host_veth_name("33333333-4444", 0);
-    assert_eq!(
-        rec.keys_for_ifname(&index, &veth),
-        vec![n.key().unwrap(), c.key().unwrap()]
-    );
+    assert_eq!(rec.keys_for_ifname(&index, &veth), vec![c.key().unwrap()]);
     assert!(rec.keys_for_ifname(&index, "eth0").is_empty());
+}
+
+#[tokio::test]
+async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
+    let s = setup().await;
+    s.create(Kind::Network, "n", json!({"subnet": "10.8.0.0/24"}))
+        .await;
+    let bridge = s.reconcile("n").await.bridge.unwrap();
+    let c = s
+        .create(
+            Kind::Container,
+            "c",
+            json!({"command": ["x"], "networks": [{"name": "n"}]}),
+        )
+        .await;
+    s.attacher.ensure_attachments(&s.ctx, &c).await.unwrap();
+    let veth = s
+        .driver
+        .host_veth_name(c.metadata.uid.as_deref().unwrap(), 0);
+    let ckey = c.key().unwrap();
+    // The first repair pass looks inside the namespace; all is well.
+    s.repairer.reconcile(&s.ctx, &ckey).await.unwrap();
+    assert_eq!(s.ctx.metrics.drift_repairs.get(), 0);
+    // An address lost inside the namespace is not seen by the host-side check (the monitor
+    // only sees the host) until the next inspection is due.
+    s.driver
+        .with(|h| h.attachments.get_mut(&veth).unwrap().1.addresses.clear());
+    s.repairer.reconcile(&s.ctx, &ckey).await.unwrap();
+    assert!(s
+        .driver
+        .with(|h| h.attachments[&veth].1.addresses.is_empty()));
+    // The bridge goes (its ports lose their master): the Network remakes it and hands the
+    // attachment to the repairer for a full inspection, which fixes both.
+    s.driver.with(|h| {
+        h.bridges.remove(&bridge);
+        h.attachments.get_mut(&veth).unwrap().1.master = None;
+    });
+    s.reconcile("n").await;
+    s.repairer.reconcile(&s.ctx, &ckey).await.unwrap();
+    let (master, addrs) = s.driver.with(|h| {
+        let o = &h.attachments[&veth].1;
+        (o.master.clone(), o.addresses.clone())
+    });
+    assert_eq!(master.as_deref(), Some(bridge.as_str()));
+    assert_eq!(addrs, vec![("10.8.0.2".parse().unwrap(), 24)]);
+    assert_eq!(s.ctx.metrics.drift_repairs.get(), 2); // the bridge, then the attachment
+                                                      // A container that stops listing the network loses its lease at the Network's next pass.
+    let mut c = s.ctx.store.get(&ckey).await.unwrap();
+    c.spec = json!({"command": ["x"]});
+    let c = s.ctx.store.update(c).await.unwrap();
+    s.ctx.index.upsert(&c);
+    assert_eq!(s.reconcile("n").await.leases, 0);
 }
