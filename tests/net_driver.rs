@@ -97,7 +97,7 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
-async fn next_event(mon: &mut NetMonitor, want: impl Fn(&NetEvent) -> bool) -> NetEvent {
+async fn next_event(mon: &mut NetMonitor, mut want: impl FnMut(&NetEvent) -> bool) -> NetEvent {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let ev = mon.recv().await.expect("monitor stream");
@@ -401,6 +401,24 @@ async fn monitor_reports_down_address_removed_and_deleted() {
         |e| matches!(e, NetEvent::LinkDeleted { ifname, .. } if ifname == "eth0"),
     )
     .await;
+
+    // Making a veth is not reported as a link going down (a repairer would chase every new
+    // attachment): up to the bridge going down, the new veth is not reported down.
+    d.attach(r).await.unwrap();
+    assert!(ip(&["link", "set", &bridge, "down"]).0);
+    let mut seen = Vec::new();
+    next_event(&mut host_mon, |e| {
+        seen.push(e.clone());
+        matches!(e, NetEvent::LinkDown { ifname, .. } if *ifname == bridge)
+    })
+    .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, NetEvent::LinkDown { ifname, .. } if *ifname == r.host_ifname)),
+        "creating {} was reported: {seen:?}",
+        r.host_ifname
+    );
 }
 
 #[tokio::test]

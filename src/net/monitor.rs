@@ -173,3 +173,32 @@ fn addr_label(a: &AddressMessage) -> Option<String> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(flags: LinkFlags, change: u32) -> LinkMessage {
+        let mut l = LinkMessage::default();
+        l.header.flags = flags;
+        l.header.change_mask = LinkFlags::from_bits_retain(change);
+        l
+    }
+
+    #[test]
+    fn only_a_link_set_down_went_down() {
+        assert!(
+            went_down(&link(LinkFlags::Broadcast, 0x41)),
+            "ip link set down"
+        );
+        assert!(
+            !went_down(&link(LinkFlags::Broadcast, u32::MAX)),
+            "a new link"
+        );
+        assert!(
+            !went_down(&link(LinkFlags::Broadcast, 0)),
+            "master or alias set while down"
+        );
+        assert!(!went_down(&link(LinkFlags::Up, 0x1)), "set up");
+    }
+}

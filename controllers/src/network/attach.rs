@@ -254,7 +254,7 @@ impl Attacher {
     }
 
     /// Leases the address and builds the attachment of `uid`'s `index`-th network.
-    async fn config(
+    pub(crate) async fn config(
         &self,
         ctx: &Context,
         uid: &str,

@@ -100,7 +100,14 @@ impl Attacher {
             let Some(lease) = leases.iter().find(|l| l.network_uid == net.uid) else {
                 continue; // not attached yet: the Container controller makes it
             };
-            let cfg = self.attach_config(&uid, i, &net, lease.address);
+            // A lease outside a changed subnet (or on a new gateway) is re-leased; the store
+            // gives the holder an address in the new subnet.
+            let a = lease.address;
+            let cfg = if net.subnet.is_host(a) && a != net.gateway {
+                self.attach_config(&uid, i, &net, a)
+            } else {
+                self.config(ctx, &uid, i, &net, n.ip.as_deref()).await?
+            };
             if !deep {
                 let host = self
                     .driver

@@ -258,7 +258,16 @@ async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
     assert_eq!(master.as_deref(), Some(bridge.as_str()));
     assert_eq!(addrs, vec![("10.8.0.2".parse().unwrap(), 24)]);
     assert_eq!(s.ctx.metrics.drift_repairs.get(), 2); // the bridge, then the attachment
-                                                      // A container that stops listing the network loses its lease at the Network's next pass.
+                                                      // A new subnet: the bridge is re-addressed and the repairer re-leases and re-addresses.
+    let nkey = ObjectKey::new(Kind::Network, "default", "n");
+    let mut n = s.ctx.store.get(&nkey).await.unwrap();
+    n.spec = json!({"subnet": "10.9.0.0/24"});
+    s.ctx.store.update(n).await.unwrap();
+    s.reconcile("n").await;
+    s.repairer.reconcile(&s.ctx, &ckey).await.unwrap();
+    let addrs = s.driver.with(|h| h.attachments[&veth].1.addresses.clone());
+    assert_eq!(addrs, vec![("10.9.0.2".parse().unwrap(), 24)]);
+    // A container that stops listing the network loses its lease at the Network's next pass.
     let mut c = s.ctx.store.get(&ckey).await.unwrap();
     c.spec = json!({"command": ["x"]});
     let c = s.ctx.store.update(c).await.unwrap();
