@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
+use nix::sys::inotify::AddWatchFlags;
 use tend_controllers::network::{
     AttachConfig, AttachObserved, Attacher, AttachmentReconciler, BridgeConfig, BridgeObserved,
     HostLink, NetworkDriver, NetworkReconciler,
@@ -17,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{firewall, names, AttachRequest, NetDriver, NetEvent};
 use crate::daemon::DaemonConfig;
+use crate::util::dirwatch::{DirEvent, DirWatch};
 
 /// [`NetworkDriver`] over the netlink driver.
 #[derive(Clone)]
@@ -153,6 +155,10 @@ impl NetworkDriver for NetlinkNetworkDriver {
         self.net.delete_netns(name).await.map_err(box_err)
     }
 
+    async fn netns_exists(&self, name: &str) -> Result<bool, Error> {
+        self.net.netns_exists(name).await.map_err(box_err)
+    }
+
     async fn list_netns(&self, prefix: &str) -> Result<Vec<String>, Error> {
         self.net.list_netns(prefix).await.map_err(box_err)
     }
@@ -230,6 +236,15 @@ pub async fn register_network(
     ));
     let networks = runtime.register(reconciler.clone(), cfg.controller.clone());
     let monitor = net.monitor(None).await?;
+    net.prepare_netns_dir().await?;
+    let netns = DirWatch::new(&[net.netns_dir()], AddWatchFlags::IN_DELETE)?;
+    let prefix = attacher.netns_prefix();
+    tokio::spawn(watch_netns(
+        netns,
+        prefix,
+        runtime.index(),
+        attachments.clone(),
+    ));
     tokio::spawn(watch_links(
         monitor,
         reconciler,
@@ -286,6 +301,33 @@ async fn watch_links(
             Err(RecvError::Closed) => {
                 tracing::error!("netlink monitor closed; drift is now found by resync only");
                 return;
+            }
+        }
+    }
+}
+
+/// Turns the deletion of one of this daemon's namespace names (`ip netns del`) into a repair
+/// of its container: a running workload keeps the namespace alive, so no link event follows.
+async fn watch_netns(w: DirWatch, prefix: String, index: Arc<Index>, attachments: Trigger) {
+    loop {
+        let events = match w.next().await {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::error!(error = %e, "netns watch failed; deleted namespaces are now found by resync only");
+                return;
+            }
+        };
+        for ev in events {
+            match ev {
+                DirEvent::Name { name, .. } => {
+                    if let Some(uid) = name.strip_prefix(&prefix) {
+                        attachments.uid(uid);
+                    }
+                }
+                DirEvent::Overflow => index
+                    .keys(Kind::Container)
+                    .into_iter()
+                    .for_each(|k| attachments.key(k)),
             }
         }
     }

@@ -42,6 +42,13 @@ impl NetDriver {
     /// One caller at a time per name (the reconcile loop runs one reconcile per key).
     pub async fn create_netns(&self, name: &str) -> Result<()> {
         let path = self.netns_path(name)?;
+        self.prepare_netns_dir().await?;
+        blocking(move || create_blocking(&path)).await
+    }
+
+    /// Makes the namespace directory exist as a shared mount, as the first `create_netns`
+    /// would, so that a watch on it sees the same directory from now on. Idempotent.
+    pub async fn prepare_netns_dir(&self) -> Result<()> {
         let dir = self.netns_dir.to_path_buf();
         let shared = self.shared_dir.clone();
         blocking(move || {
@@ -49,7 +56,7 @@ impl NetDriver {
                 make_dir_shared(&dir)?;
                 let _ = shared.set(());
             }
-            create_blocking(&path)
+            Ok(())
         })
         .await
     }

@@ -129,6 +129,8 @@ pub trait NetworkDriver: Send + Sync + 'static {
         Ok(false)
     }
     async fn delete_netns(&self, name: &str) -> Result<(), Error>;
+    /// Whether the named namespace is there (its name mounted).
+    async fn netns_exists(&self, name: &str) -> Result<bool, Error>;
     /// Names of the namespaces starting with `prefix`.
     async fn list_netns(&self, prefix: &str) -> Result<Vec<String>, Error>;
 

@@ -156,6 +156,10 @@ impl NetworkDriver for FakeDriver {
         Ok(())
     }
 
+    async fn netns_exists(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.with(|h| h.netns.contains(name)))
+    }
+
     async fn list_netns(&self, prefix: &str) -> Result<Vec<String>, Error> {
         Ok(self.with(|h| {
             h.netns

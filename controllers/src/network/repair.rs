@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
+use super::driver::AttachConfig;
 use super::NetworkError;
 
 /// The reconciler; registered beside the Container controller under its own name.
@@ -108,15 +109,8 @@ impl Attacher {
             } else {
                 self.config(ctx, &uid, i, &net, n.ip.as_deref()).await?
             };
-            if !deep {
-                let host = self
-                    .driver
-                    .host_link(&cfg.host_ifname)
-                    .await
-                    .map_err(NetworkError::driver("get link", &cfg.host_ifname))?;
-                if host.is_some_and(|l| l.up && l.master.as_deref() == Some(net.bridge.as_str())) {
-                    continue;
-                }
+            if !deep && self.host_side_whole(&cfg).await? {
+                continue;
             }
             let obs = self
                 .driver
@@ -147,6 +141,24 @@ impl Attacher {
             problems.push(problem);
         }
         Ok(problems)
+    }
+
+    /// What a netlink or namespace-name event can have broken: the host end (there, up, on
+    /// the bridge) and the namespace's name.
+    async fn host_side_whole(&self, cfg: &AttachConfig) -> Result<bool, AttachError> {
+        let host = self
+            .driver
+            .host_link(&cfg.host_ifname)
+            .await
+            .map_err(NetworkError::driver("get link", &cfg.host_ifname))?;
+        if !host.is_some_and(|l| l.up && l.master.as_deref() == Some(cfg.bridge.as_str())) {
+            return Ok(false);
+        }
+        Ok(self
+            .driver
+            .netns_exists(&cfg.netns)
+            .await
+            .map_err(NetworkError::driver("look up netns", &cfg.netns))?)
     }
 
     /// Whether the inside of `uid`'s namespace is due for inspection.

@@ -243,6 +243,15 @@ async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
     assert!(s
         .driver
         .with(|h| h.attachments[&veth].1.addresses.is_empty()));
+    // The namespace's name goes (`ip netns del`; the inotify watch wakes the repairer): seen
+    // without looking inside, and the attachment is made whole again.
+    let netns = s.attacher.netns_name(c.metadata.uid.as_deref().unwrap());
+    s.driver.with(|h| h.netns.remove(&netns));
+    s.repairer.reconcile(&s.ctx, &ckey).await.unwrap();
+    assert!(s.driver.with(|h| h.netns.contains(&netns)));
+    assert!(!s
+        .driver
+        .with(|h| h.attachments[&veth].1.addresses.is_empty()));
     // The bridge goes (its ports lose their master): the Network remakes it and hands the
     // attachment to the repairer for a full inspection, which fixes both.
     s.driver.with(|h| {
@@ -257,7 +266,7 @@ async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
     });
     assert_eq!(master.as_deref(), Some(bridge.as_str()));
     assert_eq!(addrs, vec![("10.8.0.2".parse().unwrap(), 24)]);
-    assert_eq!(s.ctx.metrics.drift_repairs.get(), 2); // the bridge, then the attachment
+    assert_eq!(s.ctx.metrics.drift_repairs.get(), 3); // the namespace, the bridge, the veth
                                                       // A new subnet: the bridge is re-addressed and the repairer re-leases and re-addresses.
     let nkey = ObjectKey::new(Kind::Network, "default", "n");
     let mut n = s.ctx.store.get(&nkey).await.unwrap();

@@ -1,4 +1,5 @@
-//! Small shared helpers for the drivers: running blocking calls off the executor.
+//! Small shared helpers for the drivers: running blocking calls off the executor, watching
+//! directories for names that come and go.
 
 /// Runs a blocking closure (a syscall, an ioctl, file I/O) on tokio's blocking pool, like
 /// containerd's `asyncify`, so the executor threads never stall.
@@ -13,3 +14,5 @@ where
         Err(e) => panic!("blocking task cancelled: {e}"),
     }
 }
+
+pub mod dirwatch;
