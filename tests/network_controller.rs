@@ -102,6 +102,11 @@ struct TestDaemon {
 }
 
 async fn start(dir: &Path, instance: &str) -> TestDaemon {
+    start_with_resync(dir, instance, Duration::from_secs(2)).await
+}
+
+/// A daemon whose resync is `resync`: a long one shows that something was driven by events.
+async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> TestDaemon {
     let store = Arc::new(
         SqliteStore::open(dir.join("tend.db"), OpenOptions::default())
             .await
@@ -113,7 +118,7 @@ async fn start(dir: &Path, instance: &str) -> TestDaemon {
         exe: PathBuf::from(env!("CARGO_BIN_EXE_tend")),
         controller: ControllerConfig {
             concurrency: 4,
-            resync: Duration::from_secs(2),
+            resync,
         },
         snapshot: Default::default(),
     };
@@ -248,7 +253,8 @@ async fn two_attachments_talk_and_nothing_is_left_after_deletion() {
     let dir = tempfile::tempdir().unwrap();
     let inst = instance();
     let _guard = HostGuard::new(&inst);
-    let d = start(dir.path(), &inst).await;
+    // Resync never comes during the test: status.leases must follow the leases at once.
+    let d = start_with_resync(dir.path(), &inst, Duration::from_secs(600)).await;
     let (cidr, base) = subnet(1);
     let net = d
         .create(Kind::Network, "backend", json!({"subnet": cidr}))

@@ -235,6 +235,7 @@ pub async fn register_network(
         attachments.clone(),
     ));
     let networks = runtime.register(reconciler.clone(), cfg.controller.clone());
+    attacher.notify_networks(networks.clone());
     let monitor = net.monitor(None).await?;
     net.prepare_netns_dir().await?;
     let netns = DirWatch::new(&[net.netns_dir()], AddWatchFlags::IN_DELETE)?;

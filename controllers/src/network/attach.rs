@@ -6,10 +6,11 @@
 use super::driver::{AttachConfig, NetworkDriver};
 use super::NetworkError;
 use crate::context::Context;
+use crate::runtime::Trigger;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, NetworkStatusEntry};
 use tend_schema::kinds::network::Subnet;
@@ -100,6 +101,8 @@ pub struct Attacher {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When each container's attachments were last inspected inside their namespace.
     pub(crate) inspected: Mutex<HashMap<String, Instant>>,
+    /// Wakes a Network whose leases changed (its `status.leases`), once registered.
+    networks: OnceLock<Trigger>,
 }
 
 impl Attacher {
@@ -109,6 +112,18 @@ impl Attacher {
             instance: instance.into(),
             locks: Mutex::default(),
             inspected: Mutex::default(),
+            networks: OnceLock::new(),
+        }
+    }
+
+    /// Lets lease changes wake the Network controller (`status.leases` follows at once).
+    pub fn notify_networks(&self, networks: Trigger) {
+        let _ = self.networks.set(networks);
+    }
+
+    fn leases_changed(&self, network_uid: &str) {
+        if let Some(t) = self.networks.get() {
+            t.uid(network_uid);
         }
     }
 
@@ -175,6 +190,7 @@ impl Attacher {
             .filter(|l| nets.iter().all(|n| n.uid != l.network_uid))
         {
             ctx.store.release_leases(&uid, Some(&l.network_uid)).await?;
+            self.leases_changed(&l.network_uid);
             dropped = true;
         }
         let netns = self.netns_name(&uid);
@@ -207,6 +223,9 @@ impl Attacher {
                 interface: cfg.ifname.clone(),
                 ip: cfg.address.to_string(),
             });
+            if held.iter().all(|l| l.network_uid != net.uid) {
+                self.leases_changed(&net.uid);
+            }
         }
         self.mark_inspected(&uid);
         if dropped {
@@ -243,7 +262,10 @@ impl Attacher {
                 .delete_netns(&netns)
                 .await
                 .map_err(NetworkError::driver("delete netns", &netns))?;
+            let held = ctx.store.list_leases(&owner_filter(uid)).await?;
             ctx.store.release_leases(uid, None).await?;
+            held.iter()
+                .for_each(|l| self.leases_changed(&l.network_uid));
         }
         self.locks
             .lock()
