@@ -49,8 +49,14 @@ impl Trigger {
 
     /// Wakes the object with this uid, if it is of this controller's kind.
     pub fn uid(&self, uid: &str) {
+        self.uid_after(uid, Duration::ZERO);
+    }
+
+    /// Wakes the object with this uid after `delay`, unless it is due sooner: a burst of such
+    /// wakes within `delay` makes one reconcile.
+    pub fn uid_after(&self, uid: &str, delay: Duration) {
         if let Some(k) = self.index.key_of_uid(uid).filter(|k| k.kind == self.kind) {
-            self.queue.add(k);
+            self.queue.add_after(k, delay);
         }
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, NetworkStatusEntry};
 use tend_schema::kinds::network::Subnet;
 use tend_schema::kinds::{NetworkSpec, NetworkStatus};
@@ -93,6 +93,9 @@ pub fn parse_alias(alias: &str) -> Option<(&str, &str)> {
     rest.split_once(':')
 }
 
+/// How long `status.leases` may lag a lease given or released.
+const LEASE_COUNT_DELAY: Duration = Duration::from_millis(100);
+
 /// Makes and removes Containers' attachments. One per daemon, shared by the Container and
 /// Network controllers: it serializes work per container, so both never race on one netns.
 pub struct Attacher {
@@ -121,9 +124,11 @@ impl Attacher {
         let _ = self.networks.set(networks);
     }
 
+    /// Wakes the Network soon: attaching many containers at once makes one reconcile per
+    /// [`LEASE_COUNT_DELAY`], not one per lease.
     fn leases_changed(&self, network_uid: &str) {
         if let Some(t) = self.networks.get() {
-            t.uid(network_uid);
+            t.uid_after(network_uid, LEASE_COUNT_DELAY);
         }
     }
 

@@ -132,13 +132,19 @@ impl NetworkReconciler {
                 .await;
         }
         let d = self.driver();
-        let route = d
-            .route_overlap(subnet.network, subnet.prefix)
-            .await
-            .map_err(NetworkError::driver(
-                "check host routes for",
-                &t.spec.subnet,
-            ))?;
+        // A Network that holds its subnet (Ready at this generation) keeps it: a host route
+        // added later does not evict it, as a later Network would not. This also spares the
+        // link and route dumps on every wake of a busy Network.
+        let route = match t.status.common.is_ready(generation) {
+            true => None,
+            false => d
+                .route_overlap(subnet.network, subnet.prefix)
+                .await
+                .map_err(NetworkError::driver(
+                    "check host routes for",
+                    &t.spec.subnet,
+                ))?,
+        };
         if let Some(r) = route {
             let m = format!("subnet {} overlaps host route {r}", t.spec.subnet);
             return self
