@@ -154,21 +154,29 @@ impl Controller {
         let _ = ready.send(true);
         tracing::info!(controller = %name, objects = self.queue.depth(), "controller started");
 
+        let failures: Arc<Mutex<HashMap<ObjectKey, u32>>> = Arc::default();
         let resync = {
-            let (queue, index, every) =
-                (self.queue.clone(), self.ctx.index.clone(), self.cfg.resync);
+            let (queue, index, every, failures) = (
+                self.queue.clone(),
+                self.ctx.index.clone(),
+                self.cfg.resync,
+                failures.clone(),
+            );
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    // A failing key has its backoff retry queued; resync does not cut it short.
+                    let failing = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     for key in index.keys(kind) {
-                        queue.add(key);
+                        if !failing.contains_key(&key) {
+                            queue.add(key);
+                        }
                     }
                 }
             })
         };
-        let failures: Arc<Mutex<HashMap<ObjectKey, u32>>> = Arc::default();
         let workers: Vec<_> = (0..self.cfg.concurrency.max(1))
             .map(|_| {
                 let (queue, ctx, r, f) = (

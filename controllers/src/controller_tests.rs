@@ -240,6 +240,25 @@ async fn resync_reconciles_without_any_trigger() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn resync_does_not_cut_a_backoff_short() {
+    let fake = Fake::new(Box::new(|_| Err("host object unavailable".into())));
+    let _h = start(
+        fake.clone(),
+        &["a"],
+        ControllerConfig {
+            concurrency: 1,
+            resync: Duration::from_secs(60),
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    // Backoff alone: ~16 tries to reach the 5-minute cap (about 330 s), then one per 5 minutes,
+    // about 27 in the hour. A resync retrying the key every minute would make over 60.
+    let n = fake.count();
+    assert!((20..=35).contains(&n), "{n} tries in an hour");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_reconciler_is_backed_off_and_the_controller_lives_on() {
     let mut f = Fake::new(ok());
     Arc::get_mut(&mut f).unwrap().panic_on_first = true;
