@@ -15,16 +15,23 @@ const TEND: &str = env!("CARGO_BIN_EXE_tend");
 struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    resync_seconds: u64,
 }
 
 impl Daemon {
     fn new() -> Self {
+        Self::with_resync(1)
+    }
+
+    /// A daemon resyncing every `resync_seconds` (far out of reach: only events drive it).
+    fn with_resync(resync_seconds: u64) -> Self {
         let mut d = Daemon {
             dir: tempfile::Builder::new()
                 .prefix("tend-ct")
                 .tempdir()
                 .unwrap(),
             child: None,
+            resync_seconds,
         };
         d.start();
         d
@@ -39,13 +46,9 @@ impl Daemon {
         let child = Command::new(TEND)
             .args(["--state-dir"])
             .arg(self.path())
-            .args([
-                "serve",
-                "--resync-seconds",
-                "1",
-                "--snapshot-backend",
-                "copy",
-            ])
+            .args(["serve", "--resync-seconds"])
+            .arg(self.resync_seconds.to_string())
+            .args(["--snapshot-backend", "copy"])
             .env("TEND_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -194,6 +197,44 @@ fn uid_of(v: &Value) -> String {
 
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn limits_written_on_the_host_are_put_back_without_waiting_for_resync() {
+    if !common::privileged("limits_written_on_the_host_are_put_back_without_waiting_for_resync") {
+        return;
+    }
+    let d = Daemon::with_resync(3600);
+    d.apply(&container(
+        "limited",
+        "exec sleep 3600",
+        "  resources: {memory: 32Mi, pids: 16}\n",
+    ));
+    let uid = uid_of(&d.running("limited"));
+    let group = |ctl: &str| format!("/sys/fs/cgroup/{ctl}/tend/{}-{uid}", d.instance());
+    let file = |ctl: &str, f: &str| format!("{}/{f}", group(ctl));
+    let read = |ctl: &str, f: &str| std::fs::read_to_string(file(ctl, f)).unwrap();
+    for (ctl, f, theirs, ours) in [
+        ("pids", "pids.max", "1000", "16"),
+        ("memory", "memory.limit_in_bytes", "1073741824", "33554432"),
+    ] {
+        std::fs::write(file(ctl, f), theirs).unwrap();
+        let t = Instant::now();
+        while read(ctl, f).trim() != ours {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{f} not put back (resync is an hour away)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("{f} rewritten -> put back: {:?}", t.elapsed());
+    }
+    // The user sees what happened.
+    let out = d.tend(&["describe", "container", "limited"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DriftRepaired"), "{text}");
+    d.tend(&["delete", "container", "limited", "--wait"]);
+    assert!(!Path::new(&group("memory")).exists());
 }
 
 #[test]

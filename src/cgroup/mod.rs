@@ -56,6 +56,18 @@ impl Limits {
     }
 }
 
+/// The files (v1 and v2) that hold the limits [`CgroupManager::read_limits`] reads back: a
+/// write to one of them behind tend's back is drift.
+pub const LIMIT_FILES: &[&str] = &[
+    "memory.limit_in_bytes",
+    "cpu.cfs_quota_us",
+    "cpu.cfs_period_us",
+    "pids.max",
+    "memory.max",
+    "memory.swap.max",
+    "cpu.max",
+];
+
 /// The operations tend needs on one host's cgroups. Names are single path components under
 /// [`PARENT`]; PIDs are host PIDs. All methods block; implementations are cheap to share.
 pub trait CgroupManager: Send + Sync {

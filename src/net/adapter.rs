@@ -238,7 +238,8 @@ pub async fn register_network(
     attacher.notify_networks(networks.clone());
     let monitor = net.monitor(None).await?;
     net.prepare_netns_dir().await?;
-    let netns = DirWatch::new(&[net.netns_dir()], AddWatchFlags::IN_DELETE)?;
+    let netns = DirWatch::new(AddWatchFlags::IN_DELETE)?;
+    netns.add(net.netns_dir())?;
     let prefix = attacher.netns_prefix();
     tokio::spawn(watch_netns(
         netns,
@@ -325,6 +326,7 @@ async fn watch_netns(w: DirWatch, prefix: String, index: Arc<Index>, attachments
                         attachments.uid(uid);
                     }
                 }
+                DirEvent::Removed { .. } => {}
                 DirEvent::Overflow => index
                     .keys(Kind::Container)
                     .into_iter()

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod files;
+pub mod limits_watch;
 
 use crate::cgroup::{AnyCgroupManager, CgroupError, CgroupManager};
 use crate::shim::{self, LogLimits, PidFd, ShimError, ShimState};
@@ -16,6 +17,7 @@ use crate::util::blocking;
 use async_trait::async_trait;
 use files::{cgroup_name, container_dir, limits, read_json, write_json, Meta};
 use futures::future::BoxFuture;
+use limits_watch::LimitsWatch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +74,7 @@ pub struct NativeRuntime {
     instance: String,
     cgroups: Arc<AnyCgroupManager>,
     log: LogLimits,
+    limits_watch: Option<Arc<LimitsWatch>>,
 }
 
 fn time(s: &str) -> Option<tend_schema::Time> {
@@ -90,6 +93,28 @@ impl NativeRuntime {
             instance: instance.to_string(),
             cgroups: Arc::new(cgroups),
             log: LogLimits::default(),
+            limits_watch: None,
+        }
+    }
+
+    /// Watches each running container's limit files, so a limit rewritten on the host wakes
+    /// the Container at once (see [`limits_watch`]).
+    pub fn with_limits_watch(mut self, w: Arc<LimitsWatch>) -> Self {
+        self.limits_watch = Some(w);
+        self
+    }
+
+    /// Watches `uid`'s group directories for limit writes (blocking; see [`LimitsWatch`]).
+    fn watch_limits(&self, uid: &str) {
+        if let Some(w) = &self.limits_watch {
+            let name = cgroup_name(&self.instance, uid);
+            let dirs = self.cgroups.path_for_join(&name);
+            w.watch(
+                uid,
+                dirs.iter()
+                    .filter_map(|p| p.parent())
+                    .map(Path::to_path_buf),
+            );
         }
     }
 
@@ -127,6 +152,7 @@ impl NativeRuntime {
         self.cgroups
             .apply(&name, &limits(&w.spec))
             .map_err(cg_err("apply"))?;
+        self.watch_limits(&w.uid);
         files::rotate_previous(&dir)?;
         let config = files::shim_config(w, &self.cgroups, &name, self.log);
         write_json(&dir.join("config.json"), &config)?;
@@ -283,6 +309,10 @@ impl ContainerRuntime for NativeRuntime {
     async fn repair(&self, w: &WorkloadSpec, r: &Running) -> Result<Vec<String>, DriverError> {
         let want = limits(&w.spec).normalized();
         let pid = r.pid;
+        // After a daemon restart (or a recreated group) the watch starts here.
+        let this = self.clone();
+        let uid = w.uid.clone();
+        blocking(move || this.watch_limits(&uid)).await;
         let fixes = self
             .cg(&w.uid, "repair", move |cg, n| {
                 let mut fixes = Vec::new();
@@ -340,7 +370,9 @@ pub fn register(
         cgroups = cgroups.version(),
         "container controller: native runtime"
     );
-    let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups);
+    let watch = LimitsWatch::new()?;
+    let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups)
+        .with_limits_watch(watch.clone());
     let r = Arc::new(ContainerReconciler::new(
         Arc::new(native),
         docker,
@@ -349,5 +381,6 @@ pub fn register(
     ));
     let trigger = runtime.register(r.clone(), cfg.controller.clone());
     r.set_trigger(trigger.clone());
+    tokio::spawn(watch.run(trigger.clone()));
     Ok(trigger)
 }

@@ -31,12 +31,13 @@ pub fn watch(
         | AddWatchFlags::IN_MOVED_TO
         | AddWatchFlags::IN_ATTRIB
         | AddWatchFlags::IN_ONLYDIR;
-    let dirs: Vec<_> = TreeClass::ALL
-        .iter()
-        .map(|c| root.join(c.dir_name()))
-        .collect();
-    let paths: Vec<&Path> = dirs.iter().map(|d| d.as_path()).collect();
-    let w = DirWatch::new(&paths, mask).map_err(Error::io("inotify watch", root))?;
+    let w = DirWatch::new(mask).map_err(Error::io("inotify_init1", root))?;
+    let mut classes = Vec::new();
+    for class in TreeClass::ALL {
+        let dir = root.join(class.dir_name());
+        let wd = w.add(&dir).map_err(Error::io("inotify_add_watch", &dir))?;
+        classes.push((wd, class));
+    }
     Ok(async move {
         loop {
             let events = match w.next().await {
@@ -47,14 +48,20 @@ pub fn watch(
                 }
             };
             for ev in events {
-                let DirEvent::Name { dir, name, mask } = ev else {
-                    sweep.notify_one();
-                    continue;
+                let (dir, name, mask) = match ev {
+                    DirEvent::Name { dir, name, mask } => (dir, name, mask),
+                    DirEvent::Removed { .. } => continue, // the class dirs live as long as tend
+                    DirEvent::Overflow => {
+                        sweep.notify_one();
+                        continue;
+                    }
                 };
                 if name.starts_with('.') {
                     continue; // `.tmp-…`: an import in progress
                 }
-                let class = TreeClass::ALL[dir];
+                let Some(&(_, class)) = classes.iter().find(|(wd, _)| *wd == dir) else {
+                    continue;
+                };
                 tracing::debug!(?class, tree = name, ?mask, "tree changed on the host");
                 match class {
                     TreeClass::States => states.uid(&name),

@@ -12,12 +12,14 @@ use tokio::io::unix::AsyncFd;
 /// What happened in a watched directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DirEvent {
-    /// `name` changed in the `dir`-th watched directory (`mask` says how).
+    /// `name` changed in the directory watched as `dir` (`mask` says how).
     Name {
-        dir: usize,
+        dir: WatchDescriptor,
         name: String,
         mask: AddWatchFlags,
     },
+    /// The directory watched as `dir` is gone (or no longer watched).
+    Removed { dir: WatchDescriptor },
     /// The kernel's event queue overflowed: events were lost, look at everything.
     Overflow,
 }
@@ -33,31 +35,34 @@ impl AsRawFd for Fd {
 /// A running watch; dropping it closes the inotify descriptor.
 pub struct DirWatch {
     fd: AsyncFd<Fd>,
-    dirs: Vec<WatchDescriptor>,
+    mask: AddWatchFlags,
 }
 
 impl DirWatch {
-    /// Watches each of `dirs` for the events in `mask`.
+    /// A watch for the events in `mask`, on no directory yet (see [`DirWatch::add`]).
     ///
     /// # Errors
-    /// `inotify_init1` or `inotify_add_watch` failures (a directory that does not exist), with
-    /// the directory named.
-    pub fn new(dirs: &[&Path], mask: AddWatchFlags) -> std::io::Result<Self> {
+    /// `inotify_init1` failures (the per-user instance limit).
+    pub fn new(mask: AddWatchFlags) -> std::io::Result<Self> {
         let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        let mut wds = Vec::with_capacity(dirs.len());
-        for dir in dirs {
-            let wd = ino.add_watch(*dir, mask).map_err(|e| {
-                let e = std::io::Error::from(e);
-                std::io::Error::new(
-                    e.kind(),
-                    format!("inotify_add_watch {}: {e}", dir.display()),
-                )
-            })?;
-            wds.push(wd);
-        }
         Ok(Self {
             fd: register(Fd(ino))?,
-            dirs: wds,
+            mask,
+        })
+    }
+
+    /// Watches `dir` too; returns the descriptor its events carry. Adding a directory twice
+    /// returns the same descriptor.
+    ///
+    /// # Errors
+    /// `inotify_add_watch` failures (a directory that does not exist), naming the directory.
+    pub fn add(&self, dir: &Path) -> std::io::Result<WatchDescriptor> {
+        self.fd.get_ref().0.add_watch(dir, self.mask).map_err(|e| {
+            let e = std::io::Error::from(e);
+            std::io::Error::new(
+                e.kind(),
+                format!("inotify_add_watch {}: {e}", dir.display()),
+            )
         })
     }
 
@@ -82,11 +87,12 @@ impl DirWatch {
                     if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
                         return Some(DirEvent::Overflow);
                     }
-                    let dir = self.dirs.iter().position(|wd| *wd == ev.wd)?;
-                    let name = ev.name?.into_string().ok()?;
+                    if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
+                        return Some(DirEvent::Removed { dir: ev.wd });
+                    }
                     Some(DirEvent::Name {
-                        dir,
-                        name,
+                        dir: ev.wd,
+                        name: ev.name?.into_string().ok()?,
                         mask: ev.mask,
                     })
                 })
@@ -115,24 +121,43 @@ mod tests {
     async fn names_created_and_deleted_are_reported_per_directory() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_DELETE;
-        let w = DirWatch::new(&[a.path(), b.path()], mask).unwrap();
+        let w = DirWatch::new(mask).unwrap();
+        let wa = w.add(a.path()).unwrap();
+        let wb = w.add(b.path()).unwrap();
+        assert_ne!(wa, wb);
+        assert_eq!(
+            w.add(b.path()).unwrap(),
+            wb,
+            "watched twice, one descriptor"
+        );
         std::fs::write(b.path().join("x"), "").unwrap();
         std::fs::remove_file(b.path().join("x")).unwrap();
+        let gone = b.path().to_path_buf();
+        drop(b);
         let mut seen = Vec::new();
-        while seen.len() < 2 {
+        while seen.len() < 3 {
             let batch = tokio::time::timeout(Duration::from_secs(5), w.next()).await;
             seen.extend(batch.expect("events within 5 s").unwrap());
         }
-        let got: Vec<(usize, &str, bool)> = seen
+        let got: Vec<String> = seen
             .iter()
             .map(|e| match e {
-                DirEvent::Name { dir, name, mask } => {
-                    (*dir, name.as_str(), mask.contains(AddWatchFlags::IN_DELETE))
+                DirEvent::Name { dir, name, mask } => format!(
+                    "{} {name} {}",
+                    if *dir == wb { "b" } else { "?" },
+                    if mask.contains(AddWatchFlags::IN_DELETE) {
+                        "deleted"
+                    } else {
+                        "created"
+                    }
+                ),
+                DirEvent::Removed { dir } => {
+                    format!("{} removed", if *dir == wb { "b" } else { "?" })
                 }
-                DirEvent::Overflow => (9, "overflow", false),
+                DirEvent::Overflow => "overflow".into(),
             })
             .collect();
-        assert_eq!(got, vec![(1, "x", false), (1, "x", true)]);
-        assert!(DirWatch::new(&[&a.path().join("missing")], mask).is_err());
+        assert_eq!(got, ["b x created", "b x deleted", "b removed"]);
+        assert!(w.add(&gone).is_err());
     }
 }
