@@ -128,6 +128,10 @@ fn uid(o: &AnyObject) -> String {
     o.metadata.uid.clone().unwrap_or_default()
 }
 
+/// How long a run must last not to count toward a crash loop (the Container controller's
+/// `backoff_reset`), with a margin.
+const CRASH_LOOP_RESET: Duration = Duration::from_millis(10_500);
+
 /// Polls `f` every 5 ms until it says true; the time it took, or an error after `timeout`.
 async fn until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<Duration>
 where
@@ -270,6 +274,17 @@ async fn drift_once(
         .join("memory.limit_in_bytes");
     let link_up =
         |name: String| async move { net.inspect_bridge(&name).await.ok().flatten().is_some() };
+    if i == 0 {
+        // A workload killed within 10 s of its start counts as a crash loop and is restarted
+        // after a backoff (as Kubernetes does); this figure is the restart path itself.
+        let started = worker.status["startedAt"].as_str().unwrap_or_default();
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(started) {
+            let ran = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep(CRASH_LOOP_RESET.saturating_sub(ran)).await;
+        }
+    }
     let t0 = Instant::now();
     match i {
         0 => {
