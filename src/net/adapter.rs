@@ -311,27 +311,17 @@ async fn watch_links(
 /// Turns the deletion of one of this daemon's namespace names (`ip netns del`) into a repair
 /// of its container: a running workload keeps the namespace alive, so no link event follows.
 async fn watch_netns(w: DirWatch, prefix: String, index: Arc<Index>, attachments: Trigger) {
-    loop {
-        let events = match w.next().await {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::error!(error = %e, "netns watch failed; deleted namespaces are now found by resync only");
-                return;
-            }
-        };
-        for ev in events {
-            match ev {
-                DirEvent::Name { name, .. } => {
-                    if let Some(uid) = name.strip_prefix(&prefix) {
-                        attachments.uid(uid);
-                    }
-                }
-                DirEvent::Removed { .. } => {}
-                DirEvent::Overflow => index
-                    .keys(Kind::Container)
-                    .into_iter()
-                    .for_each(|k| attachments.key(k)),
+    w.for_each("netns names", |ev| match ev {
+        DirEvent::Name { name, .. } => {
+            if let Some(uid) = name.strip_prefix(&prefix) {
+                attachments.uid(uid);
             }
         }
-    }
+        DirEvent::Removed { .. } => {}
+        DirEvent::Overflow => index
+            .keys(Kind::Container)
+            .into_iter()
+            .for_each(|k| attachments.key(k)),
+    })
+    .await;
 }

@@ -104,17 +104,10 @@ impl NativeRuntime {
         self
     }
 
-    /// Watches `uid`'s group directories for limit writes (blocking; see [`LimitsWatch`]).
-    fn watch_limits(&self, uid: &str) {
+    /// Watches `uid`'s group for limit writes other than `want` (blocking; see [`LimitsWatch`]).
+    fn watch_limits(&self, uid: &str, want: crate::cgroup::Limits) {
         if let Some(w) = &self.limits_watch {
-            let name = cgroup_name(&self.instance, uid);
-            let dirs = self.cgroups.path_for_join(&name);
-            w.watch(
-                uid,
-                dirs.iter()
-                    .filter_map(|p| p.parent())
-                    .map(Path::to_path_buf),
-            );
+            w.watch(uid, &cgroup_name(&self.instance, uid), want);
         }
     }
 
@@ -152,7 +145,7 @@ impl NativeRuntime {
         self.cgroups
             .apply(&name, &limits(&w.spec))
             .map_err(cg_err("apply"))?;
-        self.watch_limits(&w.uid);
+        self.watch_limits(&w.uid, limits(&w.spec));
         files::rotate_previous(&dir)?;
         let config = files::shim_config(w, &self.cgroups, &name, self.log);
         write_json(&dir.join("config.json"), &config)?;
@@ -310,9 +303,8 @@ impl ContainerRuntime for NativeRuntime {
         let want = limits(&w.spec).normalized();
         let pid = r.pid;
         // After a daemon restart (or a recreated group) the watch starts here.
-        let this = self.clone();
-        let uid = w.uid.clone();
-        blocking(move || this.watch_limits(&uid)).await;
+        let (this, uid, lim) = (self.clone(), w.uid.clone(), limits(&w.spec));
+        blocking(move || this.watch_limits(&uid, lim)).await;
         let fixes = self
             .cg(&w.uid, "repair", move |cg, n| {
                 let mut fixes = Vec::new();
@@ -370,9 +362,9 @@ pub fn register(
         cgroups = cgroups.version(),
         "container controller: native runtime"
     );
-    let watch = LimitsWatch::new()?;
-    let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups)
-        .with_limits_watch(watch.clone());
+    let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups);
+    let watch = LimitsWatch::new(native.cgroups.clone())?;
+    let native = native.with_limits_watch(watch.clone());
     let r = Arc::new(ContainerReconciler::new(
         Arc::new(native),
         docker,

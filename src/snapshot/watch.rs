@@ -39,35 +39,24 @@ pub fn watch(
         classes.push((wd, class));
     }
     Ok(async move {
-        loop {
-            let events = match w.next().await {
-                Ok(ev) => ev,
-                Err(e) => {
-                    tracing::warn!(error = %e, "inotify read failed; drift is left to resync");
-                    return;
-                }
+        w.for_each("State and Sandbox trees", |ev| {
+            let (dir, name, mask) = match ev {
+                DirEvent::Name { dir, name, mask } => (dir, name, mask),
+                DirEvent::Removed { .. } => return, // the class dirs live as long as tend
+                DirEvent::Overflow => return sweep.notify_one(),
             };
-            for ev in events {
-                let (dir, name, mask) = match ev {
-                    DirEvent::Name { dir, name, mask } => (dir, name, mask),
-                    DirEvent::Removed { .. } => continue, // the class dirs live as long as tend
-                    DirEvent::Overflow => {
-                        sweep.notify_one();
-                        continue;
-                    }
-                };
-                if name.starts_with('.') {
-                    continue; // `.tmp-…`: an import in progress
-                }
-                let Some(&(_, class)) = classes.iter().find(|(wd, _)| *wd == dir) else {
-                    continue;
-                };
-                tracing::debug!(?class, tree = name, ?mask, "tree changed on the host");
-                match class {
-                    TreeClass::States => states.uid(&name),
-                    TreeClass::Sandboxes => sandboxes.uid(&name),
-                }
+            if name.starts_with('.') {
+                return; // `.tmp-…`: an import in progress
             }
-        }
+            let Some(&(_, class)) = classes.iter().find(|(wd, _)| *wd == dir) else {
+                return;
+            };
+            tracing::debug!(?class, tree = name, ?mask, "tree changed on the host");
+            match class {
+                TreeClass::States => states.uid(&name),
+                TreeClass::Sandboxes => sandboxes.uid(&name),
+            }
+        })
+        .await;
     })
 }

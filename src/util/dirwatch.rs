@@ -104,6 +104,22 @@ impl DirWatch {
     }
 }
 
+impl DirWatch {
+    /// Hands every event to `f` until reading fails; the failure is logged as the `what`
+    /// watch's, whose drift is then found by resync only.
+    pub async fn for_each(&self, what: &'static str, mut f: impl FnMut(DirEvent)) {
+        loop {
+            match self.next().await {
+                Ok(events) => events.into_iter().for_each(&mut f),
+                Err(e) => {
+                    tracing::error!(error = %e, watch = what, "inotify watch failed; its drift is found by resync only");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Registers the inotify fd with tokio's reactor.
 #[allow(unsafe_code)]
 fn register(fd: Fd) -> std::io::Result<AsyncFd<Fd>> {
