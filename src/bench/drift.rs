@@ -132,7 +132,7 @@ fn uid(o: &AnyObject) -> String {
 /// `backoff_reset`), with a margin.
 const CRASH_LOOP_RESET: Duration = Duration::from_millis(10_500);
 
-/// Polls `f` every 5 ms until it says true; the time it took, or an error after `timeout`.
+/// Polls `f` every millisecond until it says true; the time it took, or an error after `timeout`.
 async fn until<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
@@ -146,7 +146,7 @@ where
         if t0.elapsed() > timeout {
             anyhow::bail!("{what}: not repaired after {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
