@@ -7,9 +7,8 @@ use crate::index::Index;
 use crate::informer::Change;
 use crate::queue::Queue;
 use async_trait::async_trait;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tend_schema::store::ChangeType;
 use tend_schema::{Kind, ObjectKey};
@@ -154,38 +153,28 @@ impl Controller {
         let _ = ready.send(true);
         tracing::info!(controller = %name, objects = self.queue.depth(), "controller started");
 
-        let failures: Arc<Mutex<HashMap<ObjectKey, u32>>> = Arc::default();
         let resync = {
-            let (queue, index, every, failures) = (
-                self.queue.clone(),
-                self.ctx.index.clone(),
-                self.cfg.resync,
-                failures.clone(),
-            );
+            let (queue, index, every) =
+                (self.queue.clone(), self.ctx.index.clone(), self.cfg.resync);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    // A failing key has its backoff retry queued; resync does not cut it short.
-                    let failing = failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     for key in index.keys(kind) {
-                        if !failing.contains_key(&key) {
-                            queue.add(key);
-                        }
+                        queue.add_resync(key);
                     }
                 }
             })
         };
         let workers: Vec<_> = (0..self.cfg.concurrency.max(1))
             .map(|_| {
-                let (queue, ctx, r, f) = (
+                let (queue, ctx, r) = (
                     self.queue.clone(),
                     self.ctx.clone(),
                     self.reconciler.clone(),
-                    failures.clone(),
                 );
-                tokio::spawn(worker(queue, ctx, r, f))
+                tokio::spawn(worker(queue, ctx, r))
             })
             .collect();
         let _ = stop.wait_for(|s| *s).await;
@@ -198,12 +187,7 @@ impl Controller {
     }
 }
 
-async fn worker(
-    queue: Arc<Queue>,
-    ctx: Context,
-    r: Arc<dyn Reconciler>,
-    failures: Arc<Mutex<HashMap<ObjectKey, u32>>>,
-) {
+async fn worker(queue: Arc<Queue>, ctx: Context, r: Arc<dyn Reconciler>) {
     let name = r.name();
     while let Some((key, waited)) = queue.next().await {
         let m = &ctx.metrics;
@@ -240,22 +224,14 @@ async fn worker(
         queue.done(&key);
         match result {
             Ok(action) => {
-                failures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&key);
+                queue.record_success(&key);
                 if let Some(d) = action.requeue_after() {
                     queue.add_after(key, d);
                 }
             }
             Err(e) => {
                 m.errors.inc();
-                let n = {
-                    let mut f = failures.lock().unwrap_or_else(|p| p.into_inner());
-                    let n = f.entry(key.clone()).or_insert(0);
-                    *n = n.saturating_add(1);
-                    *n
-                };
+                let n = queue.record_failure(&key);
                 let delay = r.error_policy(&key, &e, n);
                 tracing::warn!(controller = %name, object = %key, failures = n, retry_in = ?delay, error = %e, "reconcile failed");
                 queue.add_after(key, delay);

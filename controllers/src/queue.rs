@@ -20,8 +20,13 @@ struct State {
     due: HashMap<ObjectKey, Instant>,
     /// When each waiting key was first triggered, for the trigger→start latency metric.
     since: HashMap<ObjectKey, Instant>,
+    /// Keys whose last reconcile failed, with how many times in a row.
+    failures: HashMap<ObjectKey, u32>,
     shutdown: bool,
 }
+
+/// How soon a driver event runs a key whose last reconcile failed (see [`Queue::add_event`]).
+pub const EVENT_DELAY_WHILE_FAILING: Duration = Duration::from_secs(1);
 
 /// A work queue shared by one controller's workers and its trigger sources.
 #[derive(Default)]
@@ -62,6 +67,39 @@ impl Queue {
         s.push_ready(key, Instant::now());
         drop(s);
         self.notify.notify_one();
+    }
+
+    /// Queues `key` for a resync: now, unless its last reconcile failed — its backoff retry
+    /// is queued already, and resync does not cut it short.
+    pub fn add_resync(&self, key: ObjectKey) {
+        if !self.lock().failures.contains_key(&key) {
+            self.add(key);
+        }
+    }
+
+    /// Queues `key` for a driver event (netlink, inotify, pidfd, Docker): now, unless its last
+    /// reconcile failed — then within [`EVENT_DELAY_WHILE_FAILING`] (or its backoff retry, if
+    /// sooner). A reconcile that fails after changing the host would otherwise be woken at once
+    /// by its own changes and retry in a loop that never backs off.
+    pub fn add_event(&self, key: ObjectKey) {
+        if self.lock().failures.contains_key(&key) {
+            self.add_after(key, EVENT_DELAY_WHILE_FAILING);
+        } else {
+            self.add(key);
+        }
+    }
+
+    /// Counts a failed reconcile of `key`; returns the failures in a row.
+    pub fn record_failure(&self, key: &ObjectKey) -> u32 {
+        let mut s = self.lock();
+        let n = s.failures.entry(key.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    /// Forgets `key`'s failures (it reconciled).
+    pub fn record_success(&self, key: &ObjectKey) {
+        self.lock().failures.remove(key);
     }
 
     /// Queues `key` after `delay`, unless it is already waiting to run sooner.
@@ -221,6 +259,25 @@ mod tests {
         q.next().await.unwrap();
         assert_eq!(Instant::now(), start);
         assert_eq!(q.depth(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_key_is_not_rushed_by_resync_or_driver_events() {
+        let q = Queue::new();
+        assert_eq!(q.record_failure(&k("a")), 1);
+        assert_eq!(q.record_failure(&k("a")), 2);
+        q.add_after(k("a"), Duration::from_secs(60)); // its backoff retry
+        q.add_resync(k("a"));
+        q.add_event(k("a"));
+        let start = Instant::now();
+        q.next().await.unwrap();
+        assert_eq!(Instant::now() - start, EVENT_DELAY_WHILE_FAILING);
+        q.done(&k("a"));
+        q.record_success(&k("a"));
+        q.add_event(k("a"));
+        let start = Instant::now();
+        q.next().await.unwrap();
+        assert_eq!(Instant::now(), start, "a healthy key runs at once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,8 +43,10 @@ pub struct Trigger {
 }
 
 impl Trigger {
+    /// Wakes `key` now — or within a second when its last reconcile failed, so a reconcile
+    /// woken by its own host changes cannot retry in a loop (see `Queue::add_event`).
     pub fn key(&self, key: ObjectKey) {
-        self.queue.add(key);
+        self.queue.add_event(key);
     }
 
     /// Wakes the object with this uid, if it is of this controller's kind.
@@ -56,7 +58,10 @@ impl Trigger {
     /// wakes within `delay` makes one reconcile.
     pub fn uid_after(&self, uid: &str, delay: Duration) {
         if let Some(k) = self.index.key_of_uid(uid).filter(|k| k.kind == self.kind) {
-            self.queue.add_after(k, delay);
+            match delay.is_zero() {
+                true => self.queue.add_event(k),
+                false => self.queue.add_after(k, delay),
+            }
         }
     }
 }
