@@ -4,12 +4,11 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-const TEND: &str = env!("CARGO_BIN_EXE_tend");
 const IMAGE: &str = "tend-test/busybox:latest";
 
 fn docker(args: &[&str]) -> Output {
@@ -46,180 +45,25 @@ impl Drop for Made {
     }
 }
 
-/// A daemon on its own state dir; Drop kills it and removes every container of its instance.
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    socket: Option<PathBuf>,
-}
-
-impl Daemon {
-    fn new(socket: Option<PathBuf>) -> Self {
-        build_image();
-        let mut d = Daemon {
-            dir: tempfile::Builder::new()
-                .prefix("tend-cd")
-                .tempdir()
-                .unwrap(),
-            child: None,
-            socket,
-        };
-        d.start();
-        d
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn start(&mut self) {
-        let _ = std::fs::remove_file(self.path().join("engine.json"));
-        let mut cmd = Command::new(TEND);
-        cmd.arg("--state-dir").arg(self.path()).args([
-            "serve",
-            "--resync-seconds",
-            "1",
-            "--snapshot-backend",
-            "copy",
-        ]);
-        if let Some(s) = &self.socket {
-            cmd.env("TEND_DOCKER_SOCKET", s);
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path().join("serve.log"))
-            .unwrap();
-        let child = cmd
-            .env("TEND_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.path().join("engine.json").exists() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn instance(&self) -> String {
-        std::fs::read_to_string(self.path().join("instance-id"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn tend(&self, args: &[&str]) -> Output {
-        Command::new(TEND)
-            .arg("--state-dir")
-            .arg(self.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn apply(&self, yaml: &str) {
-        let f = self
-            .path()
-            .join(format!("apply-{}.yaml", common::unique("a")));
-        std::fs::write(&f, yaml).unwrap();
-        let out = self.tend(&["apply", "-f", f.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.nudge();
-    }
-
-    fn get(&self, name: &str) -> Option<Value> {
-        let out = self.tend(&["get", "container", name, "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    /// Wakes the change feed (see tests/container_native.rs `nudge`).
-    fn nudge(&self) {
-        let p = self.path().join("feed-nudge");
-        let _ = std::fs::File::create(&p);
-        let _ = std::fs::remove_file(&p);
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.path().join("serve.log")).unwrap_or_default()
-    }
-
-    /// Polls until `pred` holds (20 s at most); `None` from `get` means deleted.
-    fn wait_for(&self, name: &str, what: &str, pred: impl Fn(Option<&Value>) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut polls = 0u32;
-        loop {
-            polls += 1;
-            if polls % 20 == 0 {
-                self.nudge();
-            }
-            let v = self.get(name);
-            if pred(v.as_ref()) {
-                return v.unwrap_or(Value::Null);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: {what}: {v:#?}\n--- serve.log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn wait(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for(name, what, |v| v.is_some_and(&pred))
-    }
-
-    /// Running on a container other than `not` (None: any).
-    fn running(&self, name: &str, not: Option<&str>) -> Value {
-        self.wait(name, "Running", |v| {
-            v["status"]["phase"] == "Running"
-                && ready(v) == "True"
-                && v["status"]["containerID"]
-                    .as_str()
-                    .is_some_and(|id| Some(id) != not)
-        })
+/// A daemon (resync 1 s) on its own state dir, talking to dockerd through `socket` when given.
+fn docker_daemon(socket: Option<PathBuf>) -> Daemon {
+    build_image();
+    let args = ["--resync-seconds", "1", "--snapshot-backend", "copy"];
+    match socket {
+        Some(s) => Daemon::start_with_env(&args, &[("TEND_DOCKER_SOCKET", s.to_str().unwrap())]),
+        None => Daemon::start(&args),
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        // Native workloads (the dockerd-outage test runs one): kill and remove their cgroups.
-        if let (Ok(cg), Ok(id)) = (
-            tend::cgroup::detect(Path::new("/sys/fs/cgroup")),
-            std::fs::read_to_string(self.path().join("instance-id")),
-        ) {
-            use tend::cgroup::CgroupManager;
-            for n in cg.list(&format!("{}-", id.trim())).unwrap_or_default() {
-                let _ = cg.kill_all(&n);
-                let _ = cg.remove(&n);
-            }
-        }
-        if let Ok(id) = std::fs::read_to_string(self.path().join("instance-id")) {
-            let filter = format!("label=dev.tend.instance={}", id.trim());
-            let ids = docker(&["ps", "-aq", "--filter", &filter]);
-            for c in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-                let _ = docker(&["rm", "-f", c]);
-            }
-        }
-    }
+/// Running on a container other than `not` (None: any).
+fn running(d: &Daemon, name: &str, not: Option<&str>) -> Value {
+    d.wait("container", name, "Running", |v| {
+        v["status"]["phase"] == "Running"
+            && ready(v) == "True"
+            && v["status"]["containerID"]
+                .as_str()
+                .is_some_and(|id| Some(id) != not)
+    })
 }
 
 fn ready(v: &Value) -> String {
@@ -249,11 +93,11 @@ fn create_maps_fields_replaces_repairs_and_deletes() {
     if !common::privileged("create_maps_fields_replaces_repairs_and_deletes") {
         return;
     }
-    let d = Daemon::new(None);
+    let d = docker_daemon(None);
     let name = common::unique("dk");
     let extra = "  resources: {memory: 64Mi, cpu: 500m, pids: 64}\n  env: [{name: GREETING, value: hello}]\n  hostname: box1\n  workingDir: /tmp\n  user: {uid: 65534, gid: 65534}\n";
     d.apply(&container(&name, IMAGE, "exec sleep 3600", extra));
-    let v = d.running(&name, None);
+    let v = running(&d, &name, None);
     let (id, uid) = (cid(&v), v["metadata"]["uid"].as_str().unwrap().to_string());
     let fmt = "{{index .Config.Labels \"dev.tend.uid\"}} {{index .Config.Labels \"dev.tend.instance\"}} {{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.Config.Hostname}} {{.Config.WorkingDir}} {{.Config.User}} {{.HostConfig.RestartPolicy.Name}} {{.State.Pid}}";
     let got = docker_ok(&["inspect", "-f", fmt, &id]);
@@ -272,7 +116,7 @@ fn create_maps_fields_replaces_repairs_and_deletes() {
         "exec sleep 3600",
         &extra.replace("hello", "again"),
     ));
-    let v = d.running(&name, Some(&id));
+    let v = running(&d, &name, Some(&id));
     let id2 = cid(&v);
     assert!(!exists(&id), "old container {id} still exists");
     assert!(docker_ok(&["exec", &id2, "env"]).contains("GREETING=again"));
@@ -280,20 +124,20 @@ fn create_maps_fields_replaces_repairs_and_deletes() {
     // `docker rm -f` behind tend's back: repaired.
     let t0 = Instant::now();
     docker_ok(&["rm", "-f", &id2]);
-    let v = d.running(&name, Some(&id2));
+    let v = running(&d, &name, Some(&id2));
     eprintln!("rm -f → Running again in {:?}", t0.elapsed());
     let id3 = cid(&v);
 
     // `docker stop` behind tend's back: restarted (restartPolicy Always), counted.
     docker_ok(&["stop", "-t", "0", &id3]);
-    let v = d.running(&name, Some(&id3));
+    let v = running(&d, &name, Some(&id3));
     assert!(v["status"]["restartCount"].as_u64().unwrap() >= 1, "{v:#}");
     assert_eq!(v["status"]["lastState"]["signal"], 9, "{v:#}");
     let id4 = cid(&v);
 
     // A limit changed behind tend's back (`docker update`): replaced on the next resync.
     docker_ok(&["update", "--memory", "32m", "--memory-swap", "32m", &id4]);
-    let v = d.running(&name, Some(&id4));
+    let v = running(&d, &name, Some(&id4));
     let id5 = cid(&v);
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.HostConfig.Memory}}", &id5]),
@@ -305,7 +149,7 @@ fn create_maps_fields_replaces_repairs_and_deletes() {
     // Delete: the container goes.
     let out = d.tend(&["delete", "container", &name]);
     assert!(out.status.success());
-    d.wait_for(&name, "deleted", |v| v.is_none());
+    d.wait_for("container", &name, "deleted", |v| v.is_none());
     assert!(!exists(&id4), "container {id4} outlived its object");
 }
 
@@ -314,7 +158,7 @@ fn oom_is_reported_and_a_missing_image_is_a_condition() {
     if !common::privileged("oom_is_reported_and_a_missing_image_is_a_condition") {
         return;
     }
-    let d = Daemon::new(None);
+    let d = docker_daemon(None);
     let oom = common::unique("oom");
     d.apply(&container(
         &oom,
@@ -322,7 +166,7 @@ fn oom_is_reported_and_a_missing_image_is_a_condition() {
         "dd if=/dev/zero of=/dev/null bs=64M count=4",
         "  resources: {memory: 16Mi}\n  restartPolicy: Never\n",
     ));
-    let v = d.wait(&oom, "Failed, OOMKilled", |v| {
+    let v = d.wait("container", &oom, "Failed, OOMKilled", |v| {
         v["status"]["phase"] == "Failed" && v["status"]["lastState"]["reason"] == "OOMKilled"
     });
     assert_eq!(condition(&v, "reason"), "OOMKilled");
@@ -332,7 +176,7 @@ fn oom_is_reported_and_a_missing_image_is_a_condition() {
     let image = format!("tend-test/{missing}:none");
     let t0 = Instant::now();
     d.apply(&container(&missing, &image, "exec sleep 3600", ""));
-    let v = d.wait(&missing, "ImageNotFound", |v| {
+    let v = d.wait("container", &missing, "ImageNotFound", |v| {
         condition(v, "reason") == "ImageNotFound"
     });
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
@@ -347,7 +191,7 @@ fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
     ) {
         return;
     }
-    let mut d = Daemon::new(None);
+    let mut d = docker_daemon(None);
     let names = [common::unique("ad"), common::unique("ad")];
     for n in &names {
         d.apply(&container(n, IMAGE, "exec sleep 3600", ""));
@@ -355,7 +199,7 @@ fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
     let before: Vec<(String, String)> = names
         .iter()
         .map(|n| {
-            let id = cid(&d.running(n, None));
+            let id = cid(&running(&d, n, None));
             let started = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &id]);
             (id, started)
         })
@@ -393,7 +237,7 @@ fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
     run(&plain, &[]);
 
     d.kill9();
-    d.start();
+    d.spawn();
     let deadline = Instant::now() + Duration::from_secs(20);
     while exists(&orphan) {
         assert!(Instant::now() < deadline, "orphan not swept\n{}", d.log());
@@ -402,7 +246,7 @@ fn sigkilled_tend_adopts_by_label_sweeps_its_orphans_and_leaves_foreign_ones() {
     // Let a few resyncs pass: adoption must keep the very same containers running.
     std::thread::sleep(Duration::from_secs(3));
     for (n, (id, started)) in names.iter().zip(&before) {
-        let v = d.running(n, None);
+        let v = running(&d, n, None);
         assert_eq!(&cid(&v), id, "{n} was recreated");
         let now = docker_ok(&[
             "inspect",
@@ -470,27 +314,29 @@ fn dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back() 
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("docker.sock");
     // tend starts with dockerd unreachable and stays healthy.
-    let d = Daemon::new(Some(sock.clone()));
+    let d = docker_daemon(Some(sock.clone()));
     let (dk, native) = (common::unique("dk"), common::unique("nat"));
     d.apply(&container(&dk, IMAGE, "exec sleep 3600", ""));
-    d.wait(&dk, "RuntimeUnavailable", unavailable);
+    d.wait("container", &dk, "RuntimeUnavailable", unavailable);
     // Native containers are not held up by the missing dockerd.
     let t0 = Instant::now();
     d.apply(&format!(
         "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {native}}}\nspec:\n  command: [/bin/sleep, '3600']\n  stopGracePeriodSeconds: 0\n"
     ));
-    d.wait(&native, "Running", |v| v["status"]["phase"] == "Running");
+    d.wait("container", &native, "Running", |v| {
+        v["status"]["phase"] == "Running"
+    });
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 
     // dockerd "comes up": the docker Container converges.
     let proxy = Proxy::start(&sock);
-    let id = cid(&d.running(&dk, None));
+    let id = cid(&running(&d, &dk, None));
 
     // dockerd "goes away" while the container runs: Unknown, then back to the same container.
     drop(proxy);
-    d.wait(&dk, "RuntimeUnavailable", unavailable);
+    d.wait("container", &dk, "RuntimeUnavailable", unavailable);
     let _proxy = Proxy::start(&sock);
-    let v = d.running(&dk, None);
+    let v = running(&d, &dk, None);
     assert_eq!(cid(&v), id, "the container was recreated");
     assert_eq!(
         docker_ok(&["inspect", "-f", "{{.State.Running}}", &id]),
@@ -501,7 +347,7 @@ fn dockerd_away_is_runtime_unavailable_stalls_nothing_and_converges_when_back() 
         assert!(d.tend(&["delete", "container", n]).status.success());
     }
     for n in [&dk, &native] {
-        d.wait_for(n, "deleted", |v| v.is_none());
+        d.wait_for("container", n, "deleted", |v| v.is_none());
     }
     assert!(!exists(&id));
 }
@@ -511,7 +357,7 @@ fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
     if !common::privileged("a_docker_container_joins_tends_bridge_with_its_leased_address") {
         return;
     }
-    let d = Daemon::new(None);
+    let d = docker_daemon(None);
     let (net, name) = (common::unique("net"), common::unique("dkn"));
     let second = 200 + (std::process::id() % 20);
     d.apply(&format!(
@@ -523,7 +369,7 @@ fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
         "exec sleep 3600",
         &format!("  networks: [{{name: {net}}}]\n"),
     ));
-    let v = d.wait(&name, "Running with an address", |v| {
+    let v = d.wait("container", &name, "Running with an address", |v| {
         v["status"]["phase"] == "Running" && v["status"]["networks"][0]["ip"].is_string()
     });
     let (id, ip) = (
@@ -547,12 +393,11 @@ fn a_docker_container_joins_tends_bridge_with_its_leased_address() {
     docker_ok(&["exec", &id, "ping", "-c", "1", "-W", "2", &gw]);
 
     assert!(d.tend(&["delete", "container", &name]).status.success());
-    d.wait_for(&name, "deleted", |v| v.is_none());
+    d.wait_for("container", &name, "deleted", |v| v.is_none());
     assert!(d.tend(&["delete", "network", &net]).status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     while d.tend(&["get", "network", &net]).status.success() {
         assert!(Instant::now() < deadline, "network not deleted");
-        d.nudge();
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -573,7 +418,7 @@ fn a_state_is_imported_as_an_image_once_per_generation() {
     if !common::privileged("a_state_is_imported_as_an_image_once_per_generation") {
         return;
     }
-    let d = Daemon::new(None);
+    let d = docker_daemon(None);
     // The source must lie outside tend's state dir.
     let src = tempfile::Builder::new()
         .prefix("tend-cd-src")
@@ -599,7 +444,7 @@ fn a_state_is_imported_as_an_image_once_per_generation() {
         "exec /bin/sleep 3600",
         "",
     ));
-    let v = d.running(&name, None);
+    let v = running(&d, &name, None);
     let id = cid(&v);
     let image = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &id]);
     guard.0 = image.clone();
@@ -614,12 +459,12 @@ fn a_state_is_imported_as_an_image_once_per_generation() {
     let created = docker_ok(&["image", "inspect", "-f", "{{.Id}}", &image]);
     // A restart does not import again: the same image.
     docker_ok(&["rm", "-f", &id]);
-    let v = d.running(&name, Some(&id));
+    let v = running(&d, &name, Some(&id));
     let again = docker_ok(&["inspect", "-f", "{{.Image}}", &cid(&v)]);
     assert_eq!(again, created);
 
     assert!(d.tend(&["delete", "container", &name]).status.success());
-    d.wait_for(&name, "deleted", |v| v.is_none());
+    d.wait_for("container", &name, "deleted", |v| v.is_none());
 }
 
 #[test]
@@ -627,7 +472,7 @@ fn logs_and_exec_by_uid_through_the_runtime() {
     if !common::privileged("logs_and_exec_by_uid_through_the_runtime") {
         return;
     }
-    let d = Daemon::new(None);
+    let d = docker_daemon(None);
     let name = common::unique("dkl");
     d.apply(&container(
         &name,
@@ -635,7 +480,7 @@ fn logs_and_exec_by_uid_through_the_runtime() {
         "echo hello-logs; echo oops >&2; exec sleep 3600",
         "",
     ));
-    let v = d.running(&name, None);
+    let v = running(&d, &name, None);
     let uid = v["metadata"]["uid"].as_str().unwrap().to_string();
     let instance = d.instance();
     let tokio = tokio::runtime::Runtime::new().unwrap();

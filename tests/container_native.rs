@@ -3,182 +3,23 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tend::cgroup::CgroupManager;
 
-const TEND: &str = env!("CARGO_BIN_EXE_tend");
-
-/// A daemon on its own state dir; Drop kills it and everything its instance created.
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    resync_seconds: u64,
+/// A daemon resyncing every `resync_seconds` (far out of reach: only events drive it).
+fn daemon(resync_seconds: u64) -> Daemon {
+    let resync = resync_seconds.to_string();
+    Daemon::start(&["--resync-seconds", &resync, "--snapshot-backend", "copy"])
 }
 
-impl Daemon {
-    fn new() -> Self {
-        Self::with_resync(1)
-    }
-
-    /// A daemon resyncing every `resync_seconds` (far out of reach: only events drive it).
-    fn with_resync(resync_seconds: u64) -> Self {
-        let mut d = Daemon {
-            dir: tempfile::Builder::new()
-                .prefix("tend-ct")
-                .tempdir()
-                .unwrap(),
-            child: None,
-            resync_seconds,
-        };
-        d.start();
-        d
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn start(&mut self) {
-        let _ = std::fs::remove_file(self.path().join("engine.json"));
-        let child = Command::new(TEND)
-            .args(["--state-dir"])
-            .arg(self.path())
-            .args(["serve", "--resync-seconds"])
-            .arg(self.resync_seconds.to_string())
-            .args(["--snapshot-backend", "copy"])
-            .env("TEND_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.path().join("engine.json").exists() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn instance(&self) -> String {
-        std::fs::read_to_string(self.path().join("instance-id"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn tend(&self, args: &[&str]) -> Output {
-        Command::new(TEND)
-            .arg("--state-dir")
-            .arg(self.path())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn apply(&self, yaml: &str) {
-        let f = self
-            .path()
-            .join(format!("apply-{}.yaml", common::unique("a")));
-        std::fs::write(&f, yaml).unwrap();
-        let out = self.tend(&["apply", "-f", f.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn get(&self, name: &str) -> Option<Value> {
-        let out = self.tend(&["get", "container", name, "-o", "json"]);
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
-    }
-
-    /// Works around a race in the store's change feed (reported to the lead): a commit by another
-    /// process can be missed when inotify fires on the WAL write before SQLite updates the
-    /// wal-index in `-shm` (an mmap write, which inotify does not see). A file created in the
-    /// state dir wakes the feed, which then reads the commit.
-    fn nudge(&self) {
-        let p = self.path().join("feed-nudge");
-        let _ = std::fs::File::create(&p);
-        let _ = std::fs::remove_file(&p);
-    }
-
-    /// Polls the container until `pred` holds on it (20 s at most).
-    fn wait(&self, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut polls = 0u32;
-        loop {
-            polls += 1;
-            if polls % 20 == 0 {
-                self.nudge();
-            }
-            if let Some(v) = self.get(name) {
-                if pred(&v) {
-                    return v;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{name}: {what}: {v:#}\n--- serve.log:\n{}",
-                    std::fs::read_to_string(self.path().join("serve.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "{name}: {what}: not found");
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-
-    fn running(&self, name: &str) -> Value {
-        self.wait(name, "Running", |v| {
-            v["status"]["phase"] == "Running" && v["status"]["pid"].is_number()
-        })
-    }
-
-    fn containers_root(&self) -> PathBuf {
-        self.path().join("containers")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill9();
-        // Safety net: stop this instance's workloads and remove its cgroups.
-        if let Ok(entries) = std::fs::read_dir(self.containers_root()) {
-            for e in entries.flatten() {
-                if let Ok(tend::shim::ShimState::Running(h)) = tend::shim::read_state(&e.path()) {
-                    for (pid, st) in [
-                        (h.workload_pid, h.workload_start_time),
-                        (h.shim_pid, h.shim_start_time),
-                    ] {
-                        if let Ok(p) = tend::shim::PidFd::open(pid, st) {
-                            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
-                        }
-                    }
-                }
-            }
-        }
-        if let (Ok(cg), Ok(id)) = (
-            tend::cgroup::detect(Path::new("/sys/fs/cgroup")),
-            std::fs::read_to_string(self.path().join("instance-id")),
-        ) {
-            for n in cg.list(&format!("{}-", id.trim())).unwrap_or_default() {
-                let _ = cg.kill_all(&n);
-                let _ = cg.remove(&n);
-            }
-        }
-    }
+/// Waits until container `name` runs a workload.
+fn running(d: &Daemon, name: &str) -> Value {
+    d.wait("container", name, "Running", |v| {
+        v["status"]["phase"] == "Running" && v["status"]["pid"].is_number()
+    })
 }
 
 fn container(name: &str, command: &str, extra: &str) -> String {
@@ -204,13 +45,13 @@ fn limits_written_on_the_host_are_put_back_without_waiting_for_resync() {
     if !common::privileged("limits_written_on_the_host_are_put_back_without_waiting_for_resync") {
         return;
     }
-    let d = Daemon::with_resync(3600);
+    let d = daemon(3600);
     d.apply(&container(
         "limited",
         "exec sleep 3600",
         "  resources: {memory: 32Mi, pids: 16}\n",
     ));
-    let uid = uid_of(&d.running("limited"));
+    let uid = uid_of(&running(&d, "limited"));
     let group = |ctl: &str| format!("/sys/fs/cgroup/{ctl}/tend/{}-{uid}", d.instance());
     let file = |ctl: &str, f: &str| format!("{}/{f}", group(ctl));
     let read = |ctl: &str, f: &str| std::fs::read_to_string(file(ctl, f)).unwrap();
@@ -242,14 +83,14 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     if !common::privileged("runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete") {
         return;
     }
-    let d = Daemon::new();
+    let d = daemon(1);
     let spec = container(
         "web",
         "echo pid=$$; echo oops >&2; exec sleep 3600",
         "  resources: {memory: 64Mi, cpu: 500m, pids: 64}\n  env: [{name: GREETING, value: hello}]\n",
     );
     d.apply(&spec);
-    let v = d.running("web");
+    let v = running(&d, "web");
     let (pid, uid) = (pid_of(&v), uid_of(&v));
     let cg = format!("{}-{uid}", d.instance());
     let proc_cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -312,7 +153,7 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let v = d.wait("web", "restarted", |v| {
+    let v = d.wait("container", "web", "restarted", |v| {
         v["status"]["restartCount"] == 1 && v["status"]["pid"].is_number()
     });
     eprintln!(
@@ -328,7 +169,7 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     // A spec change replaces the workload.
     let old = pid_of(&v);
     d.apply(&spec.replace("value: hello", "value: bye"));
-    let v = d.wait("web", "replaced", |v| {
+    let v = d.wait("container", "web", "replaced", |v| {
         v["status"]["observedGeneration"] == 2 && v["status"]["phase"] == "Running"
     });
     assert_ne!(pid_of(&v), old);
@@ -356,7 +197,7 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     );
     assert!(!alive(last));
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/tend/{cg}")).exists());
-    assert!(!d.containers_root().join(&uid).exists());
+    assert!(!d.path().join("containers").join(&uid).exists());
 }
 
 #[test]
@@ -364,13 +205,15 @@ fn memory_hog_is_oom_killed_and_reported() {
     if !common::privileged("memory_hog_is_oom_killed_and_reported") {
         return;
     }
-    let d = Daemon::new();
+    let d = daemon(1);
     d.apply(&container(
         "hog",
         "x=$(yes | head -c 300000000); echo survived",
         "  resources: {memory: 16Mi}\n  restartPolicy: Never\n",
     ));
-    let v = d.wait("hog", "Failed", |v| v["status"]["phase"] == "Failed");
+    let v = d.wait("container", "hog", "Failed", |v| {
+        v["status"]["phase"] == "Failed"
+    });
     assert_eq!(v["status"]["lastState"]["reason"], "OOMKilled", "{v:#}");
     assert_eq!(v["status"]["conditions"][0]["reason"], "OOMKilled");
     d.tend(&["delete", "container", "hog"]);
@@ -385,7 +228,7 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
     if !common::privileged("daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans") {
         return;
     }
-    let mut d = Daemon::new();
+    let mut d = daemon(1);
     let mut yaml = String::new();
     for i in 0..10 {
         yaml.push_str(&container(&format!("c{i}"), "exec sleep 3600", "---\n"));
@@ -397,9 +240,9 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
     ));
     d.apply(&yaml);
     let before: Vec<i32> = (0..10)
-        .map(|i| pid_of(&d.running(&format!("c{i}"))))
+        .map(|i| pid_of(&running(&d, &format!("c{i}"))))
         .collect();
-    d.running("ends");
+    running(&d, "ends");
     d.kill9();
     // While the daemon is down: the workloads live on; one exits; an orphan cgroup appears.
     for p in &before {
@@ -409,11 +252,13 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
     let orphan = format!("{}-00000000-dead-beef-0000-000000000000", d.instance());
     cg.create(&orphan).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-    d.start();
-    let v = d.wait("ends", "exit seen", |v| v["status"]["phase"] == "Failed");
+    d.spawn();
+    let v = d.wait("container", "ends", "exit seen", |v| {
+        v["status"]["phase"] == "Failed"
+    });
     assert_eq!(v["status"]["lastState"]["exitCode"], 7);
     for (i, p) in before.iter().enumerate() {
-        let v = d.running(&format!("c{i}"));
+        let v = running(&d, &format!("c{i}"));
         assert_eq!(pid_of(&v), *p, "c{i} re-adopted, same pid");
         assert_eq!(v["status"]["restartCount"], 0, "c{i} never restarted");
     }
@@ -427,7 +272,7 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    d.wait("c0", "restarted after re-adoption", |v| {
+    d.wait("container", "c0", "restarted after re-adoption", |v| {
         v["status"]["restartCount"] == 1
     });
 }
@@ -437,13 +282,13 @@ fn crash_loop_backoff_grows() {
     if !common::privileged("crash_loop_backoff_grows") {
         return;
     }
-    let d = Daemon::new();
+    let d = daemon(1);
     d.apply(&container("crash", "exit 1", ""));
     let t0 = Instant::now();
     let mut changes: Vec<(u64, Duration)> = Vec::new();
     let mut saw_backoff = false;
     while t0.elapsed() < Duration::from_secs(8) {
-        if let Some(v) = d.get("crash") {
+        if let Some(v) = d.get("container", "crash") {
             let n = v["status"]["restartCount"].as_u64().unwrap_or(0);
             if changes.last().is_none_or(|(m, _)| *m != n) {
                 changes.push((n, t0.elapsed()));

@@ -1,6 +1,10 @@
-//! A real `tend serve` on its own temp state dir for end-to-end tests. Dropping it deletes every
-//! object through the daemon (so its controllers tear the host objects down), stops it, and
-//! releases the embedded btrfs image — also when the test failed.
+//! A real `tend serve` on its own temp state dir, driven through the CLI, for end-to-end tests.
+//!
+//! Dropping it cleans up also when the test failed: every object is deleted through the daemon
+//! (so its controllers tear the host objects down), the daemon is stopped and the embedded
+//! btrfs image released; then, as a safety net, whatever of this instance is left (shims and
+//! workloads, cgroups, Docker containers labelled with the instance) is removed by PID, name and
+//! label — never anything of another instance.
 
 use serde_json::Value;
 use std::path::Path;
@@ -13,11 +17,17 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Starts `tend serve` with `args` (e.g. `--snapshot-backend copy`) and waits for it.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// The same, with extra environment for the daemon (e.g. `TEND_DOCKER_SOCKET`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tend-e2e")
             .tempdir()
@@ -26,6 +36,10 @@ impl Daemon {
             dir,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -35,33 +49,42 @@ impl Daemon {
         self.dir.path()
     }
 
-    fn spawn(&mut self) {
+    /// Starts the daemon again after [`Daemon::kill9`] (same state dir, args and env).
+    pub fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(self.path().join("engine.json"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.path().join("serve.log"))
-            .unwrap();
+            .map_err(|e| format!("serve.log: {e}"))?;
         let child = Command::new(TEND)
             .arg("--state-dir")
             .arg(self.path())
             .arg("serve")
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("TEND_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
+            .map_err(|e| format!("spawn tend serve: {e}"))?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.path().join("engine.json").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "tend serve did not start: {}",
-                self.log()
-            );
+            if Instant::now() > deadline {
+                self.kill9();
+                return Err(format!("tend serve did not start: {}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.child = Some(child);
+        Ok(())
     }
 
     /// SIGKILL, as a crash would.
@@ -75,6 +98,14 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// This state dir's instance id (what its host objects are named and labelled with).
+    pub fn instance(&self) -> String {
+        std::fs::read_to_string(self.path().join("instance-id"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     pub fn log(&self) -> String {
@@ -91,7 +122,9 @@ impl Daemon {
     }
 
     pub fn apply(&self, yaml: &str) {
-        let f = self.path().join(format!("apply-{}.yaml", rand_suffix()));
+        let f = self
+            .path()
+            .join(format!("apply-{}.yaml", super::unique("a")));
         std::fs::write(&f, yaml).unwrap();
         let out = self.tend(&["apply", "-f", f.to_str().unwrap()]);
         assert!(
@@ -108,19 +141,42 @@ impl Daemon {
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
+    /// Polls `kind/name` until `pred` holds (20 s at most; `None` means not found), and
+    /// panics with the object and the daemon's log otherwise.
+    pub fn wait_for(
+        &self,
+        kind: &str,
+        name: &str,
+        what: &str,
+        pred: impl Fn(Option<&Value>) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.get(kind, name);
+            if pred(v.as_ref()) {
+                return v.unwrap_or(Value::Null);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind}/{name}: {what}: {v:#?}\n--- serve.log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Polls until `kind/name` exists and `pred` holds on it (20 s at most).
+    pub fn wait(&self, kind: &str, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(kind, name, what, |v| v.is_some_and(&pred))
+    }
+
     /// Waits until `kind/name` has condition Ready=True; panics with its status and the log.
     pub fn wait_ready(&self, kind: &str, name: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let obj = self.get(kind, name);
-            if let Some(o) = &obj {
-                let ready = o["status"]["conditions"].as_array().is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                });
-                if ready {
-                    return o.clone();
-                }
+            if let Some(o) = obj.as_ref().filter(|o| condition(o, "Ready") == "True") {
+                return o.clone();
             }
             if Instant::now() > deadline {
                 panic!(
@@ -131,26 +187,66 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+
+    /// Kills what is left of this instance: shims and workloads (by PID and start time),
+    /// cgroups `tend/<instance>-*`, Docker containers labelled with the instance.
+    fn sweep_leftovers(&self) {
+        let Ok(id) = std::fs::read_to_string(self.path().join("instance-id")) else {
+            return;
+        };
+        let id = id.trim();
+        if let Ok(entries) = std::fs::read_dir(self.path().join("containers")) {
+            for e in entries.flatten() {
+                if let Ok(tend::shim::ShimState::Running(h)) = tend::shim::read_state(&e.path()) {
+                    for (pid, st) in [
+                        (h.workload_pid, h.workload_start_time),
+                        (h.shim_pid, h.shim_start_time),
+                    ] {
+                        if let Ok(p) = tend::shim::PidFd::open(pid, st) {
+                            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(cg) = tend::cgroup::detect(Path::new("/sys/fs/cgroup")) {
+            use tend::cgroup::CgroupManager;
+            for n in cg.list(&format!("{id}-")).unwrap_or_default() {
+                let _ = cg.kill_all(&n);
+                let _ = cg.remove(&n);
+            }
+        }
+        let filter = format!("label=dev.tend.instance={id}");
+        if let Ok(out) = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            for c in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", c]).output();
+            }
+        }
+    }
 }
 
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+/// The status of condition `type_` of an object, or "" when it has none.
+pub fn condition(v: &Value, type_: &str) -> String {
+    v["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_none() {
-            self.spawn();
+            let _ = self.try_spawn(); // also when the test panicked: the sweep below remains
         }
-        for kind in ["container", "sandbox", "state", "network"] {
-            let _ = Command::new(TEND)
-                .arg("--state-dir")
-                .arg(self.path())
-                .args(["delete", kind, "--all", "--wait", "--timeout", "60"])
-                .output();
+        if self.child.is_some() {
+            for kind in ["container", "sandbox", "state", "network"] {
+                let _ = self.tend(&["delete", kind, "--all", "--wait", "--timeout", "60"]);
+            }
         }
         if let Some(c) = self.child.take() {
             let _ = nix::sys::signal::kill(
@@ -160,6 +256,7 @@ impl Drop for Daemon {
             let mut c = c;
             let _ = c.wait();
         }
+        self.sweep_leftovers();
         tend::snapshot::register::release(self.path());
     }
 }
