@@ -20,6 +20,7 @@
 
 mod driver;
 pub mod fake;
+mod faults;
 mod network;
 mod reconcile;
 mod rootfs;

@@ -3,6 +3,7 @@
 use super::driver::{
     Attach, Attachments, ContainerRuntime, Exit, Observed, Running, RuntimeFault, WorkloadSpec,
 };
+use super::faults::{drv, fault_of, store_err};
 use super::rootfs::{self, RootfsState};
 use super::status::{self, restart_delay, should_restart};
 use super::ContainerError;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, Runtime};
-use tend_schema::store::{EventType, StoreError};
+use tend_schema::store::EventType;
 use tend_schema::{AnyObject, Kind, Object, ObjectKey};
 
 /// The finalizer this controller puts on every Container.
@@ -389,57 +390,6 @@ impl ContainerReconciler {
     }
 }
 
-impl ContainerReconciler {
-    /// Shows a runtime fault as the Ready condition and retries later: Unknown
-    /// `RuntimeUnavailable` (every 5 s; the runtime's events wake it sooner), or False with the
-    /// fault's reason (every 10 s).
-    async fn report_fault(
-        &self,
-        ctx: &Context,
-        obj: &AnyObject,
-        fault: &RuntimeFault,
-    ) -> Result<Action, Error> {
-        let key = obj.key()?;
-        let c: Container = obj.typed().map_err(|source| ContainerError::Decode {
-            key: key.clone(),
-            source,
-        })?;
-        let (generation, mut st) = (c.metadata.generation, c.status.clone());
-        let message = fault.to_string();
-        let retry = match fault {
-            RuntimeFault::Unavailable { .. } => {
-                st.common.observed_generation = generation;
-                st.common.set_condition(
-                    "Ready",
-                    tend_schema::ConditionStatus::Unknown,
-                    "RuntimeUnavailable",
-                    &message,
-                    generation,
-                );
-                Duration::from_secs(5)
-            }
-            RuntimeFault::Refused { reason, .. } => {
-                status::pending(&mut st, generation, reason, &message);
-                ctx.event(obj, EventType::Warning, reason, message.clone())
-                    .await;
-                Duration::from_secs(10)
-            }
-        };
-        ctx.write_status(obj, &st)
-            .await
-            .map_err(store_err(&key, "write status"))?;
-        Ok(Action::requeue(retry))
-    }
-}
-
-/// The runtime fault behind a reconcile error, if any.
-fn fault_of(e: &Error) -> Option<&RuntimeFault> {
-    match e.downcast_ref::<ContainerError>()? {
-        ContainerError::Driver { source, .. } => RuntimeFault::of(source),
-        _ => None,
-    }
-}
-
 fn grace(spec: &ContainerSpec) -> Duration {
     Duration::from_secs(u64::from(spec.grace_period_seconds()))
 }
@@ -457,28 +407,6 @@ fn observed_exit(o: Observed, generation: i64) -> Exit {
             finished_at: None,
             error: Some("the exit status was lost (its supervisor was killed)".into()),
         },
-    }
-}
-
-pub(crate) fn store_err(
-    key: &ObjectKey,
-    op: &'static str,
-) -> impl FnOnce(StoreError) -> ContainerError {
-    let key = key.clone();
-    move |source| ContainerError::Store { key, op, source }
-}
-
-fn drv(
-    uid: &str,
-    driver: &'static str,
-    op: &'static str,
-) -> impl FnOnce(super::DriverError) -> ContainerError {
-    let uid = uid.to_string();
-    move |source| ContainerError::Driver {
-        uid,
-        driver,
-        op,
-        source,
     }
 }
 

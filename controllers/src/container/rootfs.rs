@@ -1,6 +1,7 @@
 //! The rootfs of a Container: a Ready Sandbox's path, an owned Sandbox for a State, or the host.
 
-use super::reconcile::{store_err, Container};
+use super::faults::store_err;
+use super::reconcile::Container;
 use super::ContainerError;
 use crate::action::Error;
 use crate::context::Context;
