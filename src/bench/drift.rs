@@ -81,22 +81,7 @@ impl Drop for Serve {
         );
         let _ = self.child.wait();
         // Safety net when the delete did not finish: stop what is left of the workloads.
-        for e in std::fs::read_dir(self.dir.join("containers"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(crate::shim::ShimState::Running(h)) = crate::shim::read_state(&e.path()) {
-                for (pid, start) in [
-                    (h.workload_pid, h.workload_start_time),
-                    (h.shim_pid, h.shim_start_time),
-                ] {
-                    if let Ok(p) = crate::shim::PidFd::open(pid, start) {
-                        let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-            }
-        }
+        crate::shim::kill_recorded(&self.dir.join("containers"));
         let _ = crate::snapshot::loopimg::unmount_and_detach(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -40,7 +40,7 @@ pub use exec::exec_in;
 pub use log::RotatingLog;
 pub use proc::{process_start_time, PidFd};
 pub use run::main_from_args;
-pub use spawn::{read_state, read_state_in, spawn_shim, stop, ShimState};
+pub use spawn::{kill_recorded, read_state, read_state_in, spawn_shim, stop, ShimState};
 
 /// Everything that can go wrong in the shim and its daemon-side helpers; each variant names the
 /// path or syscall involved.

@@ -107,6 +107,29 @@ pub fn read_state_in(proc_root: &Path, container_dir: &Path) -> Result<ShimState
     }
 }
 
+/// SIGKILLs the workload and the shim of every container recorded under `containers_root`
+/// (`<uid>/shim.json`), each through a pidfd verified against its start time, so a reused pid
+/// is never hit. Last-resort cleanup (benches, test harnesses) when the daemon did not stop
+/// them; the daemon itself stops workloads with [`stop`].
+pub fn kill_recorded(containers_root: &Path) {
+    for e in std::fs::read_dir(containers_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(ShimState::Running(h)) = read_state(&e.path()) {
+            for (pid, start) in [
+                (h.workload_pid, h.workload_start_time),
+                (h.shim_pid, h.shim_start_time),
+            ] {
+                if let Ok(p) = PidFd::open(pid, start) {
+                    let _ = p.signal(Signal::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 /// How long [`stop`] waits for the shim to record the exit after the workload died.
 const SHIM_RECORD_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -1,10 +1,8 @@
 //! A real `tend serve` on its own temp state dir, driven through the CLI, for end-to-end tests.
 //!
 //! Dropping it cleans up also when the test failed: every object is deleted through the daemon
-//! (so its controllers tear the host objects down), the daemon is stopped and the embedded
-//! btrfs image released; then, as a safety net, whatever of this instance is left (shims and
-//! workloads, cgroups, Docker containers labelled with the instance) is removed by PID, name and
-//! label — never anything of another instance.
+//! (so its controllers tear the host objects down) and the daemon is stopped; then whatever of
+//! its instance is left goes too ([`super::sweep::instance_leftovers`]).
 
 use serde_json::Value;
 use std::path::Path;
@@ -187,45 +185,6 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-
-    /// Kills what is left of this instance: shims and workloads (by PID and start time),
-    /// cgroups `tend/<instance>-*`, Docker containers labelled with the instance.
-    fn sweep_leftovers(&self) {
-        let Ok(id) = std::fs::read_to_string(self.path().join("instance-id")) else {
-            return;
-        };
-        let id = id.trim();
-        if let Ok(entries) = std::fs::read_dir(self.path().join("containers")) {
-            for e in entries.flatten() {
-                if let Ok(tend::shim::ShimState::Running(h)) = tend::shim::read_state(&e.path()) {
-                    for (pid, st) in [
-                        (h.workload_pid, h.workload_start_time),
-                        (h.shim_pid, h.shim_start_time),
-                    ] {
-                        if let Ok(p) = tend::shim::PidFd::open(pid, st) {
-                            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
-                        }
-                    }
-                }
-            }
-        }
-        if let Ok(cg) = tend::cgroup::detect(Path::new("/sys/fs/cgroup")) {
-            use tend::cgroup::CgroupManager;
-            for n in cg.list(&format!("{id}-")).unwrap_or_default() {
-                let _ = cg.kill_all(&n);
-                let _ = cg.remove(&n);
-            }
-        }
-        let filter = format!("label=dev.tend.instance={id}");
-        if let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for c in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", c]).output();
-            }
-        }
-    }
 }
 
 /// The status of condition `type_` of an object, or "" when it has none.
@@ -256,7 +215,6 @@ impl Drop for Daemon {
             let mut c = c;
             let _ = c.wait();
         }
-        self.sweep_leftovers();
-        tend::snapshot::register::release(self.path());
+        super::sweep::instance_leftovers(self.path());
     }
 }

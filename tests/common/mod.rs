@@ -39,3 +39,4 @@ fn radix36(mut v: u32) -> String {
     String::from_utf8(out).unwrap()
 }
 pub mod daemon;
+pub mod sweep;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tend::cgroup::CgroupManager;
 use tend_schema::store::{Lease, LeaseFilter, ListQuery, OpenOptions, SqliteStore, Store};
 use tend_schema::AnyObject;
 
@@ -333,68 +332,7 @@ impl Drop for Daemon {
             let _in_runtime = self.rt.enter();
             drop(self.store.take());
         }
-        let Ok(inst) = std::fs::read_to_string(self.path().join("instance-id")) else {
-            return;
-        };
-        let inst = inst.trim().to_string();
-        // Workloads and shims of this state dir.
-        if let Ok(entries) = std::fs::read_dir(self.path().join("containers")) {
-            for e in entries.flatten() {
-                if let Ok(tend::shim::ShimState::Running(h)) = tend::shim::read_state(&e.path()) {
-                    for (pid, st) in [
-                        (h.workload_pid, h.workload_start_time),
-                        (h.shim_pid, h.shim_start_time),
-                    ] {
-                        if let Ok(p) = tend::shim::PidFd::open(pid, st) {
-                            let _ = p.signal(nix::sys::signal::Signal::SIGKILL);
-                        }
-                    }
-                }
-            }
-        }
-        for e in std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("tend-{inst}-"))
-            {
-                let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        if let Ok(cg) = tend::cgroup::detect(Path::new("/sys/fs/cgroup")) {
-            for n in cg.list(&format!("{inst}-")).unwrap_or_default() {
-                let _ = cg.kill_all(&n);
-                let _ = cg.remove(&n);
-            }
-        }
-        for e in std::fs::read_dir("/sys/class/net")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
-            if alias.contains(&format!("tend:{inst}:")) {
-                let _ = Command::new("ip")
-                    .args(["link", "del"])
-                    .arg(e.file_name())
-                    .output();
-            }
-        }
-        let _ = tend::snapshot::loopimg::unmount_and_detach(self.path());
-        // Copy-backend trees are immutable (chattr +i) and read-only: undo both so TempDir can
-        // remove them.
-        let _ = Command::new("chattr")
-            .args(["-R", "-f", "-i"])
-            .arg(self.path())
-            .output();
-        let _ = Command::new("chmod")
-            .args(["-R", "u+w"])
-            .arg(self.path())
-            .output();
+        crate::common::sweep::instance_leftovers(self.path());
     }
 }
 
