@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use nix::sys::inotify::AddWatchFlags;
 use tend_controllers::network::{
-    AttachConfig, AttachObserved, Attacher, AttachmentReconciler, BridgeConfig, BridgeObserved,
-    HostLink, NetworkDriver, NetworkReconciler,
+    parse_alias, AttachConfig, AttachObserved, Attacher, AttachmentReconciler, BridgeConfig,
+    BridgeObserved, HostLink, NetworkDriver, NetworkReconciler,
 };
 use tend_controllers::{Error, Index, Runtime, Trigger};
 use tend_schema::Kind;
@@ -250,6 +250,7 @@ pub async fn register_network(
     tokio::spawn(watch_links(
         monitor,
         reconciler,
+        cfg.instance.clone(),
         runtime.index(),
         networks,
         attachments,
@@ -258,10 +259,12 @@ pub async fn register_network(
 }
 
 /// Turns link/address events on tend's interfaces into reconciles: a bridge's Network, a
-/// veth's Container (for the attachment repairer). Lost events wake everything.
+/// veth's Container (for the attachment repairer), found by the link's alias; address events
+/// (no alias) by name through the index. Lost events wake everything.
 async fn watch_links(
     mut monitor: super::NetMonitor,
     reconciler: Arc<NetworkReconciler>,
+    instance: String,
     index: Arc<Index>,
     networks: Trigger,
     attachments: Trigger,
@@ -284,6 +287,14 @@ async fn watch_links(
             }
             Ok(ev) => {
                 if !names::is_tend_link(ev.ifname()) {
+                    continue;
+                }
+                // A link names its owner in its alias (`tend:<instance>:<uid>`): no search.
+                if let Some((inst, uid)) = ev.alias().and_then(parse_alias) {
+                    if inst == instance {
+                        networks.uid(uid);
+                        attachments.uid(uid);
+                    }
                     continue;
                 }
                 for k in reconciler.keys_for_ifname(&index, ev.ifname()) {

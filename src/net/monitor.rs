@@ -1,27 +1,38 @@
 //! Link and address monitor: RTNLGRP_LINK and RTNLGRP_IPV4_IFADDR multicast events turned into
 //! a small stream of drift events (link deleted, link down, address removed).
 
+use std::collections::HashMap;
+
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkFlags, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::sys::AsyncSocket;
 use rtnetlink::MulticastGroup;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::bridge::addr_of;
+use super::bridge::{addr_of, link_alias};
 use super::{link_name, link_up, Error, NetDriver, Result};
 
 /// A change on a link or an IPv4 address that may be drift from the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    /// The link was deleted.
-    LinkDeleted { ifname: String, index: u32 },
+    /// The link was deleted (or, from the bridge's side, left its bridge). `alias` is the
+    /// link's `IFLA_IFALIAS` — tend's `tend:<instance>:<uid>` names the owner.
+    LinkDeleted {
+        ifname: String,
+        index: u32,
+        alias: Option<String>,
+    },
     /// The link changed and is now administratively down.
-    LinkDown { ifname: String, index: u32 },
+    LinkDown {
+        ifname: String,
+        index: u32,
+        alias: Option<String>,
+    },
     /// An IPv4 address was removed from the link.
     AddressRemoved {
         ifname: String,
@@ -40,6 +51,16 @@ impl NetEvent {
             | NetEvent::LinkDown { ifname, .. }
             | NetEvent::AddressRemoved { ifname, .. } => ifname,
             NetEvent::Overrun => "",
+        }
+    }
+
+    /// The link's alias, when the event is about a link that has one.
+    pub fn alias(&self) -> Option<&str> {
+        match self {
+            NetEvent::LinkDeleted { alias, .. } | NetEvent::LinkDown { alias, .. } => {
+                alias.as_deref()
+            }
+            _ => None,
         }
     }
 }
@@ -92,9 +113,10 @@ impl NetDriver {
         let (tx, rx) = broadcast::channel(CAPACITY);
         let sender = tx.clone();
         let forward = tokio::spawn(async move {
+            let mut aliases = Aliases::default();
             while let Some((msg, _)) = messages.next().await {
                 let ev = match msg.payload {
-                    NetlinkPayload::InnerMessage(m) => to_event(m),
+                    NetlinkPayload::InnerMessage(m) => to_event(m, &mut aliases),
                     NetlinkPayload::Overrun(_) => Some(NetEvent::Overrun),
                     _ => None,
                 };
@@ -134,15 +156,52 @@ impl Drop for NetMonitor {
     }
 }
 
-fn to_event(m: RouteNetlinkMessage) -> Option<NetEvent> {
+/// The alias of each link seen so far, by index. A bridge's own message about a port leaving
+/// it (`RTM_DELLINK` of family `AF_BRIDGE`, also sent before the link's deletion) carries no
+/// alias; this fills it in from the link's earlier messages.
+#[derive(Default)]
+struct Aliases(HashMap<u32, String>);
+
+impl Aliases {
+    /// The alias of `l` (its own, else the one last seen on its index); forgets a deleted link.
+    fn of(&mut self, l: &LinkMessage, deleted: bool) -> Option<String> {
+        let index = l.header.index;
+        let alias = match link_alias(l) {
+            Some(a) => {
+                self.0.insert(index, a.clone());
+                Some(a)
+            }
+            None => self.0.get(&index).cloned(),
+        };
+        if deleted && l.header.interface_family != AddressFamily::Bridge {
+            self.0.remove(&index);
+        }
+        alias
+    }
+}
+
+fn to_event(m: RouteNetlinkMessage, aliases: &mut Aliases) -> Option<NetEvent> {
     match m {
         RouteNetlinkMessage::DelLink(l) => {
+            let alias = aliases.of(&l, true);
             let (ifname, index) = link_id(&l)?;
-            Some(NetEvent::LinkDeleted { ifname, index })
+            Some(NetEvent::LinkDeleted {
+                ifname,
+                index,
+                alias,
+            })
         }
-        RouteNetlinkMessage::NewLink(l) if went_down(&l) => {
+        RouteNetlinkMessage::NewLink(l) => {
+            let alias = aliases.of(&l, false);
+            if !went_down(&l) {
+                return None;
+            }
             let (ifname, index) = link_id(&l)?;
-            Some(NetEvent::LinkDown { ifname, index })
+            Some(NetEvent::LinkDown {
+                ifname,
+                index,
+                alias,
+            })
         }
         RouteNetlinkMessage::DelAddress(a) => {
             let address = Ipv4Net::new(addr_of(&a)?, a.header.prefix_len).ok()?;
