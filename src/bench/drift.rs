@@ -178,23 +178,7 @@ pub async fn measure(cfg: &DriftConfig) -> anyhow::Result<Vec<DriftFigure>> {
         String::from_utf8_lossy(&out.stderr)
     );
     let t = Duration::from_secs(30);
-    let s = store.clone();
-    until("first convergence", t, || {
-        let s = s.clone();
-        async move {
-            let mut ok = true;
-            for (k, n) in [
-                (Kind::State, "base"),
-                (Kind::Sandbox, "spare"),
-                (Kind::Network, "drift"),
-                (Kind::Container, "worker"),
-            ] {
-                ok &= get(&s, k, n).await.is_ok_and(|o| ready(&o));
-            }
-            ok
-        }
-    })
-    .await?;
+    until("first convergence", t, || all_ready(&store)).await?;
     let net = NetDriver::with_default_dir()?;
     let instance = std::fs::read_to_string(state.join("instance-id"))?
         .trim()
@@ -383,20 +367,23 @@ async fn drift_once(
     }
     let took = t0.elapsed();
     // Repaired on the host; wait for the objects to say Ready again before the next drift.
-    until("Ready again", timeout, || async {
-        let mut ok = true;
-        for (k, n) in [
-            (Kind::State, "base"),
-            (Kind::Sandbox, "spare"),
-            (Kind::Network, "drift"),
-            (Kind::Container, "worker"),
-        ] {
-            ok &= get(store, k, n).await.is_ok_and(|o| ready(&o));
-        }
-        ok
-    })
-    .await?;
+    until("Ready again", timeout, || all_ready(store)).await?;
     Ok(took)
+}
+
+/// Whether the four objects of the drift spec are all Ready.
+async fn all_ready(store: &SqliteStore) -> bool {
+    for (k, n) in [
+        (Kind::State, "base"),
+        (Kind::Sandbox, "spare"),
+        (Kind::Network, "drift"),
+        (Kind::Container, "worker"),
+    ] {
+        if !get(store, k, n).await.is_ok_and(|o| ready(&o)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether process `pid` is in the network namespace bind-mounted at `path`.

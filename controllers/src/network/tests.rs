@@ -79,6 +79,11 @@ impl Setup {
     }
 }
 
+/// A Container spec on network `n`.
+fn on_network_n() -> serde_json::Value {
+    json!({"command": ["x"], "networks": [{"name": "n"}]})
+}
+
 fn reason(s: &NetworkStatus) -> String {
     s.common.condition("Ready").unwrap().reason.clone()
 }
@@ -124,13 +129,7 @@ async fn attachments_wait_lease_repair_and_protect_the_network() {
     let s = setup().await;
     s.create(Kind::Network, "n", json!({"subnet": "10.8.0.0/24"}))
         .await;
-    let c = s
-        .create(
-            Kind::Container,
-            "c",
-            json!({"command": ["x"], "networks": [{"name": "n"}]}),
-        )
-        .await;
+    let c = s.create(Kind::Container, "c", on_network_n()).await;
     let err = s.attacher.ensure_attachments(&s.ctx, &c).await.unwrap_err();
     assert_eq!(err.reason(), "WaitingForNetwork");
     s.reconcile("n").await;
@@ -198,12 +197,7 @@ async fn monitor_events_map_to_their_objects() {
         json!({"subnet": "10.8.0.0/24"}),
     );
     n.metadata.uid = Some("11111111-2222".into());
-    let mut c = AnyObject::new(
-        Kind::Container,
-        "default",
-        "c",
-        json!({"command": ["x"], "networks": [{"name": "n"}]}),
-    );
+    let mut c = AnyObject::new(Kind::Container, "default", "c", on_network_n());
     c.metadata.uid = Some("33333333-4444".into());
     index.upsert(&n);
     index.upsert(&c);
@@ -220,13 +214,7 @@ async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
     s.create(Kind::Network, "n", json!({"subnet": "10.8.0.0/24"}))
         .await;
     let bridge = s.reconcile("n").await.bridge.unwrap();
-    let c = s
-        .create(
-            Kind::Container,
-            "c",
-            json!({"command": ["x"], "networks": [{"name": "n"}]}),
-        )
-        .await;
+    let c = s.create(Kind::Container, "c", on_network_n()).await;
     s.attacher.ensure_attachments(&s.ctx, &c).await.unwrap();
     let veth = s
         .driver
