@@ -302,9 +302,13 @@ impl ContainerRuntime for NativeRuntime {
     async fn repair(&self, w: &WorkloadSpec, r: &Running) -> Result<Vec<String>, DriverError> {
         let want = limits(&w.spec).normalized();
         let pid = r.pid;
-        // After a daemon restart (or a recreated group) the watch starts here.
-        let (this, uid, lim) = (self.clone(), w.uid.clone(), limits(&w.spec));
-        blocking(move || this.watch_limits(&uid, lim)).await;
+        let (watch, uid) = (self.limits_watch.clone(), w.uid.clone());
+        // After a daemon restart (or a recreated group) the watch starts here; idempotent.
+        let rewatch = move |n: &str| {
+            if let Some(w) = &watch {
+                w.watch(&uid, n, want);
+            }
+        };
         let fixes = self
             .cg(&w.uid, "repair", move |cg, n| {
                 let mut fixes = Vec::new();
@@ -314,11 +318,13 @@ impl ContainerRuntime for NativeRuntime {
                     for p in pids_in_namespace_of(pid) {
                         cg.add_task(n, p)?;
                     }
+                    rewatch(n);
                     fixes.push(format!(
                         "cgroup {n} was deleted: recreated, workload moved back"
                     ));
                     return Ok(fixes);
                 }
+                rewatch(n);
                 let have = cg.read_limits(n)?;
                 if have != want {
                     cg.apply(n, &want)?;
