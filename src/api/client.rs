@@ -352,59 +352,26 @@ impl Client {
         if let Some(rv) = resource_version {
             path.push_str(&format!("&resourceVersion={rv}"));
         }
-        let mut send = self.connect().await?;
-        let resp = send
-            .send_request(self.build(Method::GET, &path, None, vec![])?)
-            .await
-            .map_err(|source| ClientError::Http {
-                target: self.target.to_string(),
-                source,
-            })?;
-        if !resp.status().is_success() {
-            let code = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            return Err(ClientError::Api {
-                code,
-                reason: body["reason"].as_str().unwrap_or("").into(),
-                message: body["message"].as_str().unwrap_or("").into(),
-                body,
-            });
-        }
-        let target = self.target.to_string();
-        let frames = resp.into_body().into_data_stream();
+        // One JSON object per line; a line may span chunks, a chunk may hold many lines.
+        let chunks = self.stream(&path).await?;
         let lines = futures::stream::unfold(
-            (frames, Vec::<u8>::new(), send),
-            move |(mut frames, mut buf, send)| {
-                let target = target.clone();
-                async move {
-                    loop {
-                        if let Some(i) = buf.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=i).collect();
-                            let item =
-                                serde_json::from_slice::<WatchLine>(&line).map_err(|source| {
-                                    ClientError::Decode {
-                                        path: "watch".into(),
-                                        source,
-                                    }
-                                });
-                            return Some((item, (frames, buf, send)));
-                        }
-                        match frames.next().await {
-                            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                            Some(Err(source)) => {
-                                return Some((
-                                    Err(ClientError::Http { target, source }),
-                                    (frames, buf, send),
-                                ))
+            (chunks, Vec::<u8>::new()),
+            |(mut chunks, mut buf)| async move {
+                loop {
+                    if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=i).collect();
+                        let item = serde_json::from_slice::<WatchLine>(&line).map_err(|source| {
+                            ClientError::Decode {
+                                path: "watch".into(),
+                                source,
                             }
-                            None => return None,
-                        }
+                        });
+                        return Some((item, (chunks, buf)));
+                    }
+                    match chunks.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => return Some((Err(e), (chunks, buf))),
+                        None => return None,
                     }
                 }
             },

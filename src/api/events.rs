@@ -6,6 +6,7 @@
 //! (both or neither) and `limit`.
 
 use super::error::{ApiError, ApiResult};
+use super::request::field_terms;
 use super::{AppRef, Identity};
 use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
@@ -19,21 +20,9 @@ pub fn event_query(q: &HashMap<String, String>, ns: Option<&str>) -> ApiResult<E
     let mut kind: Option<Kind> = None;
     let mut name: Option<String> = None;
     let mut namespace = ns.map(str::to_string);
-    for term in q
-        .get("fieldSelector")
-        .map(String::as_str)
-        .unwrap_or("")
-        .split(',')
-        .filter(|t| !t.trim().is_empty())
-    {
-        let (field, value) = term
-            .split_once("==")
-            .or_else(|| term.split_once('='))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("fieldSelector: {term:?} is not field=value"))
-            })?;
-        let value = value.trim();
-        match field.trim() {
+    for term in field_terms(q.get("fieldSelector").map(String::as_str).unwrap_or("")) {
+        let (field, value) = term?;
+        match field {
             "involvedObject.kind" => {
                 kind = Some(value.parse().map_err(|e: String| {
                     ApiError::bad_request(format!("fieldSelector: involvedObject.kind: {e}"))

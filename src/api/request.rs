@@ -73,21 +73,10 @@ impl Params {
             selector,
             name: None,
         };
-        for term in self
-            .field_selector
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .filter(|t| !t.trim().is_empty())
-        {
-            let (field, value) = term
-                .split_once("==")
-                .or_else(|| term.split_once('='))
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("fieldSelector: {term:?} is not field=value"))
-                })?;
-            let value = value.trim().to_string();
-            match field.trim() {
+        for term in field_terms(self.field_selector.as_deref().unwrap_or("")) {
+            let (field, value) = term?;
+            let value = value.to_string();
+            match field {
                 "metadata.name" => q.name = Some(value),
                 "metadata.namespace" => match &q.namespace {
                     Some(ns) if *ns != value => q.name = Some(String::new()),
@@ -226,6 +215,23 @@ pub fn fit_to_path(v: &mut Value, kind: Kind, ns: &str, name: Option<&str>) -> A
         }
     }
     Ok(())
+}
+
+/// The `field=value` (or `field==value`) terms of a `fieldSelector`, trimmed; a term without
+/// `=` is a 400 naming it.
+pub fn field_terms(selector: &str) -> impl Iterator<Item = ApiResult<(&str, &str)>> {
+    selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|term| {
+            let (field, value) = term
+                .split_once("==")
+                .or_else(|| term.split_once('='))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("fieldSelector: {term:?} is not field=value"))
+                })?;
+            Ok((field.trim(), value.trim()))
+        })
 }
 
 #[cfg(test)]
