@@ -496,15 +496,18 @@ fn logs_and_exec_by_uid_through_the_runtime() {
         let ctx = tend_controllers::Runtime::new(std::sync::Arc::new(store), Default::default())
             .context();
         let rt = tend::runtime_docker::DockerRuntime::new(None, &instance, ctx).unwrap();
-        let out = rt.exec(&uid, &["hostname"]).await.unwrap();
+        use tend_controllers::container::{ContainerRuntime, LogQuery};
+        let out = rt.exec(&uid, &["hostname".to_string()]).await.unwrap();
         assert_eq!(out.exit_code, 0);
-        let mut lines: Vec<String> = rt
-            .logs(&uid, None, false)
+        let chunks: Vec<Vec<u8>> = rt
+            .logs(&uid, &LogQuery::default())
             .await
             .unwrap()
-            .map(|l| l.unwrap().line)
+            .map(|c| c.unwrap())
             .collect()
             .await;
+        let text = String::from_utf8(chunks.concat()).unwrap();
+        let mut lines: Vec<&str> = text.lines().collect();
         // stdout and stderr are separate streams: no order between them.
         lines.sort();
         assert_eq!(lines, ["hello-logs", "oops"]);
@@ -519,6 +522,6 @@ fn logs_and_exec_by_uid_through_the_runtime() {
             tend_controllers::Runtime::new(std::sync::Arc::new(s), Default::default()).context()
         })
         .unwrap();
-        assert!(other.exec(&uid, &["true"]).await.is_err());
+        assert!(other.exec(&uid, &["true".to_string()]).await.is_err());
     });
 }

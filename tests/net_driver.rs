@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use tend::net::bench::{bench_attachments, BenchConfig};
+use tend::bench::netlink::{bench_attachments, BenchConfig};
 use tend::net::{names, AttachRequest, NetDriver, NetEvent, NetMonitor};
 
 /// Removes what a test created, even when it panics (through `ip`, which needs no runtime).

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tend::daemon::network::register_network;
 use tend::daemon::DaemonConfig;
-use tend::net::adapter::register_network;
 use tend_controllers::metrics::ControllerMetrics;
 use tend_controllers::network::Attacher;
 use tend_controllers::{Context, ControllerConfig, Runtime, RuntimeConfig};
@@ -113,7 +113,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
             .unwrap(),
     );
     let cfg = DaemonConfig {
-        state_dir: dir.to_path_buf(),
+        layout: tend::daemon::Layout::new(dir),
         instance: instance.to_string(),
         exe: PathBuf::from(env!("CARGO_BIN_EXE_tend")),
         controller: ControllerConfig {
@@ -141,7 +141,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
     TestDaemon {
         store,
         ctx,
-        attacher: handle.attacher,
+        attacher: handle,
         stop,
         task,
     }

@@ -123,7 +123,7 @@ fn tokens_are_never_logged_tcp_needs_one_and_namespaces_are_enforced() {
     let engine: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path().join("engine.json")).unwrap()).unwrap();
     let addr: std::net::SocketAddr = engine["listen"].as_str().unwrap().parse().unwrap();
-    let ca = std::fs::read_to_string(tend::api::tls::ca_path(d.path())).unwrap();
+    let ca = std::fs::read_to_string(tend::daemon::Layout::new(d.path()).ca_cert()).unwrap();
     let token = |args: &[&str]| -> String {
         let mut a = vec!["token", "create"];
         a.extend(args);

@@ -5,7 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use tend::snapshot::{bench_snapshots_sized, loopimg, probe, BackendMode, SnapshotBackend};
+use tend::bench::snapshots::bench_snapshots_sized;
+use tend::snapshot::{loopimg, probe, BackendMode, SnapshotBackend};
 
 /// Unmounts and detaches the image under `state` when dropped, so a failing test leaves
 /// no mount or loop device behind.

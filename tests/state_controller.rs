@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tend::daemon::{instance_id, Daemon, DaemonConfig};
+use tend::daemon::{instance_id, Daemon, DaemonConfig, Layout};
+use tend::snapshot::choose::SnapshotConfig;
 use tend::snapshot::loopimg;
-use tend::snapshot::register::SnapshotConfig;
 use tend::snapshot::BackendMode;
 use tend_controllers::ControllerConfig;
 use tend_schema::store::{DeleteOptions, EventQuery, Propagation, SqliteStore, Store};
@@ -78,8 +78,8 @@ impl Env {
 
     async fn start(&mut self) {
         let cfg = DaemonConfig {
-            state_dir: self.state.clone(),
-            instance: instance_id(&self.state).unwrap(),
+            layout: Layout::new(&self.state),
+            instance: instance_id(&Layout::new(&self.state)).unwrap(),
             exe: PathBuf::from(env!("CARGO_BIN_EXE_tend")),
             controller: ControllerConfig {
                 concurrency: 8,

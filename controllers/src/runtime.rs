@@ -106,10 +106,35 @@ impl Runtime {
 
     /// Adds a controller; the returned trigger wakes its keys from driver events.
     pub fn register(&mut self, reconciler: Arc<dyn Reconciler>, cfg: ControllerConfig) -> Trigger {
+        let kind = reconciler.kind();
+        self.register_with(kind, |_| reconciler, cfg)
+    }
+
+    /// Registers the reconciler that `make` builds from its own trigger, for reconcilers whose
+    /// driver events (an exit watcher, say) wake their keys: no cell to fill in afterwards.
+    ///
+    /// # Panics
+    /// When the reconciler's kind is not `kind`.
+    pub fn register_with(
+        &mut self,
+        kind: Kind,
+        make: impl FnOnce(Trigger) -> Arc<dyn Reconciler>,
+        cfg: ControllerConfig,
+    ) -> Trigger {
         let queue = Arc::new(Queue::new());
+        let trigger = Trigger {
+            queue: queue.clone(),
+            index: self.index.clone(),
+            kind,
+        };
+        let reconciler = make(trigger.clone());
+        assert_eq!(
+            reconciler.kind(),
+            kind,
+            "register_with: kind of the reconciler"
+        );
         let metrics = Arc::new(ControllerMetrics::default());
         self.metrics.push((reconciler.name(), metrics.clone()));
-        let kind = reconciler.kind();
         let ctx = Context {
             store: self.store.clone(),
             index: self.index.clone(),
@@ -123,11 +148,7 @@ impl Runtime {
                 cfg,
             },
         });
-        Trigger {
-            queue,
-            index: self.index.clone(),
-            kind,
-        }
+        trigger
     }
 
     pub fn index(&self) -> Arc<Index> {

@@ -50,11 +50,6 @@ pub struct TokenFile {
     pub tokens: Vec<Token>,
 }
 
-/// The token file's path in a state dir.
-pub fn tokens_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("tokens.json")
-}
-
 fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
     let mut b = vec![0u8; bytes];
@@ -244,7 +239,7 @@ mod tests {
     #[test]
     fn create_reload_revoke() {
         let dir = tempfile::tempdir().unwrap();
-        let path = tokens_path(dir.path());
+        let path = dir.path().join("tokens.json");
         let admin = TokenFile::ensure_admin(&path).unwrap();
         assert_eq!(TokenFile::ensure_admin(&path).unwrap(), admin);
         let tokens = Tokens::new(path.clone());

@@ -5,7 +5,6 @@
 
 pub mod auth;
 pub mod batch;
-pub mod bench;
 pub mod client;
 mod client_ops;
 pub mod containers;
@@ -89,9 +88,21 @@ impl Default for Limits {
     }
 }
 
+/// The API's files, as the daemon's state-dir layout names them.
+#[derive(Debug, Clone)]
+pub struct ApiPaths {
+    /// The admin unix socket.
+    pub socket: PathBuf,
+    /// Bearer tokens.
+    pub tokens: PathBuf,
+    /// The TLS CA (certificate and key) for the TCP listener.
+    pub ca_cert: PathBuf,
+    pub ca_key: PathBuf,
+}
+
 /// What `serve` needs from the daemon.
 pub struct ApiConfig {
-    pub state_dir: PathBuf,
+    pub paths: ApiPaths,
     /// Optional TCP listener (bearer tokens required).
     pub listen: Option<SocketAddr>,
     pub store: Arc<dyn Store>,
@@ -99,6 +110,8 @@ pub struct ApiConfig {
     pub ready: Arc<AtomicBool>,
     pub metrics: Option<MetricsProvider>,
     pub limits: Limits,
+    /// The container runtimes, for logs and exec (absent: those answer 503).
+    pub runtimes: Option<tend_controllers::container::Runtimes>,
 }
 
 /// Shared by every handler.
@@ -111,10 +124,8 @@ pub(crate) struct AppState {
     pub limits: Limits,
     watch_slots: Mutex<HashMap<String, usize>>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// For container logs and exec (`<state-dir>/containers`, the native runtime's files).
-    pub state_dir: PathBuf,
-    /// dockerd, for docker containers' logs and exec: made on first use.
-    pub docker: std::sync::OnceLock<Result<crate::docker::DockerDriver, String>>,
+    /// The container runtimes, for logs and exec.
+    pub runtimes: Option<tend_controllers::container::Runtimes>,
 }
 
 pub(crate) type AppRef = Arc<AppState>;
@@ -307,11 +318,6 @@ fn router(state: AppRef, trusted: bool) -> Router {
         .with_state(state)
 }
 
-/// The socket path in a state dir.
-pub fn socket_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("tend.sock")
-}
-
 /// A bound server: listeners are open, nothing is served until [`BoundApi::run`].
 pub struct BoundApi {
     state: AppRef,
@@ -325,9 +331,9 @@ pub struct BoundApi {
 /// makes sure an admin token exists.
 pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
     use std::os::unix::fs::PermissionsExt;
-    let tokens_file = auth::tokens_path(&config.state_dir);
+    let tokens_file = config.paths.tokens.clone();
     auth::TokenFile::ensure_admin(&tokens_file)?;
-    let socket = socket_path(&config.state_dir);
+    let socket = config.paths.socket.clone();
     let _ = std::fs::remove_file(&socket);
     let berr = |source| ServeError::BindUnix {
         path: socket.clone(),
@@ -341,7 +347,7 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
             tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::BindTcp { addr, source })?,
-            tls::server_config(&config.state_dir, addr)?,
+            tls::server_config(&config.paths.ca_cert, &config.paths.ca_key, addr)?,
         )),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -354,8 +360,7 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
         limits: config.limits,
         watch_slots: Mutex::new(HashMap::new()),
         shutdown,
-        state_dir: config.state_dir.clone(),
-        docker: std::sync::OnceLock::new(),
+        runtimes: config.runtimes,
     });
     Ok(BoundApi {
         state,

@@ -21,11 +21,6 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// The CA certificate's path in a state dir.
-pub fn ca_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("ca.crt")
-}
-
 fn ca_params() -> Result<rcgen::CertificateParams, rcgen::Error> {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
     p.distinguished_name
@@ -60,17 +55,17 @@ fn write_file(path: &Path, body: &str, mode: u32) -> Result<(), TlsError> {
 
 /// The CA (made on first use) and a fresh server certificate for `listen`, as a rustls config.
 pub fn server_config(
-    state_dir: &Path,
+    ca_cert: &Path,
+    key_path: &Path,
     listen: SocketAddr,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let key_path = state_dir.join("ca.key");
-    let ca_key = match std::fs::read_to_string(&key_path) {
-        Ok(pem) if ca_path(state_dir).exists() => rcgen::KeyPair::from_pem(&pem)?,
+    let ca_key = match std::fs::read_to_string(key_path) {
+        Ok(pem) if ca_cert.exists() => rcgen::KeyPair::from_pem(&pem)?,
         _ => {
             let key = rcgen::KeyPair::generate()?;
             let cert = ca_params()?.self_signed(&key)?;
-            write_file(&key_path, &key.serialize_pem(), 0o600)?;
-            write_file(&ca_path(state_dir), &cert.pem(), 0o644)?;
+            write_file(key_path, &key.serialize_pem(), 0o600)?;
+            write_file(ca_cert, &cert.pem(), 0o644)?;
             key
         }
     };
@@ -186,10 +181,11 @@ mod tests {
     #[test]
     fn ca_is_made_once_and_server_config_builds() {
         let dir = tempfile::tempdir().unwrap();
-        server_config(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let ca = std::fs::read_to_string(ca_path(dir.path())).unwrap();
-        server_config(dir.path(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        assert_eq!(std::fs::read_to_string(ca_path(dir.path())).unwrap(), ca);
+        let (crt, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+        server_config(&crt, &key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let ca = std::fs::read_to_string(&crt).unwrap();
+        server_config(&crt, &key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_eq!(std::fs::read_to_string(&crt).unwrap(), ca);
         client_config(&ca).unwrap();
     }
 }

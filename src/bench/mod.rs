@@ -1,8 +1,16 @@
 //! `tend bench` figures: each function measures one part of tend and prints what it saw.
 //! Figures are recorded in docs/benchmarks.md with the command that produced them.
 
+pub mod api;
+pub mod container;
+pub mod daemon;
+pub mod docker;
 pub mod drift;
+pub mod netlink;
+pub mod network;
 pub mod runtime;
+pub mod sandbox;
+pub mod snapshots;
 
 use futures::StreamExt;
 use std::sync::Arc;
@@ -10,13 +18,42 @@ use std::time::{Duration, Instant};
 use tend_schema::store::{ListQuery, OpenOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
-/// Percentile of sorted durations, in microseconds.
-pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile (0.0–1.0) of sorted durations, nearest rank; zero when there are none.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
-        return 0.0;
+        return Duration::ZERO;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Sorts `v`, then [`percentile`].
+pub fn sort_percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    percentile(v, p)
+}
+
+/// [`percentile`] in microseconds.
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+    percentile(sorted, p).as_secs_f64() * 1e6
+}
+
+/// Calls `check` every `every` until it returns true or `limit` has passed; says which.
+pub async fn until<F, Fut>(limit: Duration, every: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 pub fn report(name: &str, mut samples: Vec<Duration>) {
@@ -136,5 +173,19 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(sort_percentile(&mut v, 0.5), Duration::from_millis(50));
+        assert_eq!(sort_percentile(&mut v, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
     }
 }

@@ -120,11 +120,12 @@ pub enum Backend {
 /// The socket of a live daemon on `dir`, if one runs: `engine.json`'s pid is alive and the
 /// socket accepts a connection.
 pub fn live_daemon(dir: &Path) -> Option<std::path::PathBuf> {
-    let info: super::serve::EngineInfo =
-        serde_json::from_slice(&std::fs::read(dir.join("engine.json")).ok()?).ok()?;
+    let info: crate::daemon::lifecycle::EngineInfo =
+        serde_json::from_slice(&std::fs::read(crate::daemon::Layout::new(dir).engine_json()).ok()?)
+            .ok()?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(info.pid).ok()?);
     nix::sys::signal::kill(pid, None).ok()?;
-    let sock = crate::api::socket_path(dir);
+    let sock = crate::daemon::Layout::new(dir).socket();
     std::os::unix::net::UnixStream::connect(&sock).ok()?;
     Some(sock)
 }

@@ -68,7 +68,7 @@ pub enum What {
         repairs: usize,
     },
     /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
-    Api(crate::api::bench::Args),
+    Api(crate::bench::api::Args),
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
     Sandbox {
         /// Sandboxes applied one after another for the latency figures.
@@ -96,7 +96,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             concurrency,
             repairs,
         } => {
-            let cfg = crate::net::ctlbench::NetworkBenchConfig {
+            let cfg = crate::bench::network::NetworkBenchConfig {
                 count,
                 latency,
                 concurrency,
@@ -105,7 +105,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "{}",
-                crate::net::ctlbench::bench_network_controller(&cfg).await?
+                crate::bench::network::bench_network_controller(&cfg).await?
             );
         }
         What::Drift {
@@ -116,19 +116,19 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             single,
             burst,
             repairs,
-        } => crate::runtime_docker::bench::run(single, burst, repairs).await?,
-        What::Api(a) => crate::api::bench::run(a).await?,
+        } => crate::bench::docker::run(single, burst, repairs).await?,
+        What::Api(a) => crate::bench::api::run(a).await?,
         What::Container {
             single,
             bulk,
             kills,
-        } => crate::runtime_native::bench::run(single, bulk, kills).await?,
+        } => crate::bench::container::run(single, bulk, kills).await?,
         What::Sandbox {
             latency,
             burst,
             copy_burst,
         } => {
-            use crate::snapshot::{ctl_bench::bench_sandbox, BackendMode};
+            use crate::{bench::sandbox::bench_sandbox, snapshot::BackendMode};
             for (mode, n) in [(BackendMode::Btrfs, burst), (BackendMode::Copy, copy_burst)] {
                 println!("{}", bench_sandbox(mode, latency, n).await?);
             }

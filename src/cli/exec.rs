@@ -42,7 +42,7 @@ pub async fn run(backend: &Backend, dir: &Path, args: Args) -> anyhow::Result<Ex
         return Ok(exit_code(r.exit_code));
     }
     let uid = super::logs::native_uid(backend, &args.namespace, &args.name).await?;
-    let root = dir.join("containers");
+    let root = crate::daemon::Layout::new(dir).containers();
     let code =
         crate::util::blocking(move || NativeRuntime::exec(&root, &uid, &args.command)).await?;
     Ok(exit_code(code.into()))

@@ -1,7 +1,8 @@
 //! `tend kubeconfig`: a kubeconfig for the running daemon's TCP listener and the admin token.
 
-use super::serve::EngineInfo;
-use crate::api::auth::{tokens_path, TokenFile};
+use crate::api::auth::TokenFile;
+use crate::daemon::lifecycle::EngineInfo;
+use crate::daemon::Layout;
 use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ pub fn render(server: &str, ca_pem: &str, token: &str, namespace: &str) -> Strin
 }
 
 pub fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let engine = dir.join("engine.json");
+    let engine = Layout::new(dir).engine_json();
     let text = std::fs::read_to_string(&engine).with_context(|| {
         format!("no daemon is running on {} ({} is missing); start `tend serve --listen 127.0.0.1:6443`", dir.display(), engine.display())
     })?;
@@ -31,18 +32,20 @@ pub fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let listen = info.listen.ok_or_else(|| {
         anyhow::anyhow!("the daemon (pid {}) has no TCP listener, and kubectl cannot use its unix socket; restart it with `tend serve --listen 127.0.0.1:6443`", info.pid)
     })?;
-    let admin = TokenFile::load(&tokens_path(dir))?
+    let admin = TokenFile::load(&Layout::new(dir).tokens())?
         .tokens
         .into_iter()
         .find(|t| t.id == "admin")
-        .ok_or_else(|| anyhow::anyhow!("no admin token in {}", tokens_path(dir).display()))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("no admin token in {}", Layout::new(dir).tokens().display())
+        })?;
     let mut addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("engine.json listen {listen:?}"))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let ca_path = crate::api::tls::ca_path(dir);
+    let ca_path = Layout::new(dir).ca_cert();
     let ca = std::fs::read_to_string(&ca_path)
         .with_context(|| format!("reading {}", ca_path.display()))?;
     print!(

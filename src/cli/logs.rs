@@ -75,6 +75,12 @@ pub async fn run(backend: &Backend, dir: &Path, args: Args) -> anyhow::Result<Ex
         return Ok(ExitCode::SUCCESS);
     }
     let uid = native_uid(backend, &args.namespace, &args.name).await?;
-    logs(&dir.join("containers"), &uid, &q, &mut out).await?;
+    logs(
+        &crate::daemon::Layout::new(dir).containers(),
+        &uid,
+        &q,
+        &mut out,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -129,6 +129,7 @@ pub async fn open(dir: &std::path::Path) -> anyhow::Result<Arc<SqliteStore>> {
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating state dir {}", dir.display()))?;
-    let store = SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?;
+    let store =
+        SqliteStore::open(crate::daemon::Layout::new(dir).db(), OpenOptions::default()).await?;
     Ok(Arc::new(store))
 }

@@ -1,6 +1,6 @@
 //! `tend token create|list|revoke`: edit `<state-dir>/tokens.json`; a running daemon re-reads it.
 
-use crate::api::auth::{tokens_path, TokenFile};
+use crate::api::auth::TokenFile;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -28,7 +28,7 @@ pub enum What {
 }
 
 pub fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let path = tokens_path(dir);
+    let path = crate::daemon::Layout::new(dir).tokens();
     let mut file = TokenFile::load(&path)?;
     match args.what {
         What::Create {

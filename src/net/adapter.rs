@@ -1,24 +1,16 @@
-//! The Network controller's driver over netlink (`NetDriver`), its registration in the daemon,
-//! and the monitor task that turns link/address events into reconciles.
+//! The Network controller's driver over netlink: [`NetworkDriver`] implemented on `NetDriver`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
-use nix::sys::inotify::AddWatchFlags;
 use tend_controllers::network::{
-    parse_alias, AttachConfig, AttachObserved, Attacher, AttachmentReconciler, BridgeConfig,
-    BridgeObserved, HostLink, NetworkDriver, NetworkReconciler,
+    AttachConfig, AttachObserved, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
 };
-use tend_controllers::{Error, Index, Runtime, Trigger};
-use tend_schema::Kind;
-use tokio::sync::broadcast::error::RecvError;
+use tend_controllers::Error;
 
-use super::{firewall, names, AttachRequest, NetDriver, NetEvent};
-use crate::daemon::DaemonConfig;
-use crate::util::dirwatch::{DirEvent, DirWatch};
+use super::{names, AttachRequest, NetDriver};
 
 /// [`NetworkDriver`] over the netlink driver.
 #[derive(Clone)]
@@ -198,141 +190,4 @@ impl NetworkDriver for NetlinkNetworkDriver {
             default_gateway: s.default_gateway,
         })
     }
-}
-
-/// What the daemon keeps of the Network controller: the attachment component (the Container
-/// controller calls it to make a container's attachments).
-pub struct NetworkHandle {
-    pub attacher: Arc<Attacher>,
-}
-
-/// Registers the Network controller: the iptables forwarding rule, the netlink driver on
-/// `/run/netns`, the Network reconciler, the attachment repairer (a second controller on
-/// Containers), and the monitor that triggers both.
-///
-/// # Errors
-/// When netlink cannot be opened or the monitor cannot start.
-pub async fn register_network(
-    runtime: &mut Runtime,
-    cfg: &DaemonConfig,
-) -> anyhow::Result<NetworkHandle> {
-    match crate::util::blocking(firewall::ensure_bridge_forwarding).await {
-        Ok(firewall::FirewallOutcome::NoIptables) => {
-            tracing::warn!("iptables not found; not adding the tend-bridges FORWARD rule")
-        }
-        Ok(o) => tracing::debug!(outcome = ?o, "tend-bridges FORWARD rule"),
-        Err(e) => tracing::warn!(error = %e, "could not ensure the tend-bridges FORWARD rule"),
-    }
-    let net = NetDriver::with_default_dir()?;
-    let driver: Arc<dyn NetworkDriver> = Arc::new(NetlinkNetworkDriver::new(net.clone()));
-    let attacher = Arc::new(Attacher::new(driver, cfg.instance.clone()));
-    // Inside the namespaces is looked at on (nearly) every resync; the host ends on every wake.
-    let inspect_every = cfg.controller.resync.mul_f64(0.9);
-    let repairer = AttachmentReconciler::new(attacher.clone(), inspect_every);
-    let attachments = runtime.register(Arc::new(repairer), cfg.controller.clone());
-    let reconciler = Arc::new(NetworkReconciler::new(
-        attacher.clone(),
-        attachments.clone(),
-    ));
-    let networks = runtime.register(reconciler.clone(), cfg.controller.clone());
-    attacher.notify_networks(networks.clone());
-    let monitor = net.monitor(None).await?;
-    net.prepare_netns_dir().await?;
-    let netns = DirWatch::new(AddWatchFlags::IN_DELETE)?;
-    netns.add(net.netns_dir())?;
-    let prefix = attacher.netns_prefix();
-    tokio::spawn(watch_netns(
-        netns,
-        prefix,
-        runtime.index(),
-        attachments.clone(),
-    ));
-    tokio::spawn(watch_links(
-        monitor,
-        reconciler,
-        cfg.instance.clone(),
-        runtime.index(),
-        networks,
-        attachments,
-    ));
-    Ok(NetworkHandle { attacher })
-}
-
-/// Turns link/address events on tend's interfaces into reconciles: a bridge's Network, a
-/// veth's Container (for the attachment repairer), found by the link's alias; address events
-/// (no alias) by name through the index. Lost events wake everything.
-async fn watch_links(
-    mut monitor: super::NetMonitor,
-    reconciler: Arc<NetworkReconciler>,
-    instance: String,
-    index: Arc<Index>,
-    networks: Trigger,
-    attachments: Trigger,
-) {
-    let wake_all = || {
-        index
-            .keys(Kind::Network)
-            .into_iter()
-            .for_each(|k| networks.key(k));
-        index
-            .keys(Kind::Container)
-            .into_iter()
-            .for_each(|k| attachments.key(k));
-    };
-    loop {
-        match monitor.recv().await {
-            Ok(NetEvent::Overrun) => {
-                tracing::warn!("the kernel dropped netlink events; checking every attachment");
-                wake_all();
-            }
-            Ok(ev) => {
-                if !names::is_tend_link(ev.ifname()) {
-                    continue;
-                }
-                // A link names its owner in its alias (`tend:<instance>:<uid>`): no search.
-                if let Some((inst, uid)) = ev.alias().and_then(parse_alias) {
-                    if inst == instance {
-                        networks.uid(uid);
-                        attachments.uid(uid);
-                    }
-                    continue;
-                }
-                for k in reconciler.keys_for_ifname(&index, ev.ifname()) {
-                    match k.kind {
-                        Kind::Network => networks.key(k),
-                        _ => attachments.key(k),
-                    }
-                }
-            }
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    lost = n,
-                    "netlink monitor lagged; checking every attachment"
-                );
-                wake_all();
-            }
-            Err(RecvError::Closed) => {
-                tracing::error!("netlink monitor closed; drift is now found by resync only");
-                return;
-            }
-        }
-    }
-}
-
-/// Turns the deletion of one of this daemon's namespace names (`ip netns del`) into a repair
-/// of its container: a running workload keeps the namespace alive, so no link event follows.
-async fn watch_netns(w: DirWatch, prefix: String, index: Arc<Index>, attachments: Trigger) {
-    w.for_each("netns names", |ev| match ev {
-        DirEvent::Name { name, .. } => {
-            if let Some(uid) = name.strip_prefix(&prefix) {
-                attachments.uid(uid);
-            }
-        }
-        DirEvent::Removed { .. } => {}
-        DirEvent::Overflow => index
-            .keys(Kind::Container)
-            .into_iter()
-            .for_each(|k| attachments.key(k)),
-    })
-    .await;
 }

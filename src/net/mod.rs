@@ -3,9 +3,7 @@
 
 pub mod adapter;
 mod attach;
-pub mod bench;
 mod bridge;
-pub mod ctlbench;
 pub mod firewall;
 mod monitor;
 pub mod names;
@@ -191,7 +189,7 @@ pub(crate) fn link_name(msg: &LinkMessage) -> Option<&str> {
 }
 
 /// Whether the link is administratively up.
-pub(crate) fn link_up(msg: &LinkMessage) -> bool {
+pub fn link_up(msg: &LinkMessage) -> bool {
     msg.header.flags.contains(LinkFlags::Up)
 }
 
@@ -204,7 +202,7 @@ pub(crate) fn link_mtu(msg: &LinkMessage) -> Option<u32> {
 }
 
 /// The master (bridge) index of a link message.
-pub(crate) fn link_master(msg: &LinkMessage) -> Option<u32> {
+pub fn link_master(msg: &LinkMessage) -> Option<u32> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Controller(i) => Some(*i),
         _ => None,

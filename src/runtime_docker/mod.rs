@@ -15,10 +15,9 @@
 //!
 //! # Daemon trouble
 //! Every call is bounded by a timeout; an unreachable dockerd becomes
-//! [`RuntimeFault::Unavailable`] (Ready=Unknown `RuntimeUnavailable`) and opens a short circuit
+//! [`DriverError::Unavailable`] (Ready=Unknown `RuntimeUnavailable`) and opens a short circuit
 //! breaker, so callers fail fast instead of each waiting out a timeout.
 
-pub mod bench;
 mod events;
 mod mapping;
 mod netns;
@@ -30,7 +29,7 @@ use crate::docker::{DockerDriver, DockerError, Timeouts};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tend_controllers::container::{DriverError, RuntimeFault};
+use tend_controllers::container::DriverError;
 use tend_controllers::Context;
 use tokio::sync::broadcast;
 
@@ -140,10 +139,10 @@ impl DockerRuntime {
     /// Fails fast while the breaker is open.
     fn check_breaker(&self) -> Result<(), DriverError> {
         match *lock(&self.down_until) {
-            Some(t) if Instant::now() < t => Err(Box::new(RuntimeFault::Unavailable {
+            Some(t) if Instant::now() < t => Err(DriverError::Unavailable {
                 runtime: "docker",
                 message: format!("dockerd at {} is unreachable", self.driver.socket()),
-            })),
+            }),
             _ => Ok(()),
         }
     }
@@ -154,39 +153,25 @@ impl DockerRuntime {
         match e {
             DockerError::Unavailable { .. } => {
                 *lock(&self.down_until) = Some(Instant::now() + BREAKER);
-                Box::new(RuntimeFault::Unavailable {
+                DriverError::Unavailable {
                     runtime: "docker",
                     message: e.to_string(),
-                })
+                }
             }
-            DockerError::ImageNotFound { image } => Box::new(RuntimeFault::Refused {
+            DockerError::ImageNotFound { image } => DriverError::Refused {
                 reason: "ImageNotFound",
                 message: format!("image {image:?} not found locally (tend never pulls)"),
-            }),
-            source => Box::new(DockerRuntimeError::Docker {
+            },
+            e if e.is_not_found() => DriverError::NotFound {
+                message: e.to_string(),
+            },
+            source => DriverError::failed(DockerRuntimeError::Docker {
                 uid: uid.to_string(),
                 op,
                 source,
             }),
         }
     }
-}
-
-/// Connects the Docker runtime for a daemon (`TEND_DOCKER_SOCKET`, else `DOCKER_HOST`, else the
-/// default socket), lazily: nothing is asked of dockerd until a docker Container needs it.
-pub fn connect(
-    cfg: &crate::daemon::DaemonConfig,
-    ctx: Context,
-) -> anyhow::Result<Arc<DockerRuntime>> {
-    let socket = std::env::var("TEND_DOCKER_SOCKET")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let rt = DockerRuntime::new(socket.as_deref(), &cfg.instance, ctx)?;
-    tracing::info!(
-        socket = rt.driver.socket(),
-        "container controller: docker runtime (connects on first use)"
-    );
-    Ok(rt)
 }
 
 #[cfg(test)]
@@ -205,10 +190,10 @@ mod tests {
         let sock = dir.path().join("docker.sock");
         let rt = DockerRuntime::new(Some(sock.to_str().unwrap()), "abcd1234", ctx).unwrap();
         let e = rt.inspect("u1").await.unwrap_err();
-        assert!(RuntimeFault::is_unavailable(&e), "{e}");
+        assert!(e.is_unavailable(), "{e}");
         let t = Instant::now();
         let e = rt.list_owned().await.unwrap_err();
-        assert!(RuntimeFault::is_unavailable(&e), "{e}");
+        assert!(e.is_unavailable(), "{e}");
         assert!(
             t.elapsed() < Duration::from_millis(50),
             "the breaker is open"

@@ -21,7 +21,7 @@ pub async fn adopt(uid: &str, netns: &Path, pid: u32) -> Result<(), DriverError>
     let (uid, netns) = (uid.to_string(), netns.to_path_buf());
     blocking(move || adopt_blocking(&uid, &netns, pid))
         .await
-        .map_err(|e| Box::new(e) as DriverError)
+        .map_err(DriverError::failed)
 }
 
 fn adopt_blocking(uid: &str, netns: &PathBuf, pid: u32) -> Result<(), DockerRuntimeError> {

@@ -4,15 +4,14 @@
 
 use super::mapping::{self, container_name, ImageSource, LABEL_INSTANCE};
 use super::{lock, DockerRuntime, DockerRuntimeError, Wake};
-use crate::docker::{
-    spec_hash, ContainerInfo, DockerError, DockerSpec, ExecOutput, ImportSource, LogLine,
-};
+use crate::docker::{spec_hash, ContainerInfo, DockerError, DockerSpec, ImportSource};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tend_controllers::container::{
-    ContainerRuntime, DriverError, Exit, Observed, Running, WorkloadSpec,
+    ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream, Observed, Running,
+    WorkloadSpec,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -63,13 +62,11 @@ impl DockerRuntime {
             .await
             .map_err(|e| -> DriverError {
                 match e {
-                    DockerRuntimeError::StateNotReady { .. } => {
-                        Box::new(tend_controllers::container::RuntimeFault::Refused {
-                            reason: "WaitingForState",
-                            message: e.to_string(),
-                        })
-                    }
-                    e => Box::new(e),
+                    DockerRuntimeError::StateNotReady { .. } => DriverError::Refused {
+                        reason: "WaitingForState",
+                        message: e.to_string(),
+                    },
+                    e => DriverError::failed(e),
                 }
             })?;
         if let ImageSource::State { tag, path } = &src {
@@ -145,36 +142,15 @@ impl DockerRuntime {
             }),
         }
     }
-
-    /// The output of `uid`'s container: the last `tail` lines (all when `None`), then new ones
-    /// with `follow`. For `tend logs` through the API.
-    pub async fn logs(
-        &self,
-        uid: &str,
-        tail: Option<usize>,
-        follow: bool,
-    ) -> Result<BoxStream<'static, Result<LogLine, crate::docker::DockerError>>, DriverError> {
-        let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
-        self.driver
-            .logs(&info.id, tail, follow)
-            .await
-            .map_err(|e| self.fault(uid, "logs", e))
-    }
-
-    /// Runs `argv` in `uid`'s running container; its output and exit code. For `tend exec`.
-    pub async fn exec(&self, uid: &str, argv: &[&str]) -> Result<ExecOutput, DriverError> {
-        let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
-        self.driver
-            .exec(&info.id, argv)
-            .await
-            .map_err(|e| self.fault(uid, "exec", e))
-    }
 }
 
 fn not_found(uid: &str) -> DriverError {
-    Box::new(DockerRuntimeError::NotFound {
-        uid: uid.to_string(),
-    })
+    DriverError::NotFound {
+        message: DockerRuntimeError::NotFound {
+            uid: uid.to_string(),
+        }
+        .to_string(),
+    }
 }
 
 #[async_trait]
@@ -296,6 +272,44 @@ impl ContainerRuntime for DockerRuntime {
             short(&self.container_id(&w.uid).unwrap_or_default()),
             new.pid
         )])
+    }
+
+    /// The container's output through dockerd (`tail`, `follow`); `previous`, `since` and
+    /// `timestamps` are refused: Docker keeps one run's log per container.
+    async fn logs(&self, uid: &str, q: &LogQuery) -> Result<LogStream, DriverError> {
+        if q.previous || q.since.is_some() || q.timestamps {
+            return Err(DriverError::Refused {
+                reason: "Unsupported",
+                message:
+                    "previous, sinceSeconds and timestamps are not supported for docker containers"
+                        .into(),
+            });
+        }
+        let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
+        let lines = self
+            .driver
+            .logs(&info.id, q.tail, q.follow)
+            .await
+            .map_err(|e| self.fault(uid, "logs", e))?;
+        let chunks = lines
+            .take_while(|l| std::future::ready(l.is_ok()))
+            .filter_map(|l| std::future::ready(l.ok()))
+            .map(|l| Ok(format!("{}\n", l.line).into_bytes()));
+        Ok(Box::pin(chunks))
+    }
+
+    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError> {
+        let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = self
+            .driver
+            .exec(&info.id, &argv)
+            .await
+            .map_err(|e| self.fault(uid, "exec", e))?;
+        Ok(ExecOutput {
+            exit_code: out.exit_code,
+            output: out.output.into_bytes(),
+        })
     }
 
     fn exited(&self, uid: &str, r: &Running) -> Option<BoxFuture<'static, ()>> {

@@ -6,19 +6,22 @@ use std::io::{BufRead, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-/// Which log lines to print.
-#[derive(Debug, Clone, Default)]
-pub struct LogQuery {
-    /// Only the last N lines (before following).
-    pub tail: Option<usize>,
-    /// Only lines newer than this.
-    pub since: Option<Duration>,
-    /// The run before the current one.
-    pub previous: bool,
-    /// Keep printing new lines until the workload has ended.
-    pub follow: bool,
-    /// Print each line's timestamp and stream too.
-    pub timestamps: bool,
+pub use tend_controllers::container::LogQuery;
+
+/// A `Write` that feeds a channel (a streamed response body); writing fails once the receiver
+/// has gone.
+pub(crate) struct ChannelWriter(pub tokio::sync::mpsc::UnboundedSender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A duration like `500ms`, `10s`, `5m`, `2h` (a bare number is seconds).

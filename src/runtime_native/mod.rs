@@ -6,7 +6,6 @@
 //! deleted cgroup is found by [`ContainerRuntime::repair`], which the controller runs on every
 //! reconcile — i.e. on resync (`tend serve --resync-seconds`, default 60 s) or any other trigger.
 
-pub mod bench;
 pub mod cli;
 pub mod files;
 pub mod limits_watch;
@@ -17,12 +16,14 @@ use crate::util::blocking;
 use async_trait::async_trait;
 use files::{cgroup_name, container_dir, limits, read_json, write_json, Meta};
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use limits_watch::LimitsWatch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tend_controllers::container::{
-    ContainerRuntime, DriverError, Exit, Observed, Running, WorkloadSpec,
+    ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream, Observed, Running,
+    WorkloadSpec,
 };
 
 /// What can go wrong in the native runtime; each variant names the container, path or call.
@@ -59,6 +60,17 @@ pub enum NativeError {
     NotRunning { uid: String },
 }
 
+impl From<NativeError> for DriverError {
+    fn from(e: NativeError) -> Self {
+        match e {
+            NativeError::NotRunning { .. } => DriverError::NotRunning {
+                message: e.to_string(),
+            },
+            e => DriverError::failed(e),
+        }
+    }
+}
+
 impl NativeError {
     pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NativeError {
         let path = path.to_owned();
@@ -84,14 +96,19 @@ fn time(s: &str) -> Option<tend_schema::Time> {
 }
 
 impl NativeRuntime {
-    /// A runtime that starts `exe shim` for containers under `state_dir/containers`, with
+    /// A runtime that starts `exe shim` for containers in directories under `root`, with
     /// cgroups named `<instance>-<uid>` through `cgroups`.
-    pub fn new(exe: PathBuf, state_dir: &Path, instance: &str, cgroups: AnyCgroupManager) -> Self {
+    pub fn new(
+        exe: PathBuf,
+        root: PathBuf,
+        instance: &str,
+        cgroups: Arc<AnyCgroupManager>,
+    ) -> Self {
         Self {
             exe,
-            root: state_dir.join("containers"),
+            root,
             instance: instance.to_string(),
-            cgroups: Arc::new(cgroups),
+            cgroups,
             log: LogLimits::default(),
             limits_watch: None,
         }
@@ -338,6 +355,45 @@ impl ContainerRuntime for NativeRuntime {
         Ok(fixes)
     }
 
+    async fn logs(&self, uid: &str, q: &LogQuery) -> Result<LogStream, DriverError> {
+        let (root, uid, q) = (self.root.clone(), uid.to_string(), q.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut out = cli::ChannelWriter(tx);
+            if let Err(e) = cli::logs(&root, &uid, &q, &mut out).await {
+                tracing::debug!(error = %e, uid, "log stream ended");
+            }
+        });
+        let lines = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok);
+        Ok(Box::pin(lines))
+    }
+
+    /// Runs `tend exec-native` (this binary) so the command's stdout and stderr land in one pipe
+    /// the daemon reads, not on the daemon's own output; tend's own error comes on stderr.
+    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError> {
+        let out = tokio::process::Command::new(&self.exe)
+            .arg("exec-native")
+            .arg(&self.root)
+            .arg(uid)
+            .arg("--")
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(NativeError::io("exec", &self.exe))?;
+        let failure = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if !failure.is_empty() {
+            return Err(DriverError::NotRunning { message: failure });
+        }
+        Ok(ExecOutput {
+            exit_code: out.status.code().map_or(-1, i64::from),
+            output: out.stdout,
+        })
+    }
+
     fn exited(&self, uid: &str, r: &Running) -> Option<BoxFuture<'static, ()>> {
         let workload = PidFd::open(r.pid as i32, r.start_time).ok()?;
         // Also wait for the shim to record the exit, so the woken reconcile reads exit.json.
@@ -352,33 +408,4 @@ impl ContainerRuntime for NativeRuntime {
             }
         }))
     }
-}
-
-/// Probes the host's cgroups and registers the Container controller on `runtime`; `docker`
-/// serves `spec.runtime: docker` Containers when given.
-pub fn register(
-    runtime: &mut tend_controllers::Runtime,
-    cfg: &crate::daemon::DaemonConfig,
-    attachments: Arc<dyn tend_controllers::container::Attachments>,
-    docker: Option<Arc<dyn ContainerRuntime>>,
-) -> anyhow::Result<tend_controllers::Trigger> {
-    use tend_controllers::container::{ContainerConfig, ContainerReconciler};
-    let cgroups = crate::cgroup::detect(Path::new("/sys/fs/cgroup"))?;
-    tracing::info!(
-        cgroups = cgroups.version(),
-        "container controller: native runtime"
-    );
-    let native = NativeRuntime::new(cfg.exe.clone(), &cfg.state_dir, &cfg.instance, cgroups);
-    let watch = LimitsWatch::new(native.cgroups.clone())?;
-    let native = native.with_limits_watch(watch.clone());
-    let r = Arc::new(ContainerReconciler::new(
-        Arc::new(native),
-        docker,
-        attachments,
-        ContainerConfig::default(),
-    ));
-    let trigger = runtime.register(r.clone(), cfg.controller.clone());
-    r.set_trigger(trigger.clone());
-    tokio::spawn(watch.run(trigger.clone()));
-    Ok(trigger)
 }

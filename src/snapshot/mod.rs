@@ -11,26 +11,29 @@
 //! [`remove_stale_temps`]: SnapshotBackend::remove_stale_temps
 
 pub mod adapter;
-mod bench;
 mod btrfs;
+pub mod choose;
 mod copy;
-pub mod ctl_bench;
 mod error;
 mod fsops;
 pub mod loopimg;
-pub mod register;
 mod sys;
 mod tarball;
-mod watch;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-pub use bench::{bench_snapshots, bench_snapshots_sized, BenchFigures, BENCH_TREE_BYTES};
 pub use btrfs::BtrfsBackend;
 pub use copy::CopyBackend;
 pub use error::{Error, Result};
+
+/// Clears the immutable flag on every file and directory under `dir`, so a scratch dir holding
+/// copy-backend States can be removed. Errors are ignored: removal reports what remains.
+pub fn clear_immutable_tree(dir: &Path) {
+    let _ = fsops::set_immutable_tree(dir, false, false);
+}
 
 /// Which family of trees an id belongs to; each class has its own directory under the root.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -42,12 +42,13 @@ impl Server {
         );
         let ready = Arc::new(AtomicBool::new(false));
         let api = tend::api::bind(ApiConfig {
-            state_dir: dir.path().to_path_buf(),
+            paths: tend::daemon::lifecycle::api_paths(&tend::daemon::Layout::new(dir.path())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             store: store.clone(),
             ready: ready.clone(),
             metrics: Some(Arc::new(|| "tend_controller_test 1\n".to_string())),
             limits,
+            runtimes: None,
         })
         .await
         .unwrap();

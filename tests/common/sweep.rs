@@ -57,7 +57,7 @@ pub fn instance_leftovers(state_dir: &Path) {
             let _ = Command::new("docker").args(["rm", "-f", c]).output();
         }
     }
-    tend::snapshot::register::release(state_dir);
+    tend::snapshot::choose::release(state_dir);
     // Copy-backend trees are immutable (chattr +i) and read-only: undo both.
     let _ = Command::new("chattr")
         .args(["-R", "-f", "-i"])

@@ -3,18 +3,18 @@
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-use tend_schema::kinds::container::{ContainerSpec, NetworkStatusEntry};
+use tend_schema::kinds::container::{ContainerSpec, NetworkStatusEntry, Runtime};
 use tend_schema::Time;
 
-/// A driver error, boxed: the runtime and attachment implementations keep their own enums.
-pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// A runtime failure the controller shows as a condition rather than as a bare reconcile error.
-/// Runtimes return it boxed in a [`DriverError`]; [`RuntimeFault::of`] finds it again.
+/// What a runtime or attachment call failed with. The first variants are the faults the
+/// controller and the API act on (a condition, an HTTP status); everything else carries the
+/// driver's own error, shown as it is.
 #[derive(Debug, thiserror::Error)]
-pub enum RuntimeFault {
+pub enum DriverError {
     /// The runtime's daemon cannot be reached (down, restarting, a call timed out): the
     /// Container shows Ready=Unknown reason `RuntimeUnavailable` and is retried.
     #[error("{runtime} runtime unavailable: {message}")]
@@ -29,17 +29,37 @@ pub enum RuntimeFault {
         reason: &'static str,
         message: String,
     },
+    /// The runtime has nothing for this uid (logs or exec of a container it never ran).
+    #[error("{message}")]
+    NotFound { message: String },
+    /// The workload does not run (exec).
+    #[error("{message}")]
+    NotRunning { message: String },
+    /// Any other failure of the driver, with its own error.
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
-impl RuntimeFault {
-    /// The fault inside a driver error, if it is one.
-    pub fn of(e: &DriverError) -> Option<&RuntimeFault> {
-        e.downcast_ref::<RuntimeFault>()
+impl DriverError {
+    /// Wraps a driver's own error.
+    pub fn failed(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Failed(Box::new(e))
     }
 
-    /// True for [`RuntimeFault::Unavailable`] inside `e`.
-    pub fn is_unavailable(e: &DriverError) -> bool {
-        matches!(Self::of(e), Some(RuntimeFault::Unavailable { .. }))
+    /// True for [`DriverError::Unavailable`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// True for the faults shown as a condition rather than as a bare reconcile error.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Refused { .. })
+    }
+}
+
+impl From<String> for DriverError {
+    fn from(message: String) -> Self {
+        Self::Failed(message.into())
     }
 }
 
@@ -126,6 +146,32 @@ pub enum Observed {
     Lost { generation: i64 },
 }
 
+/// Which log lines to read (the Kubernetes pod-log options).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    /// Only the last N lines (before following).
+    pub tail: Option<usize>,
+    /// Only lines newer than this.
+    pub since: Option<Duration>,
+    /// The run before the current one.
+    pub previous: bool,
+    /// Keep sending new lines until the workload has ended.
+    pub follow: bool,
+    /// Each line with its timestamp (and stream).
+    pub timestamps: bool,
+}
+
+/// A workload's output as it is read: chunks of whole lines.
+pub type LogStream = BoxStream<'static, Result<Vec<u8>, DriverError>>;
+
+/// What a command run inside a container printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    /// stdout and stderr as they arrived.
+    pub output: Vec<u8>,
+}
+
 /// One container runtime (native: shim + cgroup; docker: a Docker container). Every method is
 /// idempotent and keyed by the Container's uid; host objects carry the daemon's instance so a
 /// runtime only ever lists and removes its own.
@@ -158,10 +204,43 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// `None` when it is already gone.
     fn exited(&self, uid: &str, running: &Running) -> Option<BoxFuture<'static, ()>>;
 
+    /// The output of the workload of `uid`, as `q` asks; with `follow`, the stream ends when
+    /// the workload has ended and everything was sent.
+    async fn logs(&self, uid: &str, q: &LogQuery) -> Result<LogStream, DriverError>;
+
+    /// Runs `argv` inside the running workload of `uid` (its namespaces and cgroup) to the end.
+    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError>;
+
     /// The runtime's own id of the workload of `uid` as last seen by `inspect`/`start` (Docker's
     /// container id; `status.containerID`). `None` for runtimes without one.
     fn container_id(&self, _uid: &str) -> Option<String> {
         None
+    }
+}
+
+/// The runtimes of one daemon, and the one place that decides which serves a Container: the
+/// controller, the API's logs and exec, and anything else ask [`Runtimes::serving`].
+#[derive(Clone)]
+pub struct Runtimes {
+    pub native: Arc<dyn ContainerRuntime>,
+    /// `spec.runtime: docker`, when this daemon has it.
+    pub docker: Option<Arc<dyn ContainerRuntime>>,
+}
+
+impl Runtimes {
+    /// The runtime that runs `spec`, if this daemon has it.
+    pub fn serving(&self, spec: &ContainerSpec) -> Option<&Arc<dyn ContainerRuntime>> {
+        match spec.runtime {
+            Runtime::Native => Some(&self.native),
+            Runtime::Docker => self.docker.as_ref(),
+        }
+    }
+
+    /// Every runtime (for the orphan sweep and a runtime switch).
+    pub fn all(&self) -> Vec<&Arc<dyn ContainerRuntime>> {
+        std::iter::once(&self.native)
+            .chain(self.docker.iter())
+            .collect()
     }
 }
 

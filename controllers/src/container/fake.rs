@@ -1,7 +1,8 @@
 //! Recording fakes of the Container controller's seams, for unit tests (here and in the daemon).
 
 use super::driver::{
-    Attach, Attachments, ContainerRuntime, DriverError, Exit, Observed, Running, WorkloadSpec,
+    Attach, Attachments, ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream,
+    Observed, Running, WorkloadSpec,
 };
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -35,19 +36,19 @@ pub struct FakeRuntime {
     pub drift: Mutex<Vec<String>>,
     /// When set, `start` fails with this message.
     pub fail_start: Mutex<Option<String>>,
-    /// When set, `start` fails with `RuntimeFault::Refused { reason, .. }`.
+    /// When set, `start` fails with `DriverError::Refused { reason, .. }`.
     pub refuse_start: Mutex<Option<&'static str>>,
-    /// When true, every call fails with `RuntimeFault::Unavailable` (the daemon is down).
+    /// When true, every call fails with `DriverError::Unavailable` (the daemon is down).
     pub unavailable: Mutex<bool>,
 }
 
 impl FakeRuntime {
     fn check(&self) -> Result<(), DriverError> {
         if *lock(&self.unavailable) {
-            return Err(Box::new(super::RuntimeFault::Unavailable {
+            return Err(DriverError::Unavailable {
                 runtime: "fake",
                 message: "the fake daemon is down".into(),
-            }));
+            });
         }
         Ok(())
     }
@@ -132,10 +133,10 @@ impl ContainerRuntime for FakeRuntime {
         self.check()?;
         self.record(format!("start {} g{}", w.uid, w.generation));
         if let Some(reason) = *lock(&self.refuse_start) {
-            return Err(Box::new(super::RuntimeFault::Refused {
+            return Err(DriverError::Refused {
                 reason,
                 message: format!("refused: {reason}"),
-            }));
+            });
         }
         if let Some(m) = lock(&self.fail_start).clone() {
             return Err(m.into());
@@ -195,6 +196,24 @@ impl ContainerRuntime for FakeRuntime {
         Some(Box::pin(async move {
             let _ = rx.wait_for(|v| *v).await;
         }))
+    }
+
+    /// One line naming the uid and query, so a test sees what reached the runtime.
+    async fn logs(&self, uid: &str, q: &LogQuery) -> Result<LogStream, DriverError> {
+        self.check()?;
+        self.record(format!("logs {uid}"));
+        let line = format!("log of {uid} tail={:?}\n", q.tail).into_bytes();
+        Ok(Box::pin(futures::stream::iter([Ok(line)])))
+    }
+
+    /// Echoes argv, exit code 0.
+    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError> {
+        self.check()?;
+        self.record(format!("exec {uid}"));
+        Ok(ExecOutput {
+            exit_code: 0,
+            output: argv.join(" ").into_bytes(),
+        })
     }
 }
 

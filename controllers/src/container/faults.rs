@@ -1,7 +1,7 @@
 //! How the Container controller's failures read: runtime faults shown as the Ready condition
 //! (and retried), and the errors of store and driver calls with the object and step named.
 
-use super::driver::RuntimeFault;
+use super::driver::DriverError;
 use super::reconcile::{Container, ContainerReconciler};
 use super::status;
 use super::ContainerError;
@@ -19,7 +19,7 @@ impl ContainerReconciler {
         &self,
         ctx: &Context,
         obj: &AnyObject,
-        fault: &RuntimeFault,
+        fault: &DriverError,
     ) -> Result<Action, Error> {
         let key = obj.key()?;
         let c: Container = obj.typed().map_err(|source| ContainerError::Decode {
@@ -29,7 +29,7 @@ impl ContainerReconciler {
         let (generation, mut st) = (c.metadata.generation, c.status.clone());
         let message = fault.to_string();
         let retry = match fault {
-            RuntimeFault::Unavailable { .. } => {
+            DriverError::Unavailable { .. } => {
                 st.common.observed_generation = generation;
                 st.common.set_condition(
                     "Ready",
@@ -40,7 +40,11 @@ impl ContainerReconciler {
                 );
                 Duration::from_secs(5)
             }
-            RuntimeFault::Refused { reason, .. } => {
+            other => {
+                let reason = match other {
+                    DriverError::Refused { reason, .. } => reason,
+                    _ => "RuntimeError",
+                };
                 status::pending(&mut st, generation, reason, &message);
                 ctx.event(obj, EventType::Warning, reason, message.clone())
                     .await;
@@ -55,9 +59,9 @@ impl ContainerReconciler {
 }
 
 /// The runtime fault behind a reconcile error, if any.
-pub(crate) fn fault_of(e: &Error) -> Option<&RuntimeFault> {
+pub(crate) fn fault_of(e: &Error) -> Option<&DriverError> {
     match e.downcast_ref::<ContainerError>()? {
-        ContainerError::Driver { source, .. } => RuntimeFault::of(source),
+        ContainerError::Driver { source, .. } if source.is_fault() => Some(source),
         _ => None,
     }
 }

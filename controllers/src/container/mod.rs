@@ -30,8 +30,8 @@ mod status;
 mod tests;
 
 pub use driver::{
-    Attach, Attachments, ContainerRuntime, DriverError, Exit, NoNetworks, Observed, Running,
-    RuntimeFault, WorkloadSpec,
+    Attach, Attachments, ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream,
+    NoNetworks, Observed, Running, Runtimes, WorkloadSpec,
 };
 pub use network::NetworkAttachments;
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};

@@ -35,7 +35,12 @@ impl Attachments for NetworkAttachments {
             .key_of_uid(uid)
             .filter(|k| k.kind == Kind::Container && k.namespace == namespace)
             .ok_or_else(|| format!("container {uid} is not in the index yet"))?;
-        let Some(container) = self.ctx.get(&ObjectKey { ..key }).await? else {
+        let Some(container) = self
+            .ctx
+            .get(&ObjectKey { ..key })
+            .await
+            .map_err(DriverError::failed)?
+        else {
             return Err(format!("container {uid} is gone").into());
         };
         match self
@@ -51,7 +56,7 @@ impl Attachments for NetworkAttachments {
                 reason: e.reason().to_string(),
                 message: e.to_string(),
             }),
-            Err(e) => Err(Box::new(e)),
+            Err(e) => Err(DriverError::failed(e)),
         }
     }
 
@@ -59,6 +64,6 @@ impl Attachments for NetworkAttachments {
         self.attacher
             .remove_by_uid(&self.ctx, uid)
             .await
-            .map_err(|e| Box::new(e) as DriverError)
+            .map_err(DriverError::failed)
     }
 }

@@ -1,7 +1,7 @@
 //! The Container reconciler: rootfs, attachments, start, exit watch, restart, replace, delete.
 
 use super::driver::{
-    Attach, Attachments, ContainerRuntime, Exit, Observed, Running, RuntimeFault, WorkloadSpec,
+    Attach, Attachments, ContainerRuntime, Exit, Observed, Running, Runtimes, WorkloadSpec,
 };
 use super::faults::{drv, fault_of, store_err};
 use super::rootfs::{self, RootfsState};
@@ -15,9 +15,9 @@ use crate::runtime::Trigger;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, Runtime};
+use tend_schema::kinds::container::{ContainerSpec, ContainerStatus};
 use tend_schema::store::EventType;
 use tend_schema::{AnyObject, Kind, Object, ObjectKey};
 
@@ -58,11 +58,11 @@ struct CrashLoop {
 
 /// The Container controller.
 pub struct ContainerReconciler {
-    native: Arc<dyn ContainerRuntime>,
-    docker: Option<Arc<dyn ContainerRuntime>>,
+    runtimes: Runtimes,
     attachments: Arc<dyn Attachments>,
     cfg: ContainerConfig,
-    trigger: Arc<OnceLock<Trigger>>,
+    /// Wakes a key when its workload exits (absent in unit tests without a runtime).
+    trigger: Option<Trigger>,
     /// uid → (pid, start time) of the workload an exit watcher waits on.
     watched: Arc<Mutex<HashMap<String, (u32, u64)>>>,
     loops: Mutex<HashMap<String, CrashLoop>>,
@@ -74,40 +74,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl ContainerReconciler {
     /// A controller running native containers through `native`; `docker` serves
-    /// `spec.runtime: docker` when present.
+    /// `spec.runtime: docker` when present. `trigger` (from `Runtime::register_with`) is how
+    /// exit watchers wake a key.
     pub fn new(
         native: Arc<dyn ContainerRuntime>,
         docker: Option<Arc<dyn ContainerRuntime>>,
         attachments: Arc<dyn Attachments>,
         cfg: ContainerConfig,
+        trigger: Option<Trigger>,
     ) -> Self {
         Self {
-            native,
-            docker,
+            runtimes: Runtimes { native, docker },
             attachments,
             cfg,
-            trigger: Arc::default(),
+            trigger,
             watched: Arc::default(),
             loops: Mutex::default(),
         }
     }
 
-    /// Hands over the trigger `Runtime::register` returned, so exit watchers can wake keys.
-    pub fn set_trigger(&self, trigger: Trigger) {
-        let _ = self.trigger.set(trigger);
-    }
-
     fn runtimes(&self) -> Vec<&Arc<dyn ContainerRuntime>> {
-        std::iter::once(&self.native)
-            .chain(self.docker.iter())
-            .collect()
-    }
-
-    fn runtime_for(&self, r: Runtime) -> Option<&Arc<dyn ContainerRuntime>> {
-        match r {
-            Runtime::Native => Some(&self.native),
-            Runtime::Docker => self.docker.as_ref(),
-        }
+        self.runtimes.all()
     }
 
     /// Starts an exit watcher for `r` unless one already waits on that very process.
@@ -117,7 +104,7 @@ impl ContainerReconciler {
             return;
         }
         let Some(exited) = rt.exited(uid, r) else {
-            if let Some(t) = self.trigger.get() {
+            if let Some(t) = &self.trigger {
                 t.uid(uid);
             }
             return;
@@ -132,7 +119,7 @@ impl ContainerReconciler {
                     w.remove(&uid);
                 }
             }
-            if let Some(t) = trigger.get() {
+            if let Some(t) = trigger {
                 t.uid(&uid);
             }
         });
@@ -162,7 +149,7 @@ impl ContainerReconciler {
             c.metadata.generation,
         );
         let mut st = c.status.clone();
-        let Some(rt) = self.runtime_for(c.spec.runtime).cloned() else {
+        let Some(rt) = self.runtimes.serving(&c.spec).cloned() else {
             status::pending(
                 &mut st,
                 generation,
@@ -179,7 +166,7 @@ impl ContainerReconciler {
         // dockerd being down must not stall native containers.
         for other in self.runtimes().into_iter().filter(|o| !Arc::ptr_eq(o, &rt)) {
             let seen = match other.inspect(&uid).await {
-                Err(e) if RuntimeFault::is_unavailable(&e) => continue,
+                Err(e) if e.is_unavailable() => continue,
                 r => r.map_err(drv(&uid, other.name(), "inspect"))?,
             };
             if seen != Observed::Absent {
@@ -305,7 +292,7 @@ impl ContainerReconciler {
         let r = match rt.start(&w).await {
             Ok(r) => r,
             Err(e) => {
-                if RuntimeFault::of(&e).is_none() {
+                if !e.is_fault() {
                     status::pending(&mut st, generation, "StartFailed", &e.to_string());
                     let _ = ctx.write_status(&obj, &st).await;
                     // Deduplicated by the store: a start that keeps failing is one event with a count.
@@ -361,7 +348,7 @@ impl ContainerReconciler {
         ctx.write_status(&obj, &st)
             .await
             .map_err(store_err(&key, "write status"))?;
-        let mine = self.runtime_for(c.spec.runtime).cloned();
+        let mine = self.runtimes.serving(&c.spec).cloned();
         for rt in self.runtimes() {
             let result = match rt.stop(&uid, grace(&c.spec)).await {
                 Ok(_) => rt.remove(&uid).await,
@@ -372,8 +359,7 @@ impl ContainerReconciler {
                 // Another runtime being down must not hold up this delete: its start-up
                 // orphan sweep removes anything it still has for this uid.
                 Err(e)
-                    if RuntimeFault::is_unavailable(&e)
-                        && !mine.as_ref().is_some_and(|m| Arc::ptr_eq(m, rt)) =>
+                    if e.is_unavailable() && !mine.as_ref().is_some_and(|m| Arc::ptr_eq(m, rt)) =>
                 {
                     tracing::warn!(runtime = rt.name(), %uid, error = %e, "skipping an unreachable runtime on delete");
                 }
@@ -421,7 +407,7 @@ impl Reconciler for ContainerReconciler {
         for rt in self.runtimes() {
             let owned = match rt.list_owned().await {
                 // A runtime that is down must not hold up the others: its sweep is skipped.
-                Err(e) if RuntimeFault::is_unavailable(&e) => {
+                Err(e) if e.is_unavailable() => {
                     tracing::warn!(runtime = rt.name(), error = %e, "runtime unavailable at start-up: orphan sweep skipped");
                     continue;
                 }

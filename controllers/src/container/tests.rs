@@ -44,7 +44,7 @@ async fn harness() -> H {
     };
     let rt = FakeRuntime::new();
     let att = Arc::new(FakeAttachments::default());
-    let r = ContainerReconciler::new(rt.clone(), None, att.clone(), cfg());
+    let r = ContainerReconciler::new(rt.clone(), None, att.clone(), cfg(), None);
     H {
         ctx,
         rt,
@@ -360,21 +360,23 @@ async fn an_exit_wakes_the_controller_without_resync() {
         .unwrap();
     let uid = c.metadata.uid.unwrap();
     let rt = FakeRuntime::new();
-    let r = Arc::new(ContainerReconciler::new(
-        rt.clone(),
-        None,
-        Arc::new(NoNetworks),
-        cfg(),
-    ));
     let mut runtime = CtlRuntime::new(store.clone(), RuntimeConfig::default());
-    let t = runtime.register(
-        r.clone(),
+    runtime.register_with(
+        Kind::Container,
+        |t| {
+            Arc::new(ContainerReconciler::new(
+                rt.clone(),
+                None,
+                Arc::new(NoNetworks),
+                cfg(),
+                Some(t),
+            ))
+        },
         ControllerConfig {
             concurrency: 2,
             resync: Duration::from_secs(3600),
         },
     );
-    r.set_trigger(t);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(runtime.run(async {
         let _ = rx.await;
@@ -408,7 +410,13 @@ async fn an_exit_wakes_the_controller_without_resync() {
 async fn an_unreachable_docker_runtime_is_a_condition_and_holds_up_nothing_else() {
     let mut h = harness().await;
     let docker = FakeRuntime::new();
-    h.r = ContainerReconciler::new(h.rt.clone(), Some(docker.clone()), h.att.clone(), cfg());
+    h.r = ContainerReconciler::new(
+        h.rt.clone(),
+        Some(docker.clone()),
+        h.att.clone(),
+        cfg(),
+        None,
+    );
     *docker.unavailable.lock().unwrap() = true;
     h.create(
         Kind::Container,

@@ -1,20 +1,11 @@
-//! Daemon wiring for States and Sandboxes: choose the backend once (embedded btrfs image by
-//! default), register both controllers, and start the inotify watch and the orphan sweep.
+//! Choosing the snapshot backend for a state dir (embedded btrfs image by default, copies as the
+//! fallback) and releasing the image at shutdown.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tend_controllers::sandbox::SandboxReconciler;
-use tend_controllers::snapshot::{SnapshotDriver, Sweeper};
-use tend_controllers::state::StateReconciler;
-use tend_controllers::Runtime;
-use tend_schema::store::Store;
-
-use super::adapter::Adapter;
-use super::{loopimg, probe, AnySnapshotter, BackendMode, Error, Result, SnapshotBackend};
-use crate::daemon::DaemonConfig;
+use super::{loopimg, probe, AnySnapshotter, BackendMode, Error, Result};
 
 /// How `tend serve` picks and runs the snapshot backend.
 #[derive(Debug, Clone)]
@@ -101,67 +92,6 @@ pub fn choose(
             reason: e.to_string(),
         }),
     }
-}
-
-/// Registers the State and Sandbox controllers: chooses the backend, then starts the inotify
-/// watch on the class dirs and the orphan sweep; both stop when the runtime is gone.
-pub async fn register_snapshots(
-    runtime: &mut Runtime,
-    store: Arc<dyn Store>,
-    cfg: &DaemonConfig,
-) -> anyhow::Result<Arc<Adapter>> {
-    let (state_dir, instance, snap) = (
-        cfg.state_dir.clone(),
-        cfg.instance.clone(),
-        cfg.snapshot.clone(),
-    );
-    let (backend, why) =
-        crate::util::blocking(move || choose(&state_dir, &instance, &snap)).await?;
-    tracing::info!(backend = backend.name(), %why, "snapshot backend chosen");
-    eprintln!("tend serve: snapshot backend {why}");
-    let root = backend.root().to_path_buf();
-    let adapter = Arc::new(Adapter::new(Arc::new(backend), &cfg.state_dir)?);
-    let driver: Arc<dyn SnapshotDriver> = adapter.clone();
-    let states = runtime.register(
-        Arc::new(StateReconciler {
-            driver: driver.clone(),
-        }),
-        cfg.controller.clone(),
-    );
-    let sandboxes = runtime.register(
-        Arc::new(SandboxReconciler {
-            driver: driver.clone(),
-        }),
-        cfg.controller.clone(),
-    );
-    let sweeper = Arc::new(Sweeper::new(driver, store, cfg.snapshot.orphan_grace));
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let every =
-        (cfg.snapshot.orphan_grace / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
-    let mut alive = runtime.ready();
-    let watch = super::watch::watch(&root, states, sandboxes, wake.clone())?;
-    tokio::spawn(async move {
-        let sweep = async {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = wake.notified() => {}
-                }
-                if let Err(e) = sweeper.sweep().await {
-                    tracing::warn!(error = %e, "orphan tree sweep failed");
-                }
-            }
-        };
-        // The runtime drops its readiness sender when it stops: so do we.
-        let gone = async { while alive.changed().await.is_ok() {} };
-        tokio::select! {
-            _ = sweep => {}
-            _ = watch => {}
-            _ = gone => {}
-        }
-    });
-    Ok(adapter)
 }
 
 /// At a clean shutdown: unmounts the embedded image (and frees its loop device) unless it is

@@ -1,4 +1,4 @@
-//! `tend bench network`: N namespaces attached to one bridge; latency percentiles, throughput
+//! The netlink driver alone (no controller, no store): N namespaces attached to one bridge; latency percentiles, throughput
 //! and teardown time. Everything it creates carries a run tag and is removed at the end.
 
 use std::fmt;
@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 
-use super::{names, AttachRequest, Error, NetDriver, Result};
+use super::sort_percentile;
+use crate::net::{names, AttachRequest, Error, NetDriver, Result};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -189,36 +190,13 @@ async fn run(
     Ok(BenchReport {
         count: cfg.count,
         concurrency: cfg.concurrency,
-        netns_p50: percentile(&mut netns, 50),
-        netns_p99: percentile(&mut netns, 99),
-        attach_p50: percentile(&mut attach, 50),
-        attach_p99: percentile(&mut attach, 99),
+        netns_p50: sort_percentile(&mut netns, 0.5),
+        netns_p99: sort_percentile(&mut netns, 0.99),
+        attach_p50: sort_percentile(&mut attach, 0.5),
+        attach_p99: sort_percentile(&mut attach, 0.99),
         setup_wall,
         per_second: cfg.count as f64 / setup_wall.as_secs_f64(),
         teardown,
         teardown_settled: start.elapsed(),
     })
-}
-
-/// The `p`-th percentile (nearest rank) of `v`; zero for an empty list.
-pub fn percentile(v: &mut [Duration], p: usize) -> Duration {
-    if v.is_empty() {
-        return Duration::ZERO;
-    }
-    v.sort_unstable();
-    let rank = (p * v.len()).div_ceil(100).clamp(1, v.len());
-    v[rank - 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
-        assert_eq!(percentile(&mut v, 50), Duration::from_millis(50));
-        assert_eq!(percentile(&mut v, 99), Duration::from_millis(99));
-        assert_eq!(percentile(&mut [], 50), Duration::ZERO);
-    }
 }

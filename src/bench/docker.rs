@@ -3,13 +3,12 @@
 //! both ways, and `docker rm -f` (through the API) → repaired latency. Needs dockerd and the
 //! test image (`deploy/docker-test-image.sh`).
 
-use crate::bench::report;
+use super::daemon::{BenchDaemon, BenchOptions};
+use super::report;
 use crate::docker::{DockerDriver, DockerSpec, Owner};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tend_schema::kinds::container::ContainerStatus;
-use tend_schema::store::{DeleteOptions, ListQuery, OpenOptions, SqliteStore, Store};
+use tend_schema::store::{SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
 const IMAGE: &str = "tend-test/busybox:latest";
@@ -79,68 +78,19 @@ pub async fn run(single: usize, burst: usize, repairs: usize) -> anyhow::Result<
         raw.image_exists(IMAGE).await?,
         "image {IMAGE} missing: run deploy/docker-test-image.sh"
     );
-    let path = std::env::temp_dir().join(format!("tend-bench-dk-{}", std::process::id()));
-    std::fs::create_dir_all(&path)?;
-    let result = bench_in(&path, &raw, single, burst, repairs).await;
-    let _ = std::fs::remove_dir_all(&path);
-    result
-}
-
-async fn bench_in(
-    dir: &Path,
-    raw: &DockerDriver,
-    single: usize,
-    burst: usize,
-    repairs: usize,
-) -> anyhow::Result<()> {
-    let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
-    let cfg = crate::daemon::DaemonConfig {
-        state_dir: dir.to_path_buf(),
-        instance: crate::daemon::instance_id(dir)?,
-        exe: std::env::current_exe()?,
-        controller: tend_controllers::ControllerConfig {
-            concurrency: 8,
-            resync: Duration::from_secs(600),
-        },
-        snapshot: crate::snapshot::register::SnapshotConfig {
-            mode: crate::snapshot::BackendMode::Copy,
-            ..Default::default()
-        },
-    };
-    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.runtime.run(async {
-        let _ = stop_rx.await;
-    }));
+    let d = BenchDaemon::start("dk", BenchOptions::default()).await?;
     println!(
         "tend bench docker: state dir {}, instance {}",
-        dir.display(),
-        cfg.instance
+        d.state_dir().display(),
+        d.instance()
     );
     let mut raw_ids = Vec::new();
-    let result = figures(&store, raw, &mut raw_ids, single, burst, repairs).await;
+    let result = figures(&d.store, &raw, &mut raw_ids, single, burst, repairs).await;
     for id in raw_ids {
         let _ = raw.remove(&id, true).await;
     }
-    let all = store
-        .list(&ListQuery {
-            kind: Some(Kind::Container),
-            ..Default::default()
-        })
-        .await?;
-    for o in &all.items {
-        let _ = store.delete(&o.key()?, &DeleteOptions::default()).await;
-    }
-    let t = Instant::now();
-    for o in &all.items {
-        let key = o.key()?;
-        while store.get(&key).await.is_ok() && t.elapsed() < Duration::from_secs(120) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    let _ = stop_tx.send(());
-    let _ = task.await;
-    result
+    let stopped = d.stop().await;
+    result.and(stopped)
 }
 
 async fn raw_one(raw: &DockerDriver, tag: &str, ids: &mut Vec<String>) -> anyhow::Result<()> {

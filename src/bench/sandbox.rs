@@ -2,19 +2,19 @@
 //! daemon (store, runtime, controller, backend), on btrfs (embedded image) or copy.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use futures::StreamExt;
-use rand::RngCore;
 use tend_schema::store::{DeleteOptions, Store, WatchStream};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
-use super::register::SnapshotConfig;
-use super::{loopimg, BackendMode};
-use crate::daemon::{Daemon, DaemonConfig};
+use super::daemon::{BenchDaemon, BenchOptions};
+use super::snapshots::{write_tree, BENCH_TREE_BYTES};
+use super::until;
+use crate::snapshot::choose::SnapshotConfig;
+use crate::snapshot::BackendMode;
 
 /// What one run measured.
 #[derive(Debug, Clone)]
@@ -50,43 +50,26 @@ pub async fn bench_sandbox(
     latency: usize,
     burst: usize,
 ) -> anyhow::Result<SandboxBench> {
-    let dir = std::env::temp_dir().join(format!("tend-bench-sb-{:08x}", rand::random::<u32>()));
-    let result = run(&dir, mode, latency, burst).await;
-    let _ = loopimg::unmount_and_detach(&dir.join("state"));
-    let _ = std::process::Command::new("chattr")
-        .args(["-R", "-i"])
-        .arg(&dir)
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
-}
-
-async fn run(
-    dir: &Path,
-    mode: BackendMode,
-    latency: usize,
-    burst: usize,
-) -> anyhow::Result<SandboxBench> {
-    let (state, src) = (dir.join("state"), dir.join("src"));
-    std::fs::create_dir_all(&state)?;
-    write_tree(&src, super::BENCH_TREE_BYTES)?;
-    let store = crate::cli::open(&state).await?;
-    let cfg = DaemonConfig {
-        state_dir: state.clone(),
-        instance: crate::daemon::instance_id(&state)?,
-        exe: std::env::current_exe()?,
-        controller: Default::default(),
+    let opts = BenchOptions {
         snapshot: SnapshotConfig {
             mode,
             image_size: 8 << 30,
             ..Default::default()
         },
+        ..BenchOptions::default()
     };
-    let daemon = Daemon::build(store.clone(), &cfg).await?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.runtime.run(async {
-        let _ = rx.await;
-    }));
+    let d = BenchDaemon::start("sb", opts).await?;
+    let result = run(&d, latency, burst).await;
+    let stopped = d.stop().await;
+    let r = result?;
+    stopped?;
+    Ok(r)
+}
+
+async fn run(d: &BenchDaemon, latency: usize, burst: usize) -> anyhow::Result<SandboxBench> {
+    let src = d.dir.join("src");
+    write_tree(&src, BENCH_TREE_BYTES)?;
+    let store = d.store.clone();
     let s: Arc<dyn Store> = store;
     let mut feed = s.watch(s.revision().await?).await?;
     s.create(AnyObject::new(
@@ -128,17 +111,13 @@ async fn run(
         &DeleteOptions::default(),
     )
     .await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while s
-        .get(&ObjectKey::new(Kind::State, "default", "base"))
-        .await
-        .is_ok()
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = tx.send(());
-    let _ = task.await;
+    let base = ObjectKey::new(Kind::State, "default", "base");
+    until(
+        Duration::from_secs(120),
+        Duration::from_millis(50),
+        || async { s.get(&base).await.is_err() },
+    )
+    .await;
     samples.sort();
     let pct = |p: f64| {
         samples
@@ -186,17 +165,4 @@ async fn wait_ready(feed: &mut WatchStream, mut names: HashSet<String>) -> anyho
         }
     }
     Ok(backend)
-}
-
-/// 50 MB of random data in 500 files across 10 directories.
-fn write_tree(dir: &Path, bytes: u64) -> anyhow::Result<()> {
-    let per = bytes / 500;
-    let mut buf = vec![0u8; per as usize];
-    for i in 0..500 {
-        let d = dir.join(format!("d{}", i % 10));
-        std::fs::create_dir_all(&d)?;
-        rand::rng().fill_bytes(&mut buf);
-        std::fs::write(d.join(format!("f{i}")), &buf)?;
-    }
-    Ok(())
 }

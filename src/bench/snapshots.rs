@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use super::error::{Error, Result};
-use super::{SnapshotBackend, Tree};
+use crate::snapshot::{Error, Result, SnapshotBackend, Tree};
 use crate::util::blocking;
 
 /// Size of the benchmark State: 50 MB in 500 files of 100 kB across 10 directories.
@@ -133,7 +132,7 @@ async fn run<B: SnapshotBackend + ?Sized>(
 }
 
 /// Writes `bytes` of random data as 100 kB files spread over 10 directories.
-fn write_tree(dir: &Path, bytes: u64) -> Result<()> {
+pub(crate) fn write_tree(dir: &Path, bytes: u64) -> Result<()> {
     const FILE: usize = 100_000;
     let mut buf = vec![0u8; FILE];
     let mut left = bytes;

@@ -1,7 +1,7 @@
 //! `tend bench api`: an in-process server on a temp state dir, loaded by a separate
 //! `tend bench api --client SOCKET` process over the unix socket (keep-alive connections).
 
-use super::client::Client;
+use crate::api::client::Client;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,13 +49,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let store: Arc<SqliteStore> =
         Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
-    let api = super::bind(super::ApiConfig {
-        state_dir: dir.to_path_buf(),
+    let api = crate::api::bind(crate::api::ApiConfig {
+        paths: crate::daemon::lifecycle::api_paths(&crate::daemon::Layout::new(dir)),
         listen: None,
         store,
         ready: Arc::new(true.into()),
         metrics: None,
         limits: Default::default(),
+        runtimes: None,
     })
     .await?;
     let sock = api.socket().to_path_buf();

@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
-use tend_controllers::metrics::ControllerMetrics;
-use tend_controllers::{Context, ControllerConfig, Runtime, RuntimeConfig};
-use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
-use tend_schema::{AnyObject, Kind, ObjectKey};
+use tend_controllers::Context;
+use tend_schema::store::{DeleteOptions, SqliteStore, Store};
+use tend_schema::{AnyObject, Kind};
 
-use super::adapter::register_network;
-use super::bench::percentile;
-use super::{names, NetDriver};
-use crate::daemon::DaemonConfig;
+use super::daemon::{BenchDaemon, BenchOptions};
+use super::sort_percentile;
+use crate::net::{names, NetDriver};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -100,41 +98,12 @@ impl fmt::Display for NetworkBenchReport {
 pub async fn bench_network_controller(
     cfg: &NetworkBenchConfig,
 ) -> anyhow::Result<NetworkBenchReport> {
-    let instance = format!("{:08x}", rand::random::<u32>());
-    let dir = std::env::temp_dir().join(format!("tend-netbench-{instance}"));
-    std::fs::create_dir_all(&dir)?;
-    let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
-    let dcfg = DaemonConfig {
-        state_dir: dir.clone(),
-        instance,
-        exe: std::env::current_exe()?,
-        controller: ControllerConfig::default(),
-        snapshot: Default::default(),
-    };
-    let dyn_store: Arc<dyn Store> = store.clone();
-    let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());
-    let handle = register_network(&mut rt, &dcfg).await?;
-    let ctx = Context {
-        store: dyn_store,
-        index: rt.index(),
-        metrics: Arc::new(ControllerMetrics::default()),
-    };
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(rt.run(async {
-        let _ = rx.await;
-    }));
-    let res = run(cfg, &store, &ctx, &handle.attacher).await;
-    let net = ObjectKey::new(Kind::Network, "default", "bench");
-    let _ = store.delete(&net, &DeleteOptions::default()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.get(&net).await.is_ok() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let _ = stop.send(());
-    let _ = task.await;
-    drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
-    res
+    let d = BenchDaemon::start("net", BenchOptions::default()).await?;
+    let res = run(cfg, &d.store, &d.ctx, &d.attacher).await;
+    let stopped = d.stop().await;
+    let r = res?;
+    stopped?;
+    Ok(r)
 }
 
 async fn run(
@@ -215,13 +184,13 @@ async fn run(
         count: cfg.count,
         latency_count: cfg.latency,
         concurrency: cfg.concurrency,
-        attach_p50: percentile(&mut attach, 50),
-        attach_p99: percentile(&mut attach, 99),
-        loaded_p50: percentile(&mut under_load, 50),
-        loaded_p99: percentile(&mut under_load, 99),
+        attach_p50: sort_percentile(&mut attach, 0.5),
+        attach_p99: sort_percentile(&mut attach, 0.99),
+        loaded_p50: sort_percentile(&mut under_load, 0.5),
+        loaded_p99: sort_percentile(&mut under_load, 0.99),
         per_second: cfg.count as f64 / wall.as_secs_f64(),
-        repair_p50: percentile(&mut repairs, 50),
-        repair_p99: percentile(&mut repairs, 99),
+        repair_p50: sort_percentile(&mut repairs, 0.5),
+        repair_p99: sort_percentile(&mut repairs, 0.99),
         teardown,
     })
 }
@@ -238,7 +207,7 @@ async fn attach_one(
 
 async fn attachment_whole(driver: &NetDriver, netns: &str, veth: &str) -> anyhow::Result<bool> {
     let host = driver.link_by_name(veth).await?;
-    if !host.is_some_and(|l| super::link_master(&l).is_some() && super::link_up(&l)) {
+    if !host.is_some_and(|l| crate::net::link_master(&l).is_some() && crate::net::link_up(&l)) {
         return Ok(false);
     }
     let st = driver.inspect_attachment(netns, veth, "eth0").await?;

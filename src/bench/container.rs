@@ -3,12 +3,12 @@
 //! Two setups: containers on the host filesystem with limits, and the case — each on its
 //! own Sandbox of a busybox State (btrfs), with a Network address and limits.
 
-use crate::bench::report;
+use super::daemon::{BenchDaemon, BenchOptions};
+use super::report;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tend_schema::kinds::container::ContainerStatus;
-use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
+use tend_schema::store::{SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
 fn spec(full: bool) -> serde_json::Value {
@@ -104,112 +104,35 @@ fn running(s: &ContainerStatus) -> bool {
 /// one apply each, then one apply of `bulk` containers, then `kills` kill→restart samples.
 pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()> {
     for full in [false, true] {
-        let path =
-            std::env::temp_dir().join(format!("tend-bench-ct-{}-{full}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        let result = bench_in(&path, single, bulk, kills, full).await;
-        crate::snapshot::register::release(&path.join("state"));
-        let _ = std::fs::remove_dir_all(&path);
+        // Host-filesystem containers need no loop image; the full setup uses btrfs.
+        let opts = match full {
+            true => BenchOptions::btrfs(2 << 30),
+            false => BenchOptions::default(),
+        };
+        let d = BenchDaemon::start("ct", opts).await?;
+        println!(
+            "tend bench container ({}): state dir {}, instance {}",
+            if full {
+                "each on its own Sandbox of a btrfs State, with a Network and limits"
+            } else {
+                "host filesystem, limits"
+            },
+            d.state_dir().display(),
+            d.instance()
+        );
+        let result = async {
+            if full {
+                full_setup(&d.store, &busybox_rootfs(&d.dir)?).await?;
+            }
+            figures(&d.store, single, bulk, kills, full).await
+        }
+        .await;
+        let stopped = d.stop().await;
         result?;
+        stopped?;
     }
     docker_side_by_side(single).await;
     Ok(())
-}
-
-async fn bench_in(
-    dir: &Path,
-    single: usize,
-    bulk: usize,
-    kills: usize,
-    full: bool,
-) -> anyhow::Result<()> {
-    let store_dir = dir.join("state");
-    std::fs::create_dir_all(&store_dir)?;
-    let rootfs = busybox_rootfs(dir)?;
-    let dir = store_dir.as_path();
-    let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
-    let cfg = crate::daemon::DaemonConfig {
-        state_dir: dir.to_path_buf(),
-        instance: crate::daemon::instance_id(dir)?,
-        exe: std::env::current_exe()?,
-        controller: tend_controllers::ControllerConfig {
-            concurrency: 8,
-            resync: Duration::from_secs(600),
-        },
-        // Host-filesystem containers need no loop image; the full setup uses btrfs.
-        snapshot: crate::snapshot::register::SnapshotConfig {
-            mode: if full {
-                crate::snapshot::BackendMode::Auto
-            } else {
-                crate::snapshot::BackendMode::Copy
-            },
-            image_size: 2 << 30,
-            ..Default::default()
-        },
-    };
-    let daemon = crate::daemon::Daemon::build(store.clone(), &cfg).await?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(daemon.runtime.run(async {
-        let _ = stop_rx.await;
-    }));
-    println!(
-        "tend bench container ({}): state dir {}, instance {}",
-        if full {
-            "each on its own Sandbox of a btrfs State, with a Network and limits"
-        } else {
-            "host filesystem, limits"
-        },
-        dir.display(),
-        cfg.instance
-    );
-    let result = match full {
-        true => match full_setup(&store, &rootfs).await {
-            Ok(()) => figures(&store, single, bulk, kills, full).await,
-            Err(e) => Err(e),
-        },
-        false => figures(&store, single, bulk, kills, full).await,
-    };
-    // Tear down: delete everything, wait for the finalizers.
-    let all = store
-        .list(&tend_schema::store::ListQuery {
-            kind: Some(Kind::Container),
-            ..Default::default()
-        })
-        .await?;
-    for o in &all.items {
-        let _ = store.delete(&o.key()?, &DeleteOptions::default()).await;
-    }
-    for key in [
-        ObjectKey::new(Kind::State, "default", "busybox"),
-        ObjectKey::new(Kind::Network, "default", "bench"),
-    ] {
-        let _ = store
-            .delete(
-                &key,
-                &DeleteOptions {
-                    propagation: tend_schema::store::Propagation::Foreground,
-                    ..Default::default()
-                },
-            )
-            .await;
-    }
-    let t = Instant::now();
-    for o in &all.items {
-        let key = o.key()?;
-        while store.get(&key).await.is_ok() && t.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    // And the State, Network and owned Sandboxes, so no bridge or tree outlives the bench.
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(60)
-        && !store.list(&Default::default()).await?.items.is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let _ = stop_tx.send(());
-    let _ = task.await;
-    result
 }
 
 async fn figures(

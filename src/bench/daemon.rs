@@ -1,0 +1,173 @@
+//! The one in-process daemon every bench runs against: a throwaway state dir, the real
+//! [`Daemon::build`] with its controllers running, and one teardown that deletes what the bench
+//! made, stops the controllers, releases the snapshot image and removes the dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tend_schema::store::{DeleteOptions, ListQuery, OpenOptions, Propagation, SqliteStore, Store};
+use tend_schema::Kind;
+
+use super::until;
+use crate::daemon::{Daemon, DaemonConfig, Layout};
+use crate::snapshot::choose::SnapshotConfig;
+use crate::snapshot::BackendMode;
+
+/// How the bench daemon runs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub snapshot: SnapshotConfig,
+    /// Resync period: long, so figures measure events, not resync.
+    pub resync: Duration,
+    pub concurrency: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            snapshot: SnapshotConfig {
+                mode: BackendMode::Copy,
+                ..Default::default()
+            },
+            resync: Duration::from_secs(600),
+            concurrency: 8,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// The defaults on the embedded btrfs image (`auto`) of `image_size` bytes.
+    pub fn btrfs(image_size: u64) -> Self {
+        Self {
+            snapshot: SnapshotConfig {
+                mode: BackendMode::Auto,
+                image_size,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// A running in-process daemon on a scratch dir (`<dir>/state` is its state dir; the bench
+/// may keep its own files beside it in `<dir>`).
+pub struct BenchDaemon {
+    pub dir: PathBuf,
+    pub store: Arc<SqliteStore>,
+    pub daemon_cfg: DaemonConfig,
+    pub attacher: Arc<tend_controllers::network::Attacher>,
+    /// The running controllers' context (store, index), for benches that call components.
+    pub ctx: tend_controllers::Context,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tend_schema::store::StoreError>>,
+}
+
+impl BenchDaemon {
+    /// Builds and starts a daemon on a new scratch dir named after `what`.
+    ///
+    /// # Errors
+    /// The dir, store or any driver cannot be set up (the dir is removed again).
+    pub async fn start(what: &str, opts: BenchOptions) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "tend-bench-{what}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        ));
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state)?;
+        match Self::start_in(dir.clone(), state, opts).await {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                remove_scratch(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_in(dir: PathBuf, state: PathBuf, opts: BenchOptions) -> anyhow::Result<Self> {
+        let layout = Layout::new(&state);
+        let store = Arc::new(SqliteStore::open(layout.db(), OpenOptions::default()).await?);
+        let mut cfg = DaemonConfig::new(layout)?;
+        cfg.controller = tend_controllers::ControllerConfig {
+            concurrency: opts.concurrency,
+            resync: opts.resync,
+        };
+        cfg.snapshot = opts.snapshot;
+        let daemon = Daemon::build(store.clone(), &cfg).await?;
+        let ctx = daemon.runtime.context();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(daemon.runtime.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            dir,
+            store,
+            daemon_cfg: cfg,
+            attacher: daemon.attacher,
+            ctx,
+            stop,
+            task,
+        })
+    }
+
+    /// The daemon's state dir.
+    pub fn state_dir(&self) -> &Path {
+        self.daemon_cfg.layout.root()
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.daemon_cfg.instance
+    }
+
+    /// Deletes every object (Containers first, then the rest in the foreground) and waits up
+    /// to `limit` for the finalizers to remove them, so no host object outlives the bench.
+    pub async fn delete_all(&self, limit: Duration) -> anyhow::Result<()> {
+        let store = &self.store;
+        for kind in [Some(Kind::Container), None] {
+            let all = store
+                .list(&ListQuery {
+                    kind,
+                    ..Default::default()
+                })
+                .await?;
+            for o in &all.items {
+                let opts = DeleteOptions {
+                    propagation: Propagation::Foreground,
+                    ..Default::default()
+                };
+                let _ = store.delete(&o.key()?, &opts).await;
+            }
+            until(limit, Duration::from_millis(10), || async {
+                store
+                    .list(&ListQuery {
+                        kind,
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok_and(|l| l.items.is_empty())
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything, stops the controllers, releases the image and removes the dir.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let deleted = self.delete_all(Duration::from_secs(120)).await;
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        crate::snapshot::choose::release(self.daemon_cfg.layout.root());
+        drop(self.store);
+        remove_scratch(&self.dir);
+        deleted
+    }
+}
+
+/// Removes a scratch dir, clearing the immutable flag a State's tree may carry first.
+fn remove_scratch(dir: &Path) {
+    if std::fs::remove_dir_all(dir).is_err() {
+        crate::snapshot::clear_immutable_tree(dir);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

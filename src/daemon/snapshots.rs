@@ -1,0 +1,77 @@
+//! Wiring of States and Sandboxes: choose the backend once, register both controllers, and start
+//! the inotify watch on the class dirs and the orphan sweep.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tend_controllers::sandbox::SandboxReconciler;
+use tend_controllers::snapshot::{SnapshotDriver, Sweeper};
+use tend_controllers::state::StateReconciler;
+use tend_controllers::Runtime;
+use tend_schema::store::Store;
+
+use super::DaemonConfig;
+use crate::snapshot::adapter::Adapter;
+use crate::snapshot::choose::choose;
+use crate::snapshot::SnapshotBackend;
+
+/// Registers the State and Sandbox controllers: chooses the backend, then starts the inotify
+/// watch on the class dirs and the orphan sweep; both stop when the runtime is gone.
+pub async fn register_snapshots(
+    runtime: &mut Runtime,
+    store: Arc<dyn Store>,
+    cfg: &DaemonConfig,
+) -> anyhow::Result<Arc<Adapter>> {
+    let (state_dir, instance, snap) = (
+        cfg.layout.root().to_path_buf(),
+        cfg.instance.clone(),
+        cfg.snapshot.clone(),
+    );
+    let (backend, why) =
+        crate::util::blocking(move || choose(&state_dir, &instance, &snap)).await?;
+    tracing::info!(backend = backend.name(), %why, "snapshot backend chosen");
+    eprintln!("tend serve: snapshot backend {why}");
+    let root = backend.root().to_path_buf();
+    let adapter = Arc::new(Adapter::new(Arc::new(backend), cfg.layout.root())?);
+    let driver: Arc<dyn SnapshotDriver> = adapter.clone();
+    let states = runtime.register(
+        Arc::new(StateReconciler {
+            driver: driver.clone(),
+        }),
+        cfg.controller.clone(),
+    );
+    let sandboxes = runtime.register(
+        Arc::new(SandboxReconciler {
+            driver: driver.clone(),
+        }),
+        cfg.controller.clone(),
+    );
+    let sweeper = Arc::new(Sweeper::new(driver, store, cfg.snapshot.orphan_grace));
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let every =
+        (cfg.snapshot.orphan_grace / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let mut alive = runtime.ready();
+    let watch = crate::snapshot::watch::watch(&root, states, sandboxes, wake.clone())?;
+    tokio::spawn(async move {
+        let sweep = async {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = wake.notified() => {}
+                }
+                if let Err(e) = sweeper.sweep().await {
+                    tracing::warn!(error = %e, "orphan tree sweep failed");
+                }
+            }
+        };
+        // The runtime drops its readiness sender when it stops: so do we.
+        let gone = async { while alive.changed().await.is_ok() {} };
+        tokio::select! {
+            _ = sweep => {}
+            _ = watch => {}
+            _ = gone => {}
+        }
+    });
+    Ok(adapter)
+}
