@@ -22,6 +22,17 @@ pub enum TreeClass {
 }
 
 impl TreeClass {
+    /// Both classes, for start-up sweeps.
+    pub const ALL: [TreeClass; 2] = [TreeClass::States, TreeClass::Sandboxes];
+
+    /// The class's directory name under a snapshot backend's root.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            TreeClass::States => "states",
+            TreeClass::Sandboxes => "sandboxes",
+        }
+    }
+
     /// The kind whose objects own trees of this class.
     pub fn kind(self) -> Kind {
         match self {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod batch;
 pub mod client;
 mod client_ops;
+pub mod columns;
 pub mod containers;
 mod discovery;
 mod dispatch;

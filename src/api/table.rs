@@ -1,6 +1,6 @@
 //! `meta.k8s.io/v1` Table responses for `kubectl get`, with the CLI's columns per kind.
 
-use crate::cli::output::row;
+use super::columns::row;
 use serde_json::{json, Value};
 use tend_schema::{AnyObject, Kind};
 

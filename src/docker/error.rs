@@ -31,20 +31,6 @@ pub enum DockerError {
         /// The container id or name that was asked for.
         container: String,
     },
-    /// The network does not exist.
-    #[error("network {network:?} not found")]
-    NetworkNotFound {
-        /// The network id or name that was asked for.
-        network: String,
-    },
-    /// A network with that name exists but with another subnet or gateway, or not owned by tend.
-    #[error("network {network:?} exists with a different configuration: {detail}")]
-    NetworkMismatch {
-        /// The network name.
-        network: String,
-        /// What differs.
-        detail: String,
-    },
     /// A name is already taken (409 from dockerd), e.g. a container `tend-<uid>` already exists.
     #[error("{op} {object:?}: conflict: {message}")]
     Conflict {
@@ -82,7 +68,6 @@ pub enum DockerError {
 pub(crate) enum Target {
     Container,
     Image,
-    Network,
     /// A 404 from container create: dockerd says "No such image".
     CreateContainer,
 }
@@ -134,7 +119,6 @@ impl Ctx<'_> {
         let object = self.object.to_string();
         match (code, self.target) {
             (404, Target::Container) => DockerError::NotFound { container: object },
-            (404, Target::Network) => DockerError::NetworkNotFound { network: object },
             (404, Target::Image) => DockerError::ImageNotFound { image: object },
             (404, Target::CreateContainer) if message.contains("image") => {
                 DockerError::ImageNotFound { image: object }
@@ -163,12 +147,9 @@ impl DockerError {
         matches!(self, DockerError::Unavailable { .. })
     }
 
-    /// True when the container or network is gone (deletion may treat this as done).
+    /// True when the container is gone (deletion may treat this as done).
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            DockerError::NotFound { .. } | DockerError::NetworkNotFound { .. }
-        )
+        matches!(self, DockerError::NotFound { .. })
     }
 }
 
@@ -197,8 +178,6 @@ mod tests {
         let e = ctx(Target::CreateContainer).map(server(404, "No such image: busybox:nope"));
         assert!(matches!(e, DockerError::ImageNotFound { ref image } if image == "busybox:nope"));
         let e = ctx(Target::Container).map(server(404, "No such container: x"));
-        assert!(e.is_not_found());
-        let e = ctx(Target::Network).map(server(404, "network x not found"));
         assert!(e.is_not_found());
     }
 

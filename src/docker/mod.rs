@@ -14,7 +14,6 @@ mod error;
 mod events;
 mod image;
 mod logs;
-mod network;
 mod spec;
 
 use std::future::Future;
@@ -29,7 +28,6 @@ pub use error::DockerError;
 pub use events::{ContainerEvent, ContainerEventKind, DockerEvent};
 pub use image::ImportSource;
 pub use logs::{LogLine, LogStream};
-pub use network::OwnedNetwork;
 pub use spec::{
     spec_hash, DockerSpec, NetworkAttachment, Owner, LABEL_NAME, LABEL_NAMESPACE, LABEL_SPEC_HASH,
     LABEL_UID,

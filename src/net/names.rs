@@ -50,11 +50,6 @@ pub fn ns_ifname(index: usize) -> String {
     format!("eth{index}")
 }
 
-/// The named network namespace of a container: `tend-<uid>`.
-pub fn netns_name(container_uid: &str) -> String {
-    format!("{NETNS_PREFIX}{container_uid}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,7 +61,6 @@ mod tests {
         assert_eq!(host_veth_name(uid, 0), "tnv-3f2a9c1e770");
         assert_eq!(host_veth_name(uid, 15), "tnv-3f2a9c1e77f");
         assert!(host_veth_name(uid, 15).len() <= 15);
-        assert_eq!(netns_name(uid), format!("tend-{uid}"));
         assert_eq!(ns_ifname(1), "eth1");
     }
 

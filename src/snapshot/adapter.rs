@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use tend_controllers::snapshot::{
-    ImportSource, SnapshotDriver, TreeClass as Class, TreeError, TreeInfo as Info,
+    ImportSource, SnapshotDriver, TreeClass as Class, TreeError, TreeInfo,
 };
 
-use super::{AnySnapshotter, Error, SnapshotBackend, Tree, TreeClass, TreeInfo};
+use super::{AnySnapshotter, Error, SnapshotBackend, Tree};
 use crate::util::blocking;
 
 /// A [`SnapshotDriver`] backed by a real snapshot backend.
@@ -66,19 +66,7 @@ impl Adapter {
 }
 
 fn tree(class: Class, uid: &str) -> Result<Tree, TreeError> {
-    let c = match class {
-        Class::States => TreeClass::States,
-        Class::Sandboxes => TreeClass::Sandboxes,
-    };
-    Tree::new(c, uid).map_err(|e| TreeError::Other(e.to_string()))
-}
-
-fn info(i: TreeInfo) -> Info {
-    Info {
-        path: i.path,
-        read_only: i.read_only,
-        size_bytes: i.size_bytes,
-    }
+    Tree::new(class, uid).map_err(|e| TreeError::Other(e.to_string()))
 }
 
 /// Classifies a driver error for the controllers.
@@ -106,7 +94,7 @@ impl SnapshotDriver for Adapter {
         }
     }
 
-    async fn import(&self, uid: &str, source: &ImportSource) -> Result<Info, TreeError> {
+    async fn import(&self, uid: &str, source: &ImportSource) -> Result<TreeInfo, TreeError> {
         let t = tree(Class::States, uid)?;
         crate::failpoint::check_async("snapshot.import")
             .await
@@ -122,7 +110,7 @@ impl SnapshotDriver for Adapter {
         } else {
             self.backend.import_tarball(&t, &src).await
         };
-        r.map(info).map_err(map)
+        r.map_err(map)
     }
 
     async fn snapshot(
@@ -130,13 +118,9 @@ impl SnapshotDriver for Adapter {
         src: (Class, &str),
         dst: (Class, &str),
         read_only: bool,
-    ) -> Result<Info, TreeError> {
+    ) -> Result<TreeInfo, TreeError> {
         let (s, d) = (tree(src.0, src.1)?, tree(dst.0, dst.1)?);
-        self.backend
-            .snapshot(&s, &d, read_only)
-            .await
-            .map(info)
-            .map_err(map)
+        self.backend.snapshot(&s, &d, read_only).await.map_err(map)
     }
 
     async fn stat(&self, class: Class, uid: &str) -> Result<Option<bool>, TreeError> {
@@ -147,9 +131,9 @@ impl SnapshotDriver for Adapter {
         }
     }
 
-    async fn inspect(&self, class: Class, uid: &str) -> Result<Option<Info>, TreeError> {
+    async fn inspect(&self, class: Class, uid: &str) -> Result<Option<TreeInfo>, TreeError> {
         let t = tree(class, uid)?;
-        Ok(self.backend.inspect(&t).await.map_err(map)?.map(info))
+        Ok(self.backend.inspect(&t).await.map_err(map)?)
     }
 
     async fn set_read_only(&self, class: Class, uid: &str, ro: bool) -> Result<(), TreeError> {
@@ -162,18 +146,10 @@ impl SnapshotDriver for Adapter {
     }
 
     async fn list(&self, class: Class) -> Result<Vec<String>, TreeError> {
-        let c = match class {
-            Class::States => TreeClass::States,
-            Class::Sandboxes => TreeClass::Sandboxes,
-        };
-        self.backend.list(c).await.map_err(map)
+        self.backend.list(class).await.map_err(map)
     }
 
     async fn remove_stale_temps(&self, class: Class) -> Result<Vec<PathBuf>, TreeError> {
-        let c = match class {
-            Class::States => TreeClass::States,
-            Class::Sandboxes => TreeClass::Sandboxes,
-        };
-        self.backend.remove_stale_temps(c).await.map_err(map)
+        self.backend.remove_stale_temps(class).await.map_err(map)
     }
 }

@@ -35,27 +35,9 @@ pub fn clear_immutable_tree(dir: &Path) {
     let _ = fsops::set_immutable_tree(dir, false, false);
 }
 
-/// Which family of trees an id belongs to; each class has its own directory under the root.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TreeClass {
-    /// Immutable trees (`<root>/states`).
-    States,
-    /// Writable clones (`<root>/sandboxes`).
-    Sandboxes,
-}
-
-impl TreeClass {
-    /// Both classes, for start-up sweeps.
-    pub const ALL: [TreeClass; 2] = [TreeClass::States, TreeClass::Sandboxes];
-
-    /// The class's directory name under the backend root.
-    pub fn dir_name(self) -> &'static str {
-        match self {
-            TreeClass::States => "states",
-            TreeClass::Sandboxes => "sandboxes",
-        }
-    }
-}
+/// Which family of trees an id belongs to (each class has its own directory under the root),
+/// and what a backend observes about one tree: the controllers' own types.
+pub use tend_controllers::snapshot::{TreeClass, TreeInfo};
 
 /// A tree handle: its class and a validated id (`[a-z0-9-]`, 1..=128 chars, no leading `-`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -117,17 +99,6 @@ pub fn validate_id(id: &str) -> Result<()> {
         return bad("only lowercase letters, digits and '-' are allowed");
     }
     Ok(())
-}
-
-/// What a backend observes about one tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TreeInfo {
-    /// Absolute path of the tree.
-    pub path: PathBuf,
-    /// Whether writes into the tree are refused.
-    pub read_only: bool,
-    /// Apparent size (sum of file and symlink lengths); approximate where extents are shared.
-    pub size_bytes: u64,
 }
 
 /// Which backend `probe` should use.
