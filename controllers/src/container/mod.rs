@@ -18,6 +18,7 @@
 //! those no Container owns are stopped and removed. Workloads of existing Containers are
 //! re-adopted by their first reconcile, which re-attaches the exit watcher.
 
+mod decide;
 mod driver;
 pub mod fake;
 mod faults;

@@ -1,11 +1,13 @@
-//! The Container reconciler: rootfs, attachments, start, exit watch, restart, replace, delete.
+//! The Container reconciler: observe (the runtime's view of the workload) → decide
+//! ([`super::decide`]) → act (keep and repair, start, replace, back off, finish); and delete.
 
+use super::decide::{decide, exit_of, Decision, Facts};
 use super::driver::{
     Attach, Attachments, ContainerRuntime, Exit, Observed, Running, Runtimes, WorkloadSpec,
 };
 use super::faults::{drv, fault_of, store_err};
 use super::rootfs::{self, RootfsState};
-use super::status::{self, restart_delay, should_restart};
+use super::status;
 use super::ContainerError;
 use crate::action::{Action, Error};
 use crate::context::Context;
@@ -138,178 +140,231 @@ impl ContainerReconciler {
         l.crashes
     }
 
+    /// Observe → decide → act for one Container that is not being deleted.
     async fn apply(&self, ctx: &Context, obj: AnyObject) -> Result<Action, Error> {
         let key = obj.key()?;
         let c: Container = obj.typed().map_err(|source| ContainerError::Decode {
             key: key.clone(),
             source,
         })?;
-        let (uid, generation) = (
-            c.metadata.uid.clone().unwrap_or_default(),
-            c.metadata.generation,
-        );
-        let mut st = c.status.clone();
-        let Some(rt) = self.runtimes.serving(&c.spec).cloned() else {
-            status::pending(
-                &mut st,
-                generation,
-                "RuntimeUnavailable",
-                "this daemon has no docker runtime",
-            );
-            ctx.write_status(&obj, &st)
-                .await
-                .map_err(store_err(&key, "write status"))?;
-            return Ok(Action::await_change());
+        let s = Step {
+            ctx,
+            obj: &obj,
+            key: &key,
+            uid: c.metadata.uid.clone().unwrap_or_default(),
+            generation: c.metadata.generation,
+            c: &c,
         };
-        // A runtime switch leaves the old runtime's workload behind: stop it first.
-        // An unreachable other runtime is skipped (its leftover goes on a later reconcile):
-        // dockerd being down must not stall native containers.
-        for other in self.runtimes().into_iter().filter(|o| !Arc::ptr_eq(o, &rt)) {
-            let seen = match other.inspect(&uid).await {
+        let Some(rt) = self.runtimes.serving(&c.spec).cloned() else {
+            let mut st = c.status.clone();
+            let msg = "this daemon has no docker runtime";
+            status::pending(&mut st, s.generation, "RuntimeUnavailable", msg);
+            return s.write(&st, Action::await_change()).await;
+        };
+        // Observe.
+        self.clear_other_runtimes(&s, &rt).await?;
+        let observed = rt
+            .inspect(&s.uid)
+            .await
+            .map_err(drv(&s.uid, rt.name(), "inspect"))?;
+        // Decide.
+        let decision = decide(observed.clone(), &self.facts(&s, &c, observed));
+        // Act.
+        self.act(&s, &rt, decision).await
+    }
+
+    /// A runtime switch leaves the old runtime's workload behind: stop and remove it. An
+    /// unreachable other runtime is skipped (its leftover goes on a later reconcile): dockerd
+    /// being down must not stall native containers.
+    async fn clear_other_runtimes(
+        &self,
+        s: &Step<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+    ) -> Result<(), Error> {
+        let uid = &s.uid;
+        for other in self.runtimes().into_iter().filter(|o| !Arc::ptr_eq(o, rt)) {
+            let seen = match other.inspect(uid).await {
                 Err(e) if e.is_unavailable() => continue,
-                r => r.map_err(drv(&uid, other.name(), "inspect"))?,
+                r => r.map_err(drv(uid, other.name(), "inspect"))?,
             };
             if seen != Observed::Absent {
                 other
-                    .stop(&uid, grace(&c.spec))
+                    .stop(uid, grace(&s.c.spec))
                     .await
-                    .map_err(drv(&uid, other.name(), "stop"))?;
+                    .map_err(drv(uid, other.name(), "stop"))?;
                 other
-                    .remove(&uid)
+                    .remove(uid)
                     .await
-                    .map_err(drv(&uid, other.name(), "remove"))?;
+                    .map_err(drv(uid, other.name(), "remove"))?;
             }
         }
-        let observed = rt
-            .inspect(&uid)
-            .await
-            .map_err(drv(&uid, rt.name(), "inspect"))?;
-        let mut restarts = 0;
-        match observed {
-            Observed::Running(r) if r.generation == generation => {
-                self.watch(&rt, &uid, &r);
-                let networks = match self.attach(&c, &uid).await? {
-                    Attach::Ready { networks, .. } => networks,
-                    Attach::Waiting { .. } => st.networks.clone(),
-                };
-                let w = self.workload(&c, None, None);
-                let repairs = rt
-                    .repair(&w, &r)
-                    .await
-                    .map_err(drv(&uid, rt.name(), "repair"))?;
-                if !repairs.is_empty() {
-                    ctx.drift_repaired();
-                    ctx.event(
-                        &obj,
-                        EventType::Warning,
-                        "DriftRepaired",
-                        repairs.join("; "),
-                    )
-                    .await;
-                }
-                status::running(&mut st, generation, &r, networks, rt.name());
-                st.container_id = rt.container_id(&uid);
-                ctx.write_status(&obj, &st)
-                    .await
-                    .map_err(store_err(&key, "write status"))?;
-                return Ok(Action::await_change());
-            }
-            Observed::Running(r) => {
-                ctx.event(
-                    &obj,
-                    EventType::Normal,
-                    "Replacing",
-                    format!(
-                        "spec changed (generation {} → {generation}); stopping pid {}",
-                        r.generation, r.pid
-                    ),
-                )
-                .await;
-                if let Some(e) =
-                    rt.stop(&uid, grace(&c.spec))
-                        .await
-                        .map_err(drv(&uid, rt.name(), "stop"))?
-                {
-                    st.last_state = Some(status::last_state(&e));
-                }
-                lock(&self.loops).remove(&uid);
-            }
-            Observed::Exiting { .. } => return Ok(Action::requeue(Duration::from_millis(20))),
-            Observed::Exited(e) if e.generation != generation => {
-                st.last_state = Some(status::last_state(&e));
-                lock(&self.loops).remove(&uid);
-            }
-            Observed::Lost { generation: g } if g != generation => {}
-            o @ (Observed::Exited(_) | Observed::Lost { .. }) => {
-                let e = observed_exit(o, generation);
-                if !should_restart(c.spec.restart_policy, &e) {
-                    status::finished(&mut st, generation, &e);
-                    ctx.write_status(&obj, &st)
-                        .await
-                        .map_err(store_err(&key, "write status"))?;
-                    return Ok(Action::await_change());
-                }
-                let crashes = self.count_crash(&uid, &e);
-                let wait = restart_delay(crashes, self.cfg.backoff_base, self.cfg.backoff_max);
+        Ok(())
+    }
+
+    /// What the decision needs besides the observation: the crash loop is counted only for an
+    /// ended run of the current generation.
+    fn facts(&self, s: &Step<'_>, c: &Container, observed: Observed) -> Facts {
+        let ended = match &observed {
+            Observed::Exited(e) => e.generation == s.generation,
+            Observed::Lost { generation } => *generation == s.generation,
+            _ => false,
+        };
+        let (crashes, since_exit) = match ended {
+            true => {
+                let e = exit_of(observed, s.generation);
                 let since = e
                     .finished_at
                     .and_then(|f| (chrono::Utc::now() - f).to_std().ok())
                     .unwrap_or(Duration::MAX);
-                if since < wait {
-                    status::backing_off(&mut st, generation, &e, wait);
-                    ctx.write_status(&obj, &st)
-                        .await
-                        .map_err(store_err(&key, "write status"))?;
-                    return Ok(Action::requeue(wait - since));
-                }
-                st.last_state = Some(status::last_state(&e));
-                restarts = 1;
+                (self.count_crash(&s.uid, &e), since)
             }
-            Observed::Absent => {}
+            false => (0, Duration::MAX),
+        };
+        Facts {
+            generation: s.generation,
+            policy: c.spec.restart_policy,
+            crashes,
+            backoff_base: self.cfg.backoff_base,
+            backoff_max: self.cfg.backoff_max,
+            since_exit,
         }
-        // Start (first run, restart, or replacement).
-        let rootfs = match rootfs::resolve(ctx, &c).await? {
+    }
+
+    async fn act(
+        &self,
+        s: &Step<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+        decision: Decision,
+    ) -> Result<Action, Error> {
+        let (uid, generation) = (&s.uid, s.generation);
+        let mut st = s.c.status.clone();
+        let start = match decision {
+            Decision::Keep(r) => return self.keep(s, rt, r).await,
+            Decision::AwaitExit => return Ok(Action::requeue(Duration::from_millis(20))),
+            Decision::Finished(e) => {
+                status::finished(&mut st, generation, &e);
+                return s.write(&st, Action::await_change()).await;
+            }
+            Decision::BackOff { exit, wait, left } => {
+                status::backing_off(&mut st, generation, &exit, wait);
+                return s.write(&st, Action::requeue(left)).await;
+            }
+            Decision::Replace(r) => {
+                let why = format!(
+                    "spec changed (generation {} → {generation}); stopping pid {}",
+                    r.generation, r.pid
+                );
+                s.ctx
+                    .event(s.obj, EventType::Normal, "Replacing", why)
+                    .await;
+                let stopped =
+                    rt.stop(uid, grace(&s.c.spec))
+                        .await
+                        .map_err(drv(uid, rt.name(), "stop"))?;
+                Start {
+                    last: stopped,
+                    restart: false,
+                    new_loop: true,
+                }
+            }
+            Decision::Start {
+                last,
+                restart,
+                new_loop,
+            } => Start {
+                last,
+                restart,
+                new_loop,
+            },
+        };
+        if start.new_loop {
+            lock(&self.loops).remove(uid);
+        }
+        if let Some(e) = &start.last {
+            st.last_state = Some(status::last_state(e));
+        }
+        self.start(s, rt, st, u32::from(start.restart)).await
+    }
+
+    /// The workload runs the current generation: watch its exit, refresh its attachments, put
+    /// back what drifted around it, and write the status.
+    async fn keep(
+        &self,
+        s: &Step<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+        r: Running,
+    ) -> Result<Action, Error> {
+        let mut st = s.c.status.clone();
+        self.watch(rt, &s.uid, &r);
+        let networks = match self.attach(s.c, &s.uid).await? {
+            Attach::Ready { networks, .. } => networks,
+            Attach::Waiting { .. } => st.networks.clone(),
+        };
+        let w = self.workload(s.c, None, None);
+        let repairs = rt
+            .repair(&w, &r)
+            .await
+            .map_err(drv(&s.uid, rt.name(), "repair"))?;
+        if !repairs.is_empty() {
+            s.ctx.drift_repaired();
+            s.ctx
+                .event(
+                    s.obj,
+                    EventType::Warning,
+                    "DriftRepaired",
+                    repairs.join("; "),
+                )
+                .await;
+        }
+        status::running(&mut st, s.generation, &r, networks, rt.name());
+        st.container_id = rt.container_id(&s.uid);
+        s.write(&st, Action::await_change()).await
+    }
+
+    /// Starts the workload (first run, restart, replacement) once its rootfs and networks are
+    /// ready; until then the Container is Pending with the reason.
+    async fn start(
+        &self,
+        s: &Step<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+        mut st: ContainerStatus,
+        restarts: u32,
+    ) -> Result<Action, Error> {
+        let (uid, generation) = (&s.uid, s.generation);
+        let rootfs = match rootfs::resolve(s.ctx, s.c).await? {
             RootfsState::Ready(p) => p,
             RootfsState::Waiting(msg) => {
                 status::pending(&mut st, generation, "WaitingForSandbox", &msg);
-                ctx.write_status(&obj, &st)
-                    .await
-                    .map_err(store_err(&key, "write status"))?;
-                return Ok(Action::await_change());
+                return s.write(&st, Action::await_change()).await;
             }
         };
-        let (netns, networks) = match self.attach(&c, &uid).await? {
+        let (netns, networks) = match self.attach(s.c, uid).await? {
             Attach::Ready { netns, networks } => (netns, networks),
             Attach::Waiting { reason, message } => {
                 status::pending(&mut st, generation, &reason, &message);
-                ctx.write_status(&obj, &st)
-                    .await
-                    .map_err(store_err(&key, "write status"))?;
-                return Ok(Action::await_change());
+                return s.write(&st, Action::await_change()).await;
             }
         };
-        let w = self.workload(&c, rootfs, netns);
+        let w = self.workload(s.c, rootfs, netns);
         let r = match rt.start(&w).await {
             Ok(r) => r,
             Err(e) => {
                 if !e.is_fault() {
                     status::pending(&mut st, generation, "StartFailed", &e.to_string());
-                    let _ = ctx.write_status(&obj, &st).await;
+                    let _ = s.ctx.write_status(s.obj, &st).await;
                     // Deduplicated by the store: a start that keeps failing is one event with a count.
-                    ctx.event(&obj, EventType::Warning, "StartFailed", e.to_string())
+                    s.ctx
+                        .event(s.obj, EventType::Warning, "StartFailed", e.to_string())
                         .await;
                 }
-                return Err(drv(&uid, rt.name(), "start")(e).into());
+                return Err(drv(uid, rt.name(), "start")(e).into());
             }
         };
-        self.watch(&rt, &uid, &r);
+        self.watch(rt, uid, &r);
         st.restart_count += restarts;
         status::running(&mut st, generation, &r, networks, rt.name());
-        st.container_id = rt.container_id(&uid);
-        ctx.write_status(&obj, &st)
-            .await
-            .map_err(store_err(&key, "write status"))?;
-        Ok(Action::await_change())
+        st.container_id = rt.container_id(uid);
+        s.write(&st, Action::await_change()).await
     }
 
     async fn attach(&self, c: &Container, uid: &str) -> Result<Attach, Error> {
@@ -380,20 +435,33 @@ fn grace(spec: &ContainerSpec) -> Duration {
     Duration::from_secs(u64::from(spec.grace_period_seconds()))
 }
 
-/// The exit of an ended workload; a lost one counts as an error with unknown status.
-fn observed_exit(o: Observed, generation: i64) -> Exit {
-    match o {
-        Observed::Exited(e) => e,
-        _ => Exit {
-            generation,
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            started_at: None,
-            finished_at: None,
-            error: Some("the exit status was lost (its supervisor was killed)".into()),
-        },
+/// One reconcile's object, as the observe, decide and act steps share it.
+struct Step<'a> {
+    ctx: &'a Context,
+    obj: &'a AnyObject,
+    key: &'a ObjectKey,
+    uid: String,
+    generation: i64,
+    c: &'a Container,
+}
+
+impl Step<'_> {
+    /// Writes `st` (when it changed) and returns `then`.
+    async fn write(&self, st: &ContainerStatus, then: Action) -> Result<Action, Error> {
+        self.ctx
+            .write_status(self.obj, st)
+            .await
+            .map_err(store_err(self.key, "write status"))?;
+        Ok(then)
     }
+}
+
+/// How a decided start goes: which run to show as `lastState`, whether it counts as a restart,
+/// whether the crash loop starts afresh.
+struct Start {
+    last: Option<Exit>,
+    restart: bool,
+    new_loop: bool,
 }
 
 #[async_trait]
