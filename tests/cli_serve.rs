@@ -78,3 +78,34 @@ impl Drop for KillOnDrop {
 fn scopeguard(pid: u32) -> KillOnDrop {
     KillOnDrop(pid)
 }
+
+/// A `--listen` port already taken fails the start before the host is touched: no btrfs image
+/// is made or mounted for it (before, the image was created and mounted, then left behind), and
+/// the error is said once.
+#[test]
+fn a_listen_port_in_use_fails_before_anything_is_set_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tend"))
+        .args([
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--listen",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("--listen {addr}")), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "said once: {err}");
+    assert!(!dir.path().join("btrfs.img").exists(), "no image was made");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.path().to_str().unwrap()),
+        "nothing is mounted under the state dir"
+    );
+    assert!(!dir.path().join("engine.json").exists());
+}

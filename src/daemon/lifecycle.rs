@@ -120,20 +120,35 @@ pub async fn serve(
     let layout = cfg.layout.clone();
     let dir = layout.root();
     let lock = StateLock::acquire(&layout)?;
-    let daemon = super::Daemon::build(store.clone(), &cfg).await?;
+    // A listener that cannot be had fails the start before anything touches the host.
+    if let Some(addr) = opts.listen {
+        std::net::TcpListener::bind(addr).with_context(|| format!("--listen {addr}"))?;
+    }
+    // From here a failed start releases what it set up (the snapshot image).
+    let started = async {
+        let daemon = super::Daemon::build(store.clone(), &cfg).await?;
+        // /readyz turns true once every controller has passed its start-up observation pass.
+        let ready = Arc::new(AtomicBool::new(false));
+        let api = crate::api::bind(crate::api::ApiConfig {
+            paths: api_paths(&layout),
+            listen: opts.listen,
+            runtimes: Some(daemon.runtimes.clone()),
+            store: store.clone(),
+            ready: ready.clone(),
+            metrics: Some(Arc::new(daemon.runtime.metrics_renderer())),
+            limits: Default::default(),
+        })
+        .await?;
+        anyhow::Ok((daemon, ready, api))
+    };
+    let (daemon, ready, api) = match started.await {
+        Ok(parts) => parts,
+        Err(e) => {
+            crate::snapshot::choose::release(dir);
+            return Err(e);
+        }
+    };
     let shutdown = shutdown_signal();
-    // /readyz turns true once every controller has passed its start-up observation pass.
-    let ready = Arc::new(AtomicBool::new(false));
-    let api = crate::api::bind(crate::api::ApiConfig {
-        paths: api_paths(&layout),
-        listen: opts.listen,
-        runtimes: Some(daemon.runtimes.clone()),
-        store: store.clone(),
-        ready: ready.clone(),
-        metrics: Some(Arc::new(daemon.runtime.metrics_renderer())),
-        limits: Default::default(),
-    })
-    .await?;
     let mut gate = daemon.runtime.ready();
     tokio::spawn(async move {
         if gate.wait_for(|v| *v).await.is_ok() {
