@@ -253,16 +253,35 @@ fn get_formats_delete_and_db() {
         text(&t.run(&["get", "net", "-l", "app=db", "-o", "name"]).stdout).trim(),
         ""
     );
+    // One object as a table has the header a list has.
+    let one = text(&t.run(&["get", "network", "n"]).stdout);
+    assert!(one.starts_with("NAME") && one.lines().count() == 2, "{one}");
     let missing = t.run(&["get", "network", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("not found"));
     assert_eq!(t.run(&["get", "widgets"]).status.code(), Some(1));
+    // --timeout takes a duration, as `tend wait --timeout` does.
     assert!(t
-        .run(&["delete", "network", "n", "--wait"])
+        .run(&["delete", "network", "n", "--wait", "--timeout", "30s"])
         .status
         .success());
     assert_eq!(t.object_count(), 0);
     assert_eq!(text(&t.run(&["db", "check"]).stdout).trim(), "ok");
     let q = t.run(&["db", "query", "DROP TABLE objects"]);
     assert_eq!(q.status.code(), Some(1), "db query is read-only");
+}
+
+#[test]
+fn the_same_object_twice_in_one_file_is_refused_naming_both() {
+    let t = Tend::new();
+    let one = NET.replace("NAME", "n");
+    let f = t.file("dup.yaml", &format!("{one}---\n{one}"));
+    let out = t.run(&["apply", "-f", &f]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("document 2") && err.contains("also declared by document 1"),
+        "{err}"
+    );
+    assert_eq!(t.object_count(), 0, "nothing is applied");
 }

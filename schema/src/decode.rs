@@ -27,6 +27,8 @@ pub enum DecodeError {
     Invalid(FieldErrors),
     /// Too big to store.
     TooLarge(usize),
+    /// The same object (kind, namespace, name) was already declared by an earlier document.
+    Duplicate { object: String, first: usize },
 }
 
 impl fmt::Display for DecodeError {
@@ -38,6 +40,10 @@ impl fmt::Display for DecodeError {
                 f,
                 "object is {n} bytes, larger than the {} byte limit",
                 MAX_OBJECT_BYTES
+            ),
+            DecodeError::Duplicate { object, first } => write!(
+                f,
+                "{object} is also declared by document {first}: an input may declare an object once"
             ),
         }
     }
@@ -74,6 +80,7 @@ pub fn decode_all(input: &str) -> Result<Vec<Document>, DecodeError> {
                 result: decode_value(v),
             });
         }
+        refuse_duplicates(&mut docs);
         return Ok(docs);
     }
     for (i, de) in serde_yaml_ng::Deserializer::from_str(input).enumerate() {
@@ -101,7 +108,27 @@ pub fn decode_all(input: &str) -> Result<Vec<Document>, DecodeError> {
             }
         }
     }
+    refuse_duplicates(&mut docs);
     Ok(docs)
+}
+
+/// A later document declaring an object an earlier one declared is an error naming both (the
+/// last would silently win otherwise, and `diff` would always see a change).
+fn refuse_duplicates(docs: &mut [Document]) {
+    let mut seen = std::collections::HashMap::new();
+    for d in docs.iter_mut() {
+        let Ok(key) = d.result.as_ref().map(|o| o.key()) else {
+            continue;
+        };
+        let Ok(key) = key else { continue };
+        let object = format!("{} {}/{}", key.kind.as_str(), key.namespace, key.name);
+        match seen.get(&object) {
+            Some(&first) => d.result = Err(DecodeError::Duplicate { object, first }),
+            None => {
+                seen.insert(object, d.index);
+            }
+        }
+    }
 }
 
 /// Expands `kind: List` (and bare JSON arrays) into their items.
@@ -165,6 +192,17 @@ mod tests {
         assert_eq!(docs[1].index, 3);
         let err = docs[1].result.as_ref().unwrap_err().to_string();
         assert!(err.contains("kind: \"Nope\" is not a tend kind"), "{err}");
+    }
+
+    #[test]
+    fn the_same_object_twice_is_refused_naming_both_documents() {
+        let other = GOOD.replace("name: ", "name: other-");
+        let input = format!("{GOOD}---\n{other}---\n{GOOD}");
+        let docs = decode_all(&input).unwrap();
+        assert!(docs[0].result.is_ok() && docs[1].result.is_ok());
+        let err = docs[2].result.as_ref().unwrap_err().to_string();
+        assert!(err.contains("also declared by document 1"), "{err}");
+        assert_eq!(docs[2].index, 3);
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl From<DecodeError> for ApiError {
         match e {
             DecodeError::Syntax(m) => Self::bad_request(format!("malformed body: {m}")),
             DecodeError::Invalid(errs) => Self::invalid(errs),
+            dup @ DecodeError::Duplicate { .. } => Self::bad_request(dup.to_string()),
             too @ DecodeError::TooLarge(_) => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
