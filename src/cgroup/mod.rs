@@ -42,6 +42,25 @@ pub struct Limits {
     pub pids: Option<u64>,
 }
 
+/// As a person reads them in an event: `memory 64Mi, cpu 250m, pids 64` (`unlimited` parts
+/// say so).
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let memory = match self.memory_bytes {
+            Some(b) if b % (1 << 20) == 0 => format!("{}Mi", b >> 20),
+            Some(b) => format!("{b}"),
+            None => "unlimited".into(),
+        };
+        let cpu = self
+            .cpu_millis
+            .map_or_else(|| "unlimited".into(), |m| format!("{m}m"));
+        let pids = self
+            .pids
+            .map_or_else(|| "unlimited".into(), |p| p.to_string());
+        write!(f, "memory {memory}, cpu {cpu}, pids {pids}")
+    }
+}
+
 impl Limits {
     /// The limits as the kernel will store them: memory rounded down to whole pages (at least
     /// one page), CPU raised to the kernel's 1 ms minimum quota. [`CgroupManager::apply`] writes
@@ -205,6 +224,16 @@ fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_read_as_a_person_writes_them() {
+        let l = Limits {
+            memory_bytes: Some(64 << 20),
+            cpu_millis: Some(250),
+            pids: None,
+        };
+        assert_eq!(l.to_string(), "memory 64Mi, cpu 250m, pids unlimited");
+    }
 
     #[test]
     fn normalized_rounds_memory_to_pages_and_raises_tiny_cpu() {

@@ -25,9 +25,9 @@ pub struct Args {
     /// Wait until the objects are really gone (their finalizers have run).
     #[arg(long)]
     pub wait: bool,
-    /// Give up waiting after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
+    /// Give up waiting after this long (`30s`, `5m`; a bare number is seconds).
+    #[arg(long, default_value = "300s", value_parser = crate::runtime_native::cli::parse_duration)]
+    pub timeout: Duration,
     /// Not found is not an error.
     #[arg(long)]
     pub ignore_not_found: bool,
@@ -92,7 +92,7 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if args.wait && !pending.is_empty() {
-        wait_gone(backend, from, pending, Duration::from_secs(args.timeout)).await?;
+        wait_gone(backend, from, pending, args.timeout).await?;
     }
     Ok(if failed {
         ExitCode::FAILURE

@@ -45,7 +45,7 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
         let key = ObjectKey::new(k, args.namespace.clone(), name.clone());
         let obj = backend.get(&key).await?;
         if !args.watch {
-            print_objects(&[obj], &args, false, None);
+            print_objects(&[obj], &args, true, None);
             return Ok(ExitCode::SUCCESS);
         }
     } else if args.name.is_some() {

@@ -345,9 +345,7 @@ impl ContainerRuntime for NativeRuntime {
                 let have = cg.read_limits(n)?;
                 if have != want {
                     cg.apply(n, &want)?;
-                    fixes.push(format!(
-                        "cgroup {n} limits were {have:?}: set back to {want:?}"
-                    ));
+                    fixes.push(format!("cgroup {n} limits were {have}: set back to {want}"));
                 }
                 Ok(fixes)
             })
