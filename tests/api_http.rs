@@ -345,6 +345,23 @@ async fn server_side_apply_owns_fields() {
         .unwrap();
     assert_eq!(r.status, 201, "{}", r.json());
     assert_eq!(r.json()["metadata"]["managedFields"][0]["manager"], "alice");
+    // An unknown field is refused on an existing object as on a new one, naming it.
+    let typo = "apiVersion: tend.dev/v1\nkind: Network\nmetadata: {name: a, mtu: 9000}\nspec: {subnet: 10.1.0.0/24}\n";
+    let r = c
+        .raw(
+            Method::PATCH,
+            &path,
+            Some("application/apply-patch+yaml"),
+            typo.into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("mtu"),
+        "{}",
+        r.json()
+    );
     let r = c
         .raw(
             Method::PATCH,

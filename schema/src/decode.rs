@@ -149,13 +149,27 @@ fn flatten_lists(v: serde_json::Value) -> Vec<serde_json::Value> {
 
 /// Decodes and validates one document. Status is dropped: users declare spec, tend writes status.
 pub fn decode_value(v: serde_json::Value) -> Result<AnyObject, DecodeError> {
+    let mut obj = decode_shape(v)?;
+    obj.validate().map_err(DecodeError::Invalid)?;
+    if obj.spec.is_null() {
+        obj.spec = serde_json::json!({});
+    }
+    obj.status = serde_json::Value::Null;
+    Ok(obj)
+}
+
+/// The object's shape without the kind's validation: size, top-level and `metadata` fields
+/// (unknown ones refused with their path), `spec` kept as it is. For a partial configuration
+/// such as a server-side apply to an existing object, which need not repeat every field; the
+/// merged result is validated when it is written.
+pub fn decode_shape(v: serde_json::Value) -> Result<AnyObject, DecodeError> {
     let size = serde_json::to_vec(&v)
         .map(|b| b.len())
         .unwrap_or(usize::MAX);
     if size > MAX_OBJECT_BYTES {
         return Err(DecodeError::TooLarge(size));
     }
-    let mut obj: AnyObject = serde_path_to_error::deserialize(v).map_err(|e| {
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let mut errs = FieldErrors::default();
         let inner = e.into_inner().to_string();
@@ -168,13 +182,7 @@ pub fn decode_value(v: serde_json::Value) -> Result<AnyObject, DecodeError> {
             inner,
         );
         DecodeError::Invalid(errs)
-    })?;
-    obj.validate().map_err(DecodeError::Invalid)?;
-    if obj.spec.is_null() {
-        obj.spec = serde_json::json!({});
-    }
-    obj.status = serde_json::Value::Null;
-    Ok(obj)
+    })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use super::AppRef;
 use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use tend_schema::decode::decode_value;
+use tend_schema::decode::{decode_shape, decode_value};
 use tend_schema::store::StoreError;
 use tend_schema::{AnyObject, FieldErrors, ObjectKey};
 
@@ -164,6 +164,9 @@ pub async fn apply(
         })?;
     let mut v = parse_bytes(body, true)?;
     fit_to_path(&mut v, key.kind, &key.namespace, Some(&key.name))?;
+    // The same field checks as a create, also when the object exists (`metadata.mtu` is an
+    // error, not silently dropped).
+    decode_shape(v.clone())?;
     let paths = applied_paths(&v);
     for _ in 0..8 {
         let current = match s.store.get(key).await {
