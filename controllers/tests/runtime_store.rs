@@ -70,6 +70,8 @@ impl Reconciler for Effects {
                 }
                 Event::Cleanup(obj) => {
                     if self.protect_in_use && !users(ctx, key).is_empty() {
+                        // The decision to hold, for tests to wait on.
+                        self.log(format!("held {}", obj.metadata.uid.clone().unwrap()));
                         return Ok(Cleanup::Wait(Action::await_change()).into());
                     }
                     let uid = obj.metadata.uid.clone().unwrap();
@@ -217,14 +219,52 @@ async fn in_use_protection_holds_a_state_until_its_last_user_goes() {
     })
     .await;
     store.delete(&stk, &DeleteOptions::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let held = store
-        .get(&stk)
-        .await
-        .expect("a used State stays while its Sandbox exists");
-    assert!(held.metadata.is_terminating());
+    // The reconcile that decided to hold it says so (a positive signal, not a pause).
+    let held = format!("held {}", st.metadata.uid.clone().unwrap());
+    eventually("the State held in use", || async {
+        std::fs::read_to_string(dir.path().join("ledger")).is_ok_and(|l| l.contains(&held))
+    })
+    .await;
+    assert!(store.get(&stk).await.unwrap().metadata.is_terminating());
+    assert!(store.get(&sbk).await.is_ok(), "its user is untouched");
     store.delete(&sbk, &DeleteOptions::default()).await.unwrap();
     eventually("the State to go after its last user", || gone(&store, &stk)).await;
+    d.stop().await;
+}
+
+/// What the InUse message advises works: a State already Terminating because it is in use is
+/// deleted again with foreground propagation, and goes with its users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreground_on_a_state_held_in_use_takes_its_users_along() {
+    let (dir, store) = open().await;
+    let d = Daemon::start(
+        store.clone(),
+        dir.path(),
+        &[(Kind::State, true), (Kind::Sandbox, false)],
+    )
+    .await;
+    let st = store.create(state("base")).await.unwrap();
+    let sb = store.create(sandbox("dev", "base")).await.unwrap();
+    let (stk, sbk) = (st.key().unwrap(), sb.key().unwrap());
+    eventually("both Ready", || async {
+        let a = store.get(&stk).await.unwrap();
+        let b = store.get(&sbk).await.unwrap();
+        a.status["phase"] == "Ready" && b.status["phase"] == "Ready"
+    })
+    .await;
+    store.delete(&stk, &DeleteOptions::default()).await.unwrap();
+    let held = format!("held {}", st.metadata.uid.clone().unwrap());
+    eventually("the State held in use", || async {
+        std::fs::read_to_string(dir.path().join("ledger")).is_ok_and(|l| l.contains(&held))
+    })
+    .await;
+    let fg = DeleteOptions {
+        propagation: Propagation::Foreground,
+        ..Default::default()
+    };
+    store.delete(&stk, &fg).await.unwrap();
+    eventually("the Sandbox to go", || gone(&store, &sbk)).await;
+    eventually("then the State", || gone(&store, &stk)).await;
     d.stop().await;
 }
 

@@ -403,15 +403,27 @@ impl Store for SqliteStore {
             if let Some(rv) = &dopts.resource_version {
                 check_rv(&key, Some(rv), &current)?;
             }
-            if current.metadata.is_terminating() {
-                return Ok(Deleted::Terminating(current));
-            }
-            current.metadata.deletion_timestamp = Some(now());
             let extra = match dopts.propagation {
                 Propagation::Background => None,
                 Propagation::Foreground => Some(FOREGROUND_FINALIZER),
                 Propagation::Orphan => Some(ORPHAN_FINALIZER),
             };
+            if current.metadata.is_terminating() {
+                // Deleting again with foreground or orphan switches the propagation, as in
+                // Kubernetes (an object held Terminating by its users can still be taken
+                // down with them); a plain second delete changes nothing.
+                let Some(f) = extra.filter(|f| !current.metadata.has_finalizer(f)) else {
+                    return Ok(Deleted::Terminating(current));
+                };
+                current
+                    .metadata
+                    .finalizers
+                    .retain(|x| x != FOREGROUND_FINALIZER && x != ORPHAN_FINALIZER);
+                current.metadata.finalizers.push(f.to_string());
+                commit_change(tx, o, &mut current, ChangeType::Modified)?;
+                return Ok(Deleted::Terminating(current));
+            }
+            current.metadata.deletion_timestamp = Some(now());
             if let Some(f) = extra {
                 if !current.metadata.has_finalizer(f) {
                     current.metadata.finalizers.push(f.to_string());
