@@ -27,10 +27,14 @@ struct Effects {
 
 impl Effects {
     fn log(&self, line: String) {
+        self.log_to("ledger", line);
+    }
+
+    fn log_to(&self, file: &str, line: String) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("ledger"))
+            .open(self.dir.join(file))
             .unwrap();
         writeln!(f, "{line}").unwrap();
     }
@@ -47,6 +51,8 @@ impl Reconciler for Effects {
             match ev {
                 Event::Apply(obj) => {
                     let uid = obj.metadata.uid.clone().unwrap();
+                    // Every reconcile that ran, for tests to wait on (not an effect).
+                    self.log_to("reconciled", uid.clone());
                     let path = self.dir.join(&uid);
                     if !path.exists() {
                         std::fs::write(&path, b"")?;
@@ -150,11 +156,23 @@ async fn open() -> (tempfile::TempDir, Arc<SqliteStore>) {
 }
 
 fn ledger(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("ledger"))
+    lines(dir, "ledger")
+}
+
+fn lines(dir: &std::path::Path, file: &str) -> Vec<String> {
+    std::fs::read_to_string(dir.join(file))
         .unwrap_or_default()
         .lines()
         .map(String::from)
         .collect()
+}
+
+/// How many reconciles of `uid` have run.
+fn reconciles_of(dir: &std::path::Path, uid: &str) -> usize {
+    lines(dir, "reconciled")
+        .iter()
+        .filter(|l| *l == uid)
+        .count()
 }
 
 async fn gone(store: &SqliteStore, key: &ObjectKey) -> bool {
@@ -351,9 +369,17 @@ async fn background_foreground_and_orphan_propagation() {
         propagation: Propagation::Orphan,
         ..Default::default()
     };
+    let dep_uid = store.get(&dep).await.unwrap().metadata.uid.unwrap();
+    let before = reconciles_of(dir.path(), &dep_uid);
     store.delete(&ok, &opts).await.unwrap();
     eventually("orphan: owner gone", || gone(&store, &ok)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Losing its owner reference is a change the dependent's own controller reconciles: once
+    // that reconcile has run, the orphaning has been seen, and the dependent must be there.
+    eventually(
+        "orphan: the dependent reconciled after the change",
+        || async { reconciles_of(dir.path(), &dep_uid) > before },
+    )
+    .await;
     let kept = store.get(&dep).await.expect("orphaned dependent stays");
     assert!(kept.metadata.owner_references.is_empty());
     d.stop().await;
@@ -424,8 +450,13 @@ async fn a_thousand_objects_converge_with_each_effect_once_and_a_restart_repeats
 
     // Restart: everything is reconciled again (initial fill) but no effect repeats.
     let rev_before = store.revision().await.unwrap();
+    let runs = lines(dir.path(), "reconciled").len();
     let d = Daemon::start(store.clone(), dir.path(), &[(Kind::Sandbox, false)]).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The restart's initial fill reconciles every object once more: wait until it has.
+    eventually("every object reconciled again", || async {
+        lines(dir.path(), "reconciled").len() >= runs + 1000
+    })
+    .await;
     eventually("still Ready", all_ready).await;
     d.stop().await;
     assert_eq!(ledger(dir.path()), first, "a restart repeated no effect");
