@@ -65,6 +65,12 @@ fn events(d: &mut Daemon, kind: Kind, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The most CPU (fraction of one core) a daemon may use while it backs off one failing object
+/// and serves a read every 200 ms. Measured 2.9–6.5 % on a loaded 2-core machine (the reads
+/// included); a retry loop that skipped the backoff used 116 % (the bug this catches). Twice the
+/// worst measurement, not a guess far away from it.
+const HOT_LOOP: f64 = 0.15;
+
 /// Over `secs` seconds: the daemon's CPU use (fraction of one core), while reads through the
 /// CLI and the API keep answering (each within a second).
 fn cpu_while_reading(d: &Daemon, secs: u64) -> f64 {
@@ -120,7 +126,7 @@ fn driver_errors_are_reported_backed_off_and_recovered() {
         "faults: shim.spawn error: daemon CPU {:.1}% of a core",
         cpu * 100.0
     );
-    assert!(cpu < 0.3, "hot loop: {:.0}% of a core", cpu * 100.0);
+    assert!(cpu < HOT_LOOP, "hot loop: {:.0}% of a core", cpu * 100.0);
     let ev = events(&mut d, Kind::Container, "victim");
     assert!(
         ev.iter().any(|e| e.contains("no more processes")),
@@ -182,7 +188,7 @@ fn hangs_and_slow_calls_do_not_stop_reads_or_other_objects() {
         "faults: import hanging: daemon CPU {:.1}% of a core",
         cpu * 100.0
     );
-    assert!(cpu < 0.3);
+    assert!(cpu < HOT_LOOP, "hot loop: {:.0}% of a core", cpu * 100.0);
     assert_ne!(
         get(&mut d, Kind::State, "stuck").map(|o| ready(&o).to_string()),
         Some("True".into())
@@ -238,7 +244,7 @@ fn store_busy_never_starts_a_workload_twice_and_recovers() {
         "faults: store busy: daemon CPU {:.1}% of a core",
         cpu * 100.0
     );
-    assert!(cpu < 0.3, "hot loop: {:.0}% of a core", cpu * 100.0);
+    assert!(cpu < HOT_LOOP, "hot loop: {:.0}% of a core", cpu * 100.0);
     // The workload may have started, but only once, however often its status write failed.
     assert!(d.shims().values().all(|p| p.len() == 1));
     assert!(d.shims().len() <= 2 + through_api);
@@ -353,7 +359,7 @@ fn a_full_disk_is_reported_survives_sigkill_and_recovers() {
         "faults: disk full: daemon CPU {:.1}% of a core",
         cpu * 100.0
     );
-    assert!(cpu < 0.3);
+    assert!(cpu < HOT_LOOP, "hot loop: {:.0}% of a core", cpu * 100.0);
     // SIGKILL while full, restart while full: the store must open and stay consistent.
     d.kill9();
     d.start();
