@@ -78,9 +78,12 @@ impl Daemon {
             .arg(self.path())
             .arg("serve")
             .args(&self.serve_args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // Defaults first, so a test's own environment (e.g. TEND_LOG=debug) wins.
             .env("TEND_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // The daemon works in its state dir: a shell a name reached would write there.
+            .current_dir(self.path())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
