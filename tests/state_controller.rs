@@ -43,6 +43,8 @@ struct Env {
     store: Arc<SqliteStore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The running daemon's Prometheus text.
+    metrics: Option<Box<dyn Fn() -> String + Send + Sync>>,
     work: PathBuf,
     state: PathBuf,
     _guard: Guard,
@@ -67,6 +69,7 @@ impl Env {
             store,
             stop: None,
             task: None,
+            metrics: None,
             work,
             state: state.clone(),
             _guard: Guard { state },
@@ -94,6 +97,7 @@ impl Env {
         };
         let d = Daemon::build(self.store.clone(), &cfg).await.unwrap();
         let mut ready = d.runtime.ready();
+        self.metrics = Some(Box::new(d.runtime.metrics_renderer()));
         let (tx, rx) = oneshot::channel::<()>();
         self.task = Some(tokio::spawn(async move {
             d.runtime
@@ -117,6 +121,15 @@ impl Env {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+    }
+
+    /// Reconciles the running daemon's `controller` has run.
+    fn reconciles(&self, controller: &str) -> u64 {
+        let text = self.metrics.as_ref().map(|m| m()).unwrap_or_default();
+        let prefix = format!("tend_reconcile_total{{controller=\"{controller}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     async fn create(&self, kind: Kind, name: &str, spec: serde_json::Value) -> AnyObject {
@@ -730,7 +743,13 @@ async fn restart_keeps_trees_and_removes_stale_temps() {
     std::fs::write(stale.join("half"), "half").unwrap();
     env.start().await;
     assert!(!stale.exists(), "stale temp removed at start-up");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait for the restarted daemon to have reconciled the State and the Sandbox (the reconciles
+    // that decided nothing needed doing), then check that nothing was done.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.reconciles("states") < 1 || env.reconciles("sandboxes") < 1 {
+        assert!(Instant::now() < deadline, "no reconcile after the restart");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let after = env
         .store
         .get(&ObjectKey::new(Kind::State, "default", "base"))

@@ -374,6 +374,9 @@ async fn a_lone_write_from_another_process_is_delivered_promptly() {
             .unwrap()
             .unwrap();
         assert_eq!(ev.object.metadata.name, format!("lone{round}-0"));
-        eprintln!("round {round}: delivered {:?} after the writer exited", t.elapsed());
+        eprintln!(
+            "round {round}: delivered {:?} after the writer exited",
+            t.elapsed()
+        );
     }
 }
