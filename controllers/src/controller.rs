@@ -234,6 +234,9 @@ async fn worker(queue: Arc<Queue>, ctx: Context, r: Arc<dyn Reconciler>) {
                 let n = queue.record_failure(&key);
                 let delay = r.error_policy(&key, &e, n);
                 tracing::warn!(controller = %name, object = %key, failures = n, retry_in = ?delay, error = %e, "reconcile failed");
+                if n >= crate::report::AFTER_FAILURES {
+                    crate::report::show(&ctx, &key, &e.to_string()).await;
+                }
                 queue.add_after(key, delay);
             }
         }

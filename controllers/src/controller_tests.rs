@@ -310,3 +310,66 @@ async fn shutdown_lets_in_flight_work_finish_and_takes_no_more() {
         .unwrap();
     assert_eq!(fake.count(), 1, "b was never started after shutdown");
 }
+
+/// A failure that persists shows on the object (Ready=False `ReconcileError` and a Warning
+/// event with the error), not only in the log; a one-off failure does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisting_reconcile_error_is_shown_on_the_object() {
+    use tend_schema::store::{EventQuery, Store};
+    let fake = Fake::new(Box::new(|_| Err("the host refused: EPERM".into())));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
+            .await
+            .unwrap(),
+    );
+    let obj = store
+        .create(AnyObject::new(
+            Kind::Network,
+            "default",
+            "a",
+            serde_json::json!({"subnet": "10.1.0.0/24"}),
+        ))
+        .await
+        .unwrap();
+    let index = Arc::new(Index::new());
+    index.upsert(&obj);
+    let c = Controller {
+        reconciler: fake.clone(),
+        queue: Arc::new(Queue::new()),
+        ctx: Context {
+            store: store.clone(),
+            index,
+            metrics: Arc::new(ControllerMetrics::default()),
+        },
+        cfg: slow_resync(),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let (ready_tx, _ready) = watch::channel(false);
+    let task = tokio::spawn(c.run(stop_rx, ready_tx));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let o = store.get(&key("a")).await.unwrap();
+        let ready = o.status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned());
+        if let Some(c) = ready {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "never shown");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(fake.count() >= crate::report::AFTER_FAILURES as usize);
+    assert_eq!(shown["status"], "False");
+    assert_eq!(shown["reason"], crate::report::REASON);
+    assert!(shown["message"].as_str().unwrap().contains("EPERM"));
+    let events = store.list_events(&EventQuery::default()).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == crate::report::REASON && e.message.contains("EPERM")),
+        "{events:?}"
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+}

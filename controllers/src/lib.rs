@@ -16,6 +16,7 @@ pub mod informer;
 pub mod metrics;
 pub mod network;
 pub mod queue;
+pub mod report;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshot;
