@@ -4,7 +4,7 @@
 //! own Sandbox of a busybox State (btrfs), with a Network address and limits.
 
 use super::daemon::{BenchDaemon, BenchOptions};
-use super::report;
+use super::{emit, note, report, Figure};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tend_schema::kinds::container::ContainerStatus;
@@ -110,7 +110,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
             false => BenchOptions::default(),
         };
         let d = BenchDaemon::start("ct", opts).await?;
-        println!(
+        note(format_args!(
             "tend bench container ({}): state dir {}, instance {}",
             if full {
                 "each on its own Sandbox of a btrfs State, with a Network and limits"
@@ -119,7 +119,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
             },
             d.state_dir().display(),
             d.instance()
-        );
+        ));
         let result = async {
             if full {
                 full_setup(&d.store, &busybox_rootfs(&d.dir)?).await?;
@@ -157,7 +157,12 @@ async fn figures(
         until(store, &key, running).await?;
         lat.push(t.elapsed());
     }
-    report("apply -> Running (1 container)", lat);
+    let setup = if full {
+        "own Sandbox + Network"
+    } else {
+        "host fs"
+    };
+    report(&format!("apply -> Running (1 container), {setup}"), lat);
 
     let objs: Vec<AnyObject> = (0..bulk)
         .map(|i| AnyObject::new(Kind::Container, "default", &format!("bulk-{i}"), spec(full)))
@@ -172,13 +177,8 @@ async fn figures(
         )
         .await?;
     }
-    let el = t.elapsed();
-    println!(
-        "{:<34} n={bulk:<6} all Running in {:.0} ms = {:.0} containers/s",
-        "apply of many -> all Running",
-        el.as_secs_f64() * 1e3,
-        bulk as f64 / el.as_secs_f64()
-    );
+    let name = format!("apply of many -> all Running, {setup}");
+    emit(&Figure::rate(name, bulk, t.elapsed()));
 
     let mut lat = Vec::new();
     for i in 0..kills.min(bulk) {
@@ -194,7 +194,7 @@ async fn figures(
         until(store, &key, |s| running(s) && s.pid != Some(pid)).await?;
         lat.push(t.elapsed());
     }
-    report("kill -9 -> restarted", lat);
+    report(&format!("kill -9 -> restarted, {setup}"), lat);
     Ok(())
 }
 
@@ -205,12 +205,14 @@ async fn docker_side_by_side(n: usize) {
         return;
     };
     if d.ping().await.is_err() {
-        println!("docker: dockerd is not reachable; skipped");
+        note("docker: dockerd is not reachable; skipped");
         return;
     }
     let image = "tend-test/busybox:latest";
     if !d.image_exists(image).await.unwrap_or(false) {
-        println!("docker: image {image} missing (deploy/docker-test-image.sh builds it); skipped");
+        note(format_args!(
+            "docker: image {image} missing (deploy/docker-test-image.sh builds it); skipped"
+        ));
         return;
     }
     let spec = DockerSpec {

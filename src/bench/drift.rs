@@ -403,17 +403,11 @@ pub async fn run(rounds: usize, resync_seconds: u64) -> anyhow::Result<()> {
         timeout: Duration::from_secs(resync_seconds * 2 + 30),
         subnet: "10.213.7.0/24".into(),
     };
-    println!("tend bench drift: {rounds} rounds, resync {resync_seconds} s, btrfs loop image");
-    for mut f in measure(&cfg).await? {
-        f.samples.sort();
-        println!(
-            "{:<30} n={:<4} p50={:>9.1}ms  p99={:>9.1}ms  max={:>9.1}ms",
-            f.drift,
-            f.samples.len(),
-            super::pct(&f.samples, 0.5) / 1e3,
-            super::pct(&f.samples, 0.99) / 1e3,
-            super::pct(&f.samples, 1.0) / 1e3,
-        );
+    super::note(format_args!(
+        "tend bench drift: {rounds} rounds, resync {resync_seconds} s, btrfs loop image"
+    ));
+    for f in measure(&cfg).await? {
+        super::report(f.drift, f.samples);
     }
     Ok(())
 }
