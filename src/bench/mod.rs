@@ -10,6 +10,7 @@ pub mod docker;
 pub mod drift;
 pub mod netlink;
 pub mod network;
+pub mod peers;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshots;

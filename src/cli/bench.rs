@@ -44,7 +44,8 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         repairs: usize,
     },
-    /// Native containers: apply→Running, a bulk apply, kill→restarted, beside `docker run -d`.
+    /// Native containers: apply→Running, a bulk apply, kill→restarted; beside them the peers
+    /// that are installed (docker run -d, podman run -d with crun and runc, bare runc/crun run -d).
     Container {
         #[arg(long, default_value_t = 50)]
         single: usize,
