@@ -150,13 +150,17 @@ impl Figure {
     /// The object scripts read (deploy/bench-figures.sh): times in µs or ms as the key says.
     pub fn json(&self, bench: &str) -> serde_json::Value {
         let mut o = serde_json::json!({"bench": bench, "figure": self.name});
-        let us = |d: &Duration| (d.as_secs_f64() * 1e7).round() / 10.0;
+        // Tenths of a µs or ms, thousandths of a per-second rate: no float noise in the file.
+        let round = |v: f64, per: f64| (v * per).round() / per;
+        let us = |d: &Duration| round(d.as_secs_f64() * 1e6, 10.0);
         let more = match &self.value {
             Value::Latency { n, p50, p99, max } => serde_json::json!({
                 "n": n, "p50_us": us(p50), "p99_us": us(p99), "max_us": us(max)
             }),
             Value::Rate { n, took } => serde_json::json!({
-                "n": n, "total_ms": us(took) / 1e3, "per_second": per_second(*n, *took)
+                "n": n,
+                "total_ms": round(took.as_secs_f64() * 1e3, 10.0),
+                "per_second": round(per_second(*n, *took), 1000.0)
             }),
             Value::Scalar { value, unit } => serde_json::json!({"value": value, "unit": unit}),
             Value::Skipped(why) => serde_json::json!({"skipped": why}),
@@ -331,6 +335,9 @@ mod tests {
         let f = Figure::rate("apply of many", 100, Duration::from_millis(500));
         assert_eq!(f.json("c")["per_second"], 200.0);
         assert_eq!(f.json("c")["total_ms"], 500.0);
+        let f = Figure::rate("r", 20, Duration::from_micros(157_376_800));
+        assert_eq!(f.json("c")["total_ms"], 157376.8);
+        assert_eq!(f.json("c")["per_second"], 0.127);
         let f = Figure::skipped("podman run -d (crun)", "podman not installed");
         assert_eq!(f.json("c")["skipped"], "podman not installed");
         assert!(f.text().ends_with("skipped: podman not installed"));
