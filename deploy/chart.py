@@ -34,7 +34,7 @@ rows = [r for r in rows if r[1] == "tend"] + [r for r in rows if r[1] == "peer"]
 title = "apply → Running/Ready latency, tend and its peers (ms, log scale)"
 subtitle = f"{data['machine']}; {data['date']}"
 
-W, left, right, top, row_h = 1000, 360, 170, 60, 34
+W, left, right, top, row_h = 1080, 420, 170, 60, 34
 H = top + row_h * len(rows) + 70 + 18 * len(skipped)
 lo, hi = 1.0, 1000.0  # ms, log scale
 for r, _ in rows:
