@@ -3,7 +3,9 @@
 # run is fast. Needs root. Used by .ci/run, deploy/test.sh and deploy/quickstart.sh.
 set -euo pipefail
 
-packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3)
+# podman, crun and runc are the peers `tend bench container` measures beside tend.
+packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3
+  podman crun runc)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

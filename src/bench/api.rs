@@ -1,6 +1,7 @@
 //! `tend bench api`: an in-process server on a temp state dir, loaded by a separate
 //! `tend bench api --client SOCKET` process over the unix socket (keep-alive connections).
 
+use super::{emit, note, report, Figure};
 use crate::api::client::Client;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -28,10 +29,6 @@ pub struct Args {
     /// object, `kind/name` in namespace default; create nothing.
     #[arg(long, requires = "client")]
     pub target: Option<String>,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    crate::bench::pct(sorted, p)
 }
 
 /// Runs the server side and spawns the load generator as a child process.
@@ -64,12 +61,13 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let server = tokio::spawn(api.run(async move {
         let _ = stopped.await;
     }));
-    println!(
+    note(format_args!(
         "tend bench api: server in this process (pid {}), load from a child process over {}",
         std::process::id(),
         sock.display()
-    );
-    let status = tokio::process::Command::new(std::env::current_exe()?)
+    ));
+    let mut child = tokio::process::Command::new(std::env::current_exe()?);
+    child
         .args([
             "bench",
             "api",
@@ -81,9 +79,11 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
             &args.watchers.to_string(),
             "--client",
         ])
-        .arg(&sock)
-        .status()
-        .await?;
+        .arg(&sock);
+    if super::printing_json() {
+        child.arg("--json");
+    }
+    let status = child.status().await?;
     let _ = stop.send(());
     let _ = server.await;
     anyhow::ensure!(status.success(), "the load generator failed: {status}");
@@ -147,16 +147,10 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
     for t in tasks {
         lat.extend(t.await?);
     }
-    let secs = started.elapsed().as_secs_f64();
-    lat.sort();
-    println!(
-        "GET one object, {} clients: {:.0} req/s, p50 {:.0}µs, p99 {:.0}µs (n={})",
-        args.clients,
-        lat.len() as f64 / secs,
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        lat.len()
-    );
+    let took = started.elapsed();
+    let name = format!("GET one object, {} clients", args.clients);
+    emit(&Figure::rate(format!("{name}: requests"), lat.len(), took));
+    report(&name, lat);
     if args.target.is_some() {
         return Ok(());
     }
@@ -167,12 +161,7 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
         c.create(&net(&format!("c{i}"), &[])).await?;
         lat.push(t.elapsed());
     }
-    lat.sort();
-    println!(
-        "create, 1 client: p50 {:.0}µs, p99 {:.0}µs (n=500)",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99)
-    );
+    report("create, 1 client", lat);
     // Watch delivery: N watchers, creates stamped with their send time.
     let rev = c.list(Kind::Network, Some("default"), "").await?.revision;
     let mut watchers = Vec::new();
@@ -208,13 +197,12 @@ async fn load(sock: &Path, args: &Args) -> anyhow::Result<()> {
     for w in watchers {
         lat.extend(w.await?);
     }
-    lat.sort();
-    println!(
-        "watch delivery, {} watchers x {events} events: p50 {:.0}µs, p99 {:.0}µs (n={})",
-        args.watchers,
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        lat.len()
+    report(
+        &format!(
+            "watch delivery, {} watchers x {events} events",
+            args.watchers
+        ),
+        lat,
     );
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! `tend bench container`: apply→Running latency, a 200-container apply, kill→restarted
-//! latency, and `docker run -d` of a busybox image side by side (Engine API, when dockerd is up).
+//! latency, then the peers that are installed on the same busybox rootfs (`super::peers`).
 //! Two setups: containers on the host filesystem with limits, and the case — each on its
 //! own Sandbox of a busybox State (btrfs), with a Network address and limits.
 
 use super::daemon::{BenchDaemon, BenchOptions};
-use super::report;
+use super::{emit, note, report, Figure};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tend_schema::kinds::container::ContainerStatus;
@@ -24,8 +24,9 @@ fn spec(full: bool) -> serde_json::Value {
     s
 }
 
-/// A busybox rootfs outside the state dir, for the bench's State.
-fn busybox_rootfs(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+/// A busybox rootfs (`/bin/busybox`, `sh`, `sleep`) in `dir`: the full setup's State and the
+/// peers' image and bundle.
+pub(super) fn busybox_rootfs(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let root = dir.join("rootfs");
     for d in ["bin", "tmp", "proc", "dev", "sys"] {
         std::fs::create_dir_all(root.join(d))?;
@@ -110,7 +111,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
             false => BenchOptions::default(),
         };
         let d = BenchDaemon::start("ct", opts).await?;
-        println!(
+        note(format_args!(
             "tend bench container ({}): state dir {}, instance {}",
             if full {
                 "each on its own Sandbox of a btrfs State, with a Network and limits"
@@ -119,7 +120,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
             },
             d.state_dir().display(),
             d.instance()
-        );
+        ));
         let result = async {
             if full {
                 full_setup(&d.store, &busybox_rootfs(&d.dir)?).await?;
@@ -131,8 +132,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
         result?;
         stopped?;
     }
-    docker_side_by_side(single).await;
-    Ok(())
+    super::peers::run(single).await
 }
 
 async fn figures(
@@ -157,7 +157,12 @@ async fn figures(
         until(store, &key, running).await?;
         lat.push(t.elapsed());
     }
-    report("apply -> Running (1 container)", lat);
+    let setup = if full {
+        "own Sandbox + Network"
+    } else {
+        "host fs"
+    };
+    report(&format!("apply -> Running (1 container), {setup}"), lat);
 
     let objs: Vec<AnyObject> = (0..bulk)
         .map(|i| AnyObject::new(Kind::Container, "default", &format!("bulk-{i}"), spec(full)))
@@ -172,13 +177,8 @@ async fn figures(
         )
         .await?;
     }
-    let el = t.elapsed();
-    println!(
-        "{:<34} n={bulk:<6} all Running in {:.0} ms = {:.0} containers/s",
-        "apply of many -> all Running",
-        el.as_secs_f64() * 1e3,
-        bulk as f64 / el.as_secs_f64()
-    );
+    let name = format!("apply of many -> all Running, {setup}");
+    emit(&Figure::rate(name, bulk, t.elapsed()));
 
     let mut lat = Vec::new();
     for i in 0..kills.min(bulk) {
@@ -194,45 +194,6 @@ async fn figures(
         until(store, &key, |s| running(s) && s.pid != Some(pid)).await?;
         lat.push(t.elapsed());
     }
-    report("kill -9 -> restarted", lat);
+    report(&format!("kill -9 -> restarted, {setup}"), lat);
     Ok(())
-}
-
-/// `docker run -d` (create + start through the Engine API) of the test busybox image.
-async fn docker_side_by_side(n: usize) {
-    use crate::docker::{DockerDriver, DockerSpec, Owner};
-    let Ok(d) = DockerDriver::connect(None) else {
-        return;
-    };
-    if d.ping().await.is_err() {
-        println!("docker: dockerd is not reachable; skipped");
-        return;
-    }
-    let image = "tend-test/busybox:latest";
-    if !d.image_exists(image).await.unwrap_or(false) {
-        println!("docker: image {image} missing (deploy/docker-test-image.sh builds it); skipped");
-        return;
-    }
-    let spec = DockerSpec {
-        image: image.into(),
-        cmd: vec!["sleep".into(), "3600".into()],
-        memory: Some(64 << 20),
-        cpu_millicores: Some(250),
-        pids: Some(64),
-        ..Default::default()
-    };
-    let mut lat = Vec::new();
-    for i in 0..n.min(20) {
-        let owner = Owner {
-            uid: format!("bench-{}-{i}", std::process::id()),
-            namespace: "bench".into(),
-            name: format!("b{i}"),
-        };
-        let t = Instant::now();
-        if let Ok(id) = d.create_and_start(&owner, &spec).await {
-            lat.push(t.elapsed());
-            let _ = d.remove(&id, true).await;
-        }
-    }
-    report("docker run -d (create+start)", lat);
 }

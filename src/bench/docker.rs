@@ -4,7 +4,7 @@
 //! test image (`deploy/docker-test-image.sh`).
 
 use super::daemon::{BenchDaemon, BenchOptions};
-use super::report;
+use super::{emit, report, Figure};
 use crate::docker::{DockerDriver, DockerSpec, Owner};
 use std::time::{Duration, Instant};
 use tend_schema::kinds::container::ContainerStatus;
@@ -79,11 +79,11 @@ pub async fn run(single: usize, burst: usize, repairs: usize) -> anyhow::Result<
         "image {IMAGE} missing: run deploy/docker-test-image.sh"
     );
     let d = BenchDaemon::start("dk", BenchOptions::default()).await?;
-    println!(
+    super::note(format_args!(
         "tend bench docker: state dir {}, instance {}",
         d.state_dir().display(),
         d.instance()
-    );
+    ));
     let mut raw_ids = Vec::new();
     let result = figures(&d.store, &raw, &mut raw_ids, single, burst, repairs).await;
     for id in raw_ids {
@@ -146,7 +146,11 @@ async fn figures(
     while let Some(r) = set.join_next().await {
         raw_ids.extend(r??);
     }
-    rate("raw: N create+start at once", burst, t.elapsed());
+    emit(&Figure::rate(
+        "raw: N create+start at once",
+        burst,
+        t.elapsed(),
+    ));
 
     let objs: Vec<AnyObject> = (0..burst)
         .map(|i| AnyObject::new(Kind::Container, "default", &format!("burst-{i}"), spec()))
@@ -157,7 +161,11 @@ async fn figures(
         let key = ObjectKey::new(Kind::Container, "default", format!("burst-{i}"));
         until_every(store, &key, Duration::from_millis(10), running).await?;
     }
-    rate("tend: apply N -> all Running", burst, t.elapsed());
+    emit(&Figure::rate(
+        "tend: apply N -> all Running",
+        burst,
+        t.elapsed(),
+    ));
 
     let mut lat = Vec::new();
     for i in 0..repairs.min(burst) {
@@ -175,12 +183,4 @@ async fn figures(
     }
     report("docker rm -f -> Running again", lat);
     Ok(())
-}
-
-fn rate(name: &str, n: usize, el: Duration) {
-    println!(
-        "{name:<34} n={n:<6} all Running in {:.0} ms = {:.1} containers/s",
-        el.as_secs_f64() * 1e3,
-        n as f64 / el.as_secs_f64()
-    );
 }

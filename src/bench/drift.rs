@@ -241,8 +241,6 @@ async fn drift_once(
     let mem = Path::new("/sys/fs/cgroup/memory/tend")
         .join(format!("{instance}-{}", uid(&worker)))
         .join("memory.limit_in_bytes");
-    let link_up =
-        |name: String| async move { net.inspect_bridge(&name).await.ok().flatten().is_some() };
     if i == 0 {
         // A workload killed within 10 s of its start counts as a crash loop and is restarted
         // after a backoff (as Kubernetes does); this figure is the restart path itself.
@@ -275,7 +273,14 @@ async fn drift_once(
         }
         1 => {
             net.delete_link(&veth).await?;
-            until(what, timeout, || link_up(veth.clone())).await?;
+            // Repaired: the host end is back on the bridge and up, and eth0 in the namespace
+            // is up with its address (a bare veth back under the old name is not a repair).
+            until(what, timeout, || async {
+                super::network::attachment_whole(net, &netns, &veth)
+                    .await
+                    .unwrap_or(false)
+            })
+            .await?;
         }
         2 => {
             net.delete_link(&bridge).await?;
@@ -403,17 +408,11 @@ pub async fn run(rounds: usize, resync_seconds: u64) -> anyhow::Result<()> {
         timeout: Duration::from_secs(resync_seconds * 2 + 30),
         subnet: "10.213.7.0/24".into(),
     };
-    println!("tend bench drift: {rounds} rounds, resync {resync_seconds} s, btrfs loop image");
-    for mut f in measure(&cfg).await? {
-        f.samples.sort();
-        println!(
-            "{:<30} n={:<4} p50={:>9.1}ms  p99={:>9.1}ms  max={:>9.1}ms",
-            f.drift,
-            f.samples.len(),
-            super::pct(&f.samples, 0.5) / 1e3,
-            super::pct(&f.samples, 0.99) / 1e3,
-            super::pct(&f.samples, 1.0) / 1e3,
-        );
+    super::note(format_args!(
+        "tend bench drift: {rounds} rounds, resync {resync_seconds} s, btrfs loop image"
+    ));
+    for f in measure(&cfg).await? {
+        super::report(f.drift, f.samples);
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! `tend bench` figures: each function measures one part of tend and prints what it saw.
-//! Figures are recorded in docs/benchmarks.md with the command that produced them.
+//! `tend bench` figures: each function measures one part of tend and prints what it saw, one
+//! [`Figure`] at a time through [`emit`]: a text line, or with `--json` one JSON object per line
+//! (deploy/bench-figures.sh turns those into docs/bench-latency.json and the chart). Figures are
+//! recorded in docs/benchmarks.md with the command that produced them.
 
 pub mod api;
 pub mod container;
@@ -8,12 +10,13 @@ pub mod docker;
 pub mod drift;
 pub mod netlink;
 pub mod network;
+pub mod peers;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshots;
 
 use futures::StreamExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tend_schema::store::{ListQuery, OpenOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
@@ -31,11 +34,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn sort_percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
     percentile(v, p)
-}
-
-/// [`percentile`] in microseconds.
-pub fn pct(sorted: &[Duration], p: f64) -> f64 {
-    percentile(sorted, p).as_secs_f64() * 1e6
 }
 
 /// Calls `check` every `every` until it returns true or `limit` has passed; says which.
@@ -56,15 +54,148 @@ where
     }
 }
 
-pub fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    println!(
-        "{name:<34} n={:<6} p50={:>9.1}µs  p99={:>9.1}µs  max={:>9.1}µs",
-        samples.len(),
-        pct(&samples, 0.5),
-        pct(&samples, 0.99),
-        pct(&samples, 1.0)
-    );
+/// With `--json`, the bench whose figures this process prints; unset, figures print as text.
+static JSON_BENCH: OnceLock<&'static str> = OnceLock::new();
+
+/// From now on, this process prints each figure as one JSON object on stdout, tagged with
+/// `bench`, and every other line (headers, notes) on stderr. The first call wins.
+pub fn print_json(bench: &'static str) {
+    let _ = JSON_BENCH.set(bench);
+}
+
+/// Whether [`print_json`] was called (a bench that starts a child passes `--json` on).
+pub fn printing_json() -> bool {
+    JSON_BENCH.get().is_some()
+}
+
+/// One measured figure, printed by [`emit`] as a text line or a JSON object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// What was measured, e.g. `apply -> Running (1 container)`.
+    pub name: String,
+    pub value: Value,
+}
+
+/// What a [`Figure`] holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `n` samples: median, 99th percentile and slowest.
+    Latency {
+        n: usize,
+        p50: Duration,
+        p99: Duration,
+        max: Duration,
+    },
+    /// `n` things done in `took`.
+    Rate { n: usize, took: Duration },
+    /// One number that is not a duration, e.g. CPU use.
+    Scalar { value: f64, unit: &'static str },
+    /// Not measured, and why (e.g. `podman not installed`).
+    Skipped(String),
+}
+
+impl Figure {
+    /// The latency figure of unsorted `samples`.
+    pub fn latency(name: impl Into<String>, mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        Self {
+            name: name.into(),
+            value: Value::Latency {
+                n: samples.len(),
+                p50: percentile(&samples, 0.5),
+                p99: percentile(&samples, 0.99),
+                max: percentile(&samples, 1.0),
+            },
+        }
+    }
+
+    pub fn rate(name: impl Into<String>, n: usize, took: Duration) -> Self {
+        Self {
+            name: name.into(),
+            value: Value::Rate { n, took },
+        }
+    }
+
+    pub fn scalar(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Self {
+            name: name.into(),
+            value: Value::Scalar { value, unit },
+        }
+    }
+
+    pub fn skipped(name: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: Value::Skipped(why.into()),
+        }
+    }
+
+    /// The line people read.
+    pub fn text(&self) -> String {
+        let name = &self.name;
+        match &self.value {
+            Value::Latency { n, p50, p99, max } => {
+                format!("{name:<46} n={n:<6} p50={p50:>9.2?}  p99={p99:>9.2?}  max={max:>9.2?}")
+            }
+            Value::Rate { n, took } => format!(
+                "{name:<46} n={n:<6} in {:.0} ms = {:.1}/s",
+                took.as_secs_f64() * 1e3,
+                per_second(*n, *took)
+            ),
+            Value::Scalar { value, unit } => format!("{name:<46} {value:.3} {unit}"),
+            Value::Skipped(why) => format!("{name:<46} skipped: {why}"),
+        }
+    }
+
+    /// The object scripts read (deploy/bench-figures.sh): times in µs or ms as the key says.
+    pub fn json(&self, bench: &str) -> serde_json::Value {
+        let mut o = serde_json::json!({"bench": bench, "figure": self.name});
+        // Tenths of a µs or ms, thousandths of a per-second rate: no float noise in the file.
+        let round = |v: f64, per: f64| (v * per).round() / per;
+        let us = |d: &Duration| round(d.as_secs_f64() * 1e6, 10.0);
+        let more = match &self.value {
+            Value::Latency { n, p50, p99, max } => serde_json::json!({
+                "n": n, "p50_us": us(p50), "p99_us": us(p99), "max_us": us(max)
+            }),
+            Value::Rate { n, took } => serde_json::json!({
+                "n": n,
+                "total_ms": round(took.as_secs_f64() * 1e3, 10.0),
+                "per_second": round(per_second(*n, *took), 1000.0)
+            }),
+            Value::Scalar { value, unit } => serde_json::json!({"value": value, "unit": unit}),
+            Value::Skipped(why) => serde_json::json!({"skipped": why}),
+        };
+        if let (Some(o), serde_json::Value::Object(more)) = (o.as_object_mut(), more) {
+            o.extend(more);
+        }
+        o
+    }
+}
+
+fn per_second(n: usize, took: Duration) -> f64 {
+    n as f64 / took.as_secs_f64().max(1e-9)
+}
+
+/// Prints `f` as text, or as one JSON line after [`print_json`].
+pub fn emit(f: &Figure) {
+    match JSON_BENCH.get() {
+        Some(bench) => println!("{}", f.json(bench)),
+        None => println!("{}", f.text()),
+    }
+}
+
+/// Prints a line that is not a figure (a header, a note): on stdout as text, on stderr with
+/// `--json` so stdout holds only figures.
+pub fn note(line: impl std::fmt::Display) {
+    match JSON_BENCH.get() {
+        Some(_) => eprintln!("{line}"),
+        None => println!("{line}"),
+    }
+}
+
+/// Prints the latency figure of `samples`.
+pub fn report(name: &str, samples: Vec<Duration>) {
+    emit(&Figure::latency(name, samples));
 }
 
 /// `tend bench store`: point get, list, bulk apply, create latency, watch delivery.
@@ -72,10 +203,10 @@ pub async fn store(n: usize) -> anyhow::Result<()> {
     let tmp = TempDir::new("store")?;
     let dir = tmp.0.clone();
     let store = Arc::new(SqliteStore::open(dir.join("tend.db"), OpenOptions::default()).await?);
-    println!(
+    note(format_args!(
         "tend bench store: {n} objects, database in {}",
         dir.display()
-    );
+    ));
 
     // Bulk apply through the same path as `tend apply -f`: one YAML file, decoded and applied.
     let mut yaml = String::new();
@@ -93,14 +224,12 @@ pub async fn store(n: usize) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let decoded = t.elapsed();
     store.apply(objs, false).await?;
-    let total = t.elapsed();
-    println!(
-        "{:<34} {n} objects in {:.0} ms (decode {:.0} ms) = {:.0} objects/s",
-        "apply one file",
-        total.as_secs_f64() * 1e3,
-        decoded.as_secs_f64() * 1e3,
-        n as f64 / total.as_secs_f64()
-    );
+    emit(&Figure::rate(
+        "apply one file (decode + apply)",
+        n,
+        t.elapsed(),
+    ));
+    emit(&Figure::rate("decode one file", n, decoded));
 
     let mut samples = Vec::new();
     for i in 0..20_000 {
@@ -187,5 +316,30 @@ mod tests {
         assert_eq!(sort_percentile(&mut v, 0.99), Duration::from_millis(99));
         assert_eq!(percentile(&v, 1.0), Duration::from_millis(100));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_latency_figure_prints_microseconds_in_json() {
+        let ms = |m| Duration::from_micros(m);
+        let f = Figure::latency("apply", vec![ms(3000), ms(1000), ms(2000)]);
+        assert_eq!(
+            f.json("container"),
+            serde_json::json!({"bench": "container", "figure": "apply", "n": 3,
+                "p50_us": 2000.0, "p99_us": 3000.0, "max_us": 3000.0})
+        );
+        assert!(f.text().contains("p50=   2.00ms"), "{}", f.text());
+    }
+
+    #[test]
+    fn rates_and_skips_say_what_they_are() {
+        let f = Figure::rate("apply of many", 100, Duration::from_millis(500));
+        assert_eq!(f.json("c")["per_second"], 200.0);
+        assert_eq!(f.json("c")["total_ms"], 500.0);
+        let f = Figure::rate("r", 20, Duration::from_micros(157_376_800));
+        assert_eq!(f.json("c")["total_ms"], 157376.8);
+        assert_eq!(f.json("c")["per_second"], 0.127);
+        let f = Figure::skipped("podman run -d (crun)", "podman not installed");
+        assert_eq!(f.json("c")["skipped"], "podman not installed");
+        assert!(f.text().ends_with("skipped: podman not installed"));
     }
 }

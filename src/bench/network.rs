@@ -2,7 +2,6 @@
 //! (leases in SQLite, names, aliases), veth deletions repaired by the running Network controller,
 //! and teardown — in a throwaway state dir with its own instance id.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use tend_schema::store::{DeleteOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind};
 
 use super::daemon::{BenchDaemon, BenchOptions};
-use super::sort_percentile;
+use super::Figure;
 use crate::net::{names, NetDriver};
 
 /// What to measure.
@@ -43,61 +42,14 @@ impl Default for NetworkBenchConfig {
     }
 }
 
-/// Measured figures.
-#[derive(Debug, Clone)]
-pub struct NetworkBenchReport {
-    pub count: usize,
-    pub latency_count: usize,
-    pub concurrency: usize,
-    /// `ensure_attachments` of one container at a time (lease, netns, veth, address, route).
-    pub attach_p50: Duration,
-    pub attach_p99: Duration,
-    /// The same with `concurrency` in flight: each also waits for the others' netlink work.
-    pub loaded_p50: Duration,
-    pub loaded_p99: Duration,
-    /// Containers attached per second with `concurrency` in flight.
-    pub per_second: f64,
-    /// From deleting a container's host veth to the controller having put it back.
-    pub repair_p50: Duration,
-    pub repair_p99: Duration,
-    /// `remove_attachments` of every container (namespaces deleted, leases released).
-    pub teardown: Duration,
-}
-
-impl fmt::Display for NetworkBenchReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "containers attached: {} one at a time, then {} at concurrency {}",
-            self.latency_count, self.count, self.concurrency
-        )?;
-        writeln!(
-            f,
-            "attach, one at a time: p50 {:?}  p99 {:?}",
-            self.attach_p50, self.attach_p99
-        )?;
-        writeln!(
-            f,
-            "attach, concurrency {}: p50 {:?}  p99 {:?}  ({:.0}/s)",
-            self.concurrency, self.loaded_p50, self.loaded_p99, self.per_second
-        )?;
-        writeln!(
-            f,
-            "veth deleted -> repaired: p50 {:?}  p99 {:?}",
-            self.repair_p50, self.repair_p99
-        )?;
-        write!(f, "teardown of {}: {:?}", self.count, self.teardown)
-    }
-}
-
-/// Runs the benchmark in a temporary state dir and removes everything it made.
+/// Runs the benchmark in a temporary state dir and removes everything it made; returns its
+/// figures: attachment latency one at a time and at `concurrency`, the throughput, veth
+/// deleted → repaired, and the teardown of all.
 ///
 /// # Errors
 /// Store, driver or daemon failures, or the Network never becoming Ready (e.g. the subnet
 /// overlaps a host route).
-pub async fn bench_network_controller(
-    cfg: &NetworkBenchConfig,
-) -> anyhow::Result<NetworkBenchReport> {
+pub async fn bench_network_controller(cfg: &NetworkBenchConfig) -> anyhow::Result<Vec<Figure>> {
     let d = BenchDaemon::start("net", BenchOptions::default()).await?;
     let res = run(cfg, &d.store, &d.ctx, &d.attacher).await;
     let stopped = d.stop().await;
@@ -111,7 +63,7 @@ async fn run(
     store: &Arc<SqliteStore>,
     ctx: &Context,
     attacher: &Arc<tend_controllers::network::Attacher>,
-) -> anyhow::Result<NetworkBenchReport> {
+) -> anyhow::Result<Vec<Figure>> {
     let spec = json!({"subnet": cfg.subnet});
     let net = store
         .create(AnyObject::new(Kind::Network, "default", "bench", spec))
@@ -147,7 +99,7 @@ async fn run(
         .collect()
         .await;
     let wall = start.elapsed();
-    let mut under_load = timings.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let under_load = timings.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let mut repairs = Vec::new();
     let driver = NetDriver::with_default_dir()?;
     for c in containers.iter().take(cfg.repairs) {
@@ -180,19 +132,14 @@ async fn run(
     for c in &containers {
         store.delete(&c.key()?, &DeleteOptions::default()).await?;
     }
-    Ok(NetworkBenchReport {
-        count: cfg.count,
-        latency_count: cfg.latency,
-        concurrency: cfg.concurrency,
-        attach_p50: sort_percentile(&mut attach, 0.5),
-        attach_p99: sort_percentile(&mut attach, 0.99),
-        loaded_p50: sort_percentile(&mut under_load, 0.5),
-        loaded_p99: sort_percentile(&mut under_load, 0.99),
-        per_second: cfg.count as f64 / wall.as_secs_f64(),
-        repair_p50: sort_percentile(&mut repairs, 0.5),
-        repair_p99: sort_percentile(&mut repairs, 0.99),
-        teardown,
-    })
+    let c = cfg.concurrency;
+    Ok(vec![
+        Figure::latency("attachment, one at a time", attach),
+        Figure::latency(format!("attachment, concurrency {c}"), under_load),
+        Figure::rate(format!("attachments at concurrency {c}"), cfg.count, wall),
+        Figure::latency("veth deleted -> repaired", repairs),
+        Figure::rate("teardown of all attachments", containers.len(), teardown),
+    ])
 }
 
 async fn attach_one(
@@ -205,7 +152,13 @@ async fn attach_one(
     Ok(t.elapsed())
 }
 
-async fn attachment_whole(driver: &NetDriver, netns: &str, veth: &str) -> anyhow::Result<bool> {
+/// Whether a container's attachment is whole: host end `veth` on its bridge and up, and `eth0`
+/// in `netns` up with one address. The drift bench counts a veth repair by the same test.
+pub(super) async fn attachment_whole(
+    driver: &NetDriver,
+    netns: &str,
+    veth: &str,
+) -> anyhow::Result<bool> {
     let host = driver.link_by_name(veth).await?;
     if !host.is_some_and(|l| crate::net::link_master(&l).is_some() && crate::net::link_up(&l)) {
         return Ok(false);

@@ -1,6 +1,6 @@
 //! `tend bench runtime`: the controller machinery with a no-op reconciler.
 
-use super::{report, TempDir};
+use super::{emit, note, report, Figure, TempDir};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -60,7 +60,9 @@ pub async fn run(n: usize, idle_seconds: u64) -> anyhow::Result<()> {
         })
         .collect();
     store.apply(objs, false).await?;
-    println!("tend bench runtime: {n} objects, no-op reconciler (reads its row), concurrency 8");
+    note(format_args!(
+        "tend bench runtime: {n} objects, no-op reconciler (reads its row), concurrency 8"
+    ));
 
     let noop = Arc::new(NoOp::default());
     let mut rt = Runtime::new(store.clone(), RuntimeConfig::default());
@@ -79,13 +81,11 @@ pub async fn run(n: usize, idle_seconds: u64) -> anyhow::Result<()> {
     while noop.count.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let el = t0.elapsed();
-    println!(
-        "{:<34} {n} in {:.0} ms = {:.0} objects/s (includes the start-up list)",
-        "initial reconcile of all objects",
-        el.as_secs_f64() * 1e3,
-        n as f64 / el.as_secs_f64()
-    );
+    emit(&Figure::rate(
+        "initial reconcile of all objects (with the start-up list)",
+        n,
+        t0.elapsed(),
+    ));
 
     let mut samples = Vec::new();
     for i in 0..1000 {
@@ -118,13 +118,15 @@ pub async fn run(n: usize, idle_seconds: u64) -> anyhow::Result<()> {
     let (cpu0, wall0) = (cpu_time(), Instant::now());
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
     let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
-    println!(
-        "{:<34} {:.3}% of one core over {:.0} s with {} objects (resync every 60 s)",
-        "idle CPU",
+    emit(&Figure::scalar(
+        format!(
+            "idle CPU, {} objects, {:.0} s (resync 60 s)",
+            n + 1000,
+            wall.as_secs_f64()
+        ),
         cpu.as_secs_f64() / wall.as_secs_f64() * 100.0,
-        wall.as_secs_f64(),
-        n + 1000
-    );
+        "% of one core",
+    ));
     let _ = stop_tx.send(());
     task.await??;
     Ok(())

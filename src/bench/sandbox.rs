@@ -12,44 +12,18 @@ use tend_schema::{AnyObject, Kind, ObjectKey};
 
 use super::daemon::{BenchDaemon, BenchOptions};
 use super::snapshots::{write_tree, BENCH_TREE_BYTES};
-use super::until;
+use super::{until, Figure};
 use crate::snapshot::choose::SnapshotConfig;
 use crate::snapshot::BackendMode;
 
-/// What one run measured.
-#[derive(Debug, Clone)]
-pub struct SandboxBench {
-    /// `btrfs` or `copy`.
-    pub backend: String,
-    /// Sequential apply→Ready latencies: p50, p99, max.
-    pub p50: Duration,
-    /// 99th percentile.
-    pub p99: Duration,
-    /// Slowest.
-    pub max: Duration,
-    /// Sandboxes applied at once for the throughput figure.
-    pub burst: usize,
-    /// Sandboxes Ready per second in the burst.
-    pub per_second: f64,
-}
-
-impl std::fmt::Display for SandboxBench {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: sandbox apply→Ready p50 {:.2?}, p99 {:.2?}, max {:.2?}; {} at once: {:.0}/s",
-            self.backend, self.p50, self.p99, self.max, self.burst, self.per_second
-        )
-    }
-}
-
 /// Runs the benchmark in a temp state dir (removed afterwards, image unmounted): `latency`
-/// Sandboxes one after another, then `burst` applied at once.
+/// Sandboxes one after another, then `burst` applied at once. The figures name the backend the
+/// Sandboxes reported.
 pub async fn bench_sandbox(
     mode: BackendMode,
     latency: usize,
     burst: usize,
-) -> anyhow::Result<SandboxBench> {
+) -> anyhow::Result<Vec<Figure>> {
     let opts = BenchOptions {
         snapshot: SnapshotConfig {
             mode,
@@ -66,7 +40,7 @@ pub async fn bench_sandbox(
     Ok(r)
 }
 
-async fn run(d: &BenchDaemon, latency: usize, burst: usize) -> anyhow::Result<SandboxBench> {
+async fn run(d: &BenchDaemon, latency: usize, burst: usize) -> anyhow::Result<Vec<Figure>> {
     let src = d.dir.join("src");
     write_tree(&src, BENCH_TREE_BYTES)?;
     let store = d.store.clone();
@@ -94,7 +68,7 @@ async fn run(d: &BenchDaemon, latency: usize, burst: usize) -> anyhow::Result<Sa
         s.create(sandbox(n)).await?;
     }
     wait_ready(&mut feed, names.clone()).await?;
-    let per_second = burst as f64 / t0.elapsed().as_secs_f64();
+    let burst_took = t0.elapsed();
     let all: Vec<String> = names
         .into_iter()
         .chain((0..latency).map(|i| format!("lat-{i}")))
@@ -118,21 +92,14 @@ async fn run(d: &BenchDaemon, latency: usize, burst: usize) -> anyhow::Result<Sa
         || async { s.get(&base).await.is_err() },
     )
     .await;
-    samples.sort();
-    let pct = |p: f64| {
-        samples
-            .get(((samples.len().max(1) - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    Ok(SandboxBench {
-        backend,
-        p50: pct(0.5),
-        p99: pct(0.99),
-        max: pct(1.0),
-        burst,
-        per_second,
-    })
+    Ok(vec![
+        Figure::latency(format!("sandbox apply -> Ready ({backend})"), samples),
+        Figure::rate(
+            format!("sandboxes at once -> Ready ({backend})"),
+            burst,
+            burst_took,
+        ),
+    ])
 }
 
 fn sandbox(name: &str) -> AnyObject {

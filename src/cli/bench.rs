@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Print each figure as one JSON object per line on stdout (headers go to stderr), for
+    /// deploy/bench-figures.sh.
+    #[arg(long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub what: What,
 }
@@ -40,7 +44,8 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         repairs: usize,
     },
-    /// Native containers: apply→Running, a bulk apply, kill→restarted, beside `docker run -d`.
+    /// Native containers: apply→Running, a bulk apply, kill→restarted; beside them the peers
+    /// that are installed (docker run -d, podman run -d with crun and runc, bare runc/crun run -d).
     Container {
         #[arg(long, default_value_t = 50)]
         single: usize,
@@ -83,7 +88,26 @@ pub enum What {
     },
 }
 
+impl What {
+    /// The name `--json` tags figures with.
+    fn name(&self) -> &'static str {
+        match self {
+            What::Store { .. } => "store",
+            What::Runtime { .. } => "runtime",
+            What::Network { .. } => "network",
+            What::Container { .. } => "container",
+            What::Drift { .. } => "drift",
+            What::Docker { .. } => "docker",
+            What::Api(_) => "api",
+            What::Sandbox { .. } => "sandbox",
+        }
+    }
+}
+
 pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    if args.json {
+        crate::bench::print_json(args.what.name());
+    }
     match args.what {
         What::Store { objects } => crate::bench::store(objects).await?,
         What::Runtime {
@@ -103,10 +127,8 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 repairs,
                 ..Default::default()
             };
-            println!(
-                "{}",
-                crate::bench::network::bench_network_controller(&cfg).await?
-            );
+            let figures = crate::bench::network::bench_network_controller(&cfg).await?;
+            figures.iter().for_each(crate::bench::emit);
         }
         What::Drift {
             rounds,
@@ -130,7 +152,8 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         } => {
             use crate::{bench::sandbox::bench_sandbox, snapshot::BackendMode};
             for (mode, n) in [(BackendMode::Btrfs, burst), (BackendMode::Copy, copy_burst)] {
-                println!("{}", bench_sandbox(mode, latency, n).await?);
+                let figures = bench_sandbox(mode, latency, n).await?;
+                figures.iter().for_each(crate::bench::emit);
             }
         }
     }
