@@ -218,12 +218,15 @@ async fn finalizer_runs_cleanup_before_the_row_goes() {
     d.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_use_protection_holds_a_state_until_its_last_user_goes() {
-    let (dir, store) = open().await;
+/// A State used by a Sandbox, both Ready, then deleted: returns once the State's controller
+/// has decided to hold it (a positive signal, not a pause), with the State's and Sandbox's keys.
+async fn a_state_held_in_use(
+    store: &Arc<SqliteStore>,
+    dir: &std::path::Path,
+) -> (Daemon, ObjectKey, ObjectKey) {
     let d = Daemon::start(
         store.clone(),
-        dir.path(),
+        dir,
         &[(Kind::State, true), (Kind::Sandbox, false)],
     )
     .await;
@@ -237,12 +240,18 @@ async fn in_use_protection_holds_a_state_until_its_last_user_goes() {
     })
     .await;
     store.delete(&stk, &DeleteOptions::default()).await.unwrap();
-    // The reconcile that decided to hold it says so (a positive signal, not a pause).
     let held = format!("held {}", st.metadata.uid.clone().unwrap());
     eventually("the State held in use", || async {
-        std::fs::read_to_string(dir.path().join("ledger")).is_ok_and(|l| l.contains(&held))
+        std::fs::read_to_string(dir.join("ledger")).is_ok_and(|l| l.contains(&held))
     })
     .await;
+    (d, stk, sbk)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_use_protection_holds_a_state_until_its_last_user_goes() {
+    let (dir, store) = open().await;
+    let (d, stk, sbk) = a_state_held_in_use(&store, dir.path()).await;
     assert!(store.get(&stk).await.unwrap().metadata.is_terminating());
     assert!(store.get(&sbk).await.is_ok(), "its user is untouched");
     store.delete(&sbk, &DeleteOptions::default()).await.unwrap();
@@ -255,27 +264,7 @@ async fn in_use_protection_holds_a_state_until_its_last_user_goes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_on_a_state_held_in_use_takes_its_users_along() {
     let (dir, store) = open().await;
-    let d = Daemon::start(
-        store.clone(),
-        dir.path(),
-        &[(Kind::State, true), (Kind::Sandbox, false)],
-    )
-    .await;
-    let st = store.create(state("base")).await.unwrap();
-    let sb = store.create(sandbox("dev", "base")).await.unwrap();
-    let (stk, sbk) = (st.key().unwrap(), sb.key().unwrap());
-    eventually("both Ready", || async {
-        let a = store.get(&stk).await.unwrap();
-        let b = store.get(&sbk).await.unwrap();
-        a.status["phase"] == "Ready" && b.status["phase"] == "Ready"
-    })
-    .await;
-    store.delete(&stk, &DeleteOptions::default()).await.unwrap();
-    let held = format!("held {}", st.metadata.uid.clone().unwrap());
-    eventually("the State held in use", || async {
-        std::fs::read_to_string(dir.path().join("ledger")).is_ok_and(|l| l.contains(&held))
-    })
-    .await;
+    let (d, stk, sbk) = a_state_held_in_use(&store, dir.path()).await;
     let fg = DeleteOptions {
         propagation: Propagation::Foreground,
         ..Default::default()

@@ -3,6 +3,7 @@
 //! Two setups: containers on the host filesystem with limits, and the case — each on its
 //! own Sandbox of a busybox State (btrfs), with a Network address and limits.
 
+use super::daemon::container_status as status;
 use super::daemon::{BenchDaemon, BenchOptions};
 use super::{emit, note, report, Figure};
 use std::path::Path;
@@ -76,25 +77,15 @@ async fn full_setup(store: &SqliteStore, rootfs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(store: &SqliteStore, key: &ObjectKey) -> Option<ContainerStatus> {
-    let o = store.get(key).await.ok()?;
-    serde_json::from_value(o.status).ok()
-}
-
 /// Waits until `pred` holds for the container's status; polls the local store every 0.5 ms.
 async fn until(
     store: &SqliteStore,
     key: &ObjectKey,
     pred: impl Fn(&ContainerStatus) -> bool,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if status(store, key).await.is_some_and(|s| pred(&s)) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{key}: timed out");
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
+    super::daemon::until_status(store, key, Duration::from_micros(500), pred)
+        .await
+        .map(drop)
 }
 
 fn running(s: &ContainerStatus) -> bool {

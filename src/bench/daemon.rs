@@ -171,3 +171,30 @@ fn remove_scratch(dir: &Path) {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A Container's status as the store has it now.
+pub async fn container_status(
+    store: &SqliteStore,
+    key: &tend_schema::ObjectKey,
+) -> Option<tend_schema::kinds::container::ContainerStatus> {
+    let o = store.get(key).await.ok()?;
+    serde_json::from_value(o.status).ok()
+}
+
+/// Waits up to a minute until `pred` holds for the Container's status, reading the store every
+/// `every` (fine for latency figures; coarser where a busy poll would steal the daemon's CPU).
+pub async fn until_status(
+    store: &SqliteStore,
+    key: &tend_schema::ObjectKey,
+    every: Duration,
+    pred: impl Fn(&tend_schema::kinds::container::ContainerStatus) -> bool,
+) -> anyhow::Result<tend_schema::kinds::container::ContainerStatus> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = container_status(store, key).await.filter(|s| pred(s)) {
+            return Ok(s);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{key}: timed out");
+        tokio::time::sleep(every).await;
+    }
+}

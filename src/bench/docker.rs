@@ -3,6 +3,9 @@
 //! both ways, and `docker rm -f` (through the API) → repaired latency. Needs dockerd and the
 //! test image (`deploy/docker-test-image.sh`).
 
+// The burst polls slower (`until_every`): its figure is seconds, and a busy poll would steal
+// CPU from the daemon on a 2-core machine.
+use super::daemon::{container_status as status, until_status as until_every};
 use super::daemon::{BenchDaemon, BenchOptions};
 use super::{emit, report, Figure};
 use crate::docker::{DockerDriver, DockerSpec, Owner};
@@ -34,35 +37,12 @@ fn raw_spec() -> DockerSpec {
     }
 }
 
-async fn status(store: &SqliteStore, key: &ObjectKey) -> Option<ContainerStatus> {
-    let o = store.get(key).await.ok()?;
-    serde_json::from_value(o.status).ok()
-}
-
 async fn until(
     store: &SqliteStore,
     key: &ObjectKey,
     pred: impl Fn(&ContainerStatus) -> bool,
 ) -> anyhow::Result<ContainerStatus> {
     until_every(store, key, Duration::from_millis(1), pred).await
-}
-
-/// Polls the store every `every` (the burst polls slower: its figure is seconds, and a busy
-/// poll would steal CPU from the daemon on this 2-core VM).
-async fn until_every(
-    store: &SqliteStore,
-    key: &ObjectKey,
-    every: Duration,
-    pred: impl Fn(&ContainerStatus) -> bool,
-) -> anyhow::Result<ContainerStatus> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(s) = status(store, key).await.filter(|s| pred(s)) {
-            return Ok(s);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "{key}: timed out");
-        tokio::time::sleep(every).await;
-    }
 }
 
 fn running(s: &ContainerStatus) -> bool {
