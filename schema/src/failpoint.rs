@@ -1,7 +1,8 @@
 //! Failpoints: named places in the drivers and the store where a test can inject an error, a
 //! delay, a hang or a panic into a running daemon, and take it away again.
 //!
-//! A daemon turns them on with [`init`] (`tend serve` passes `<state-dir>/failpoints`); the file
+//! A daemon turns them on with [`init`] (`tend serve` passes `<state-dir>/failpoints`, or the file
+//! named by `TEND_FAILPOINTS` when set); the file
 //! holds one `name=action` per line, read again whenever it changes, so a test adds and clears
 //! faults while the daemon runs. Actions:
 //!

@@ -99,6 +99,22 @@ pub enum CgroupError {
     /// The name is not a single path component (empty, `.`, `..` or containing `/`).
     #[error("invalid cgroup name {0:?}")]
     InvalidName(String),
+    /// Watching a control file for changes (inotify) failed.
+    #[error("watch {path}: {source}")]
+    Watch {
+        /// The file watched.
+        path: PathBuf,
+        /// The errno.
+        source: nix::Error,
+    },
+    /// A write was refused by a failpoint (tests inject broken limit writes this way).
+    #[error("write to {path}: {source}")]
+    Injected {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The failpoint that refused it.
+        source: tend_schema::failpoint::Failpoint,
+    },
 }
 
 impl CgroupError {
@@ -233,7 +249,7 @@ pub(crate) fn kill_until_empty(dirs: &[PathBuf]) -> Result<()> {
     }
 }
 
-fn busy(dirs: &[PathBuf], pids: Vec<i32>, start: Instant) -> CgroupError {
+pub(crate) fn busy(dirs: &[PathBuf], pids: Vec<i32>, start: Instant) -> CgroupError {
     CgroupError::Busy {
         path: dirs.first().cloned().unwrap_or_default(),
         pids,

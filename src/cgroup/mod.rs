@@ -7,17 +7,22 @@
 //! needs (mkdir, a handful of limit files, cgroup.procs, SIGKILL, rmdir) is small enough to write
 //! against cgroupfs directly, the way youki's libcgroups does.
 //!
+//! Besides limits, a group reports whether it is populated and, on v2, its pressure stall
+//! information ([`Stats`]).
+//!
 //! All groups live under one parent, [`PARENT`] (`/sys/fs/cgroup/memory/tend/<name>` on v1,
 //! `/sys/fs/cgroup/tend/<name>` on v2). Callers derive `<name>` from object uids. Every method
 //! blocks (file I/O, short sleeps while a group drains): call it through `crate::util::blocking`.
 
 mod fs;
+mod stats;
 mod v1;
 mod v2;
 
 use std::path::{Path, PathBuf};
 
 pub use fs::{CgroupError, Result};
+pub use stats::{Pressure, PsiLine, Stats};
 pub use v1::V1Manager;
 pub use v2::V2Manager;
 
@@ -87,6 +92,17 @@ pub const LIMIT_FILES: &[&str] = &[
     "cpu.max",
 ];
 
+/// A limited resource, to ask where its limit lives ([`CgroupManager::limit_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// v1 `memory.limit_in_bytes`, v2 `memory.max` (bytes, both).
+    Memory,
+    /// v1 `cpu.cfs_quota_us` (µs per period), v2 `cpu.max` (`<quota> <period>`).
+    Cpu,
+    /// `pids.max` on both.
+    Pids,
+}
+
 /// The operations tend needs on one host's cgroups. Names are single path components under
 /// [`PARENT`]; PIDs are host PIDs. All methods block; implementations are cheap to share.
 pub trait CgroupManager: Send + Sync {
@@ -132,6 +148,20 @@ pub trait CgroupManager: Send + Sync {
     /// The `cgroup.procs` files a process writes its own PID into to join the group (the shim
     /// does this itself before exec). The group must have been created.
     fn path_for_join(&self, name: &str) -> Vec<PathBuf>;
+
+    /// The group's directories, one per controller hierarchy on v1 (memory, cpu, pids, freezer)
+    /// and one on v2, whether they exist or not: where a person (or a test) looks for it.
+    fn dirs(&self, name: &str) -> Result<Vec<PathBuf>>;
+
+    /// The kernel file holding the group's limit of `resource` (see [`Resource`]).
+    fn limit_file(&self, name: &str, resource: Resource) -> Result<PathBuf>;
+
+    /// True while any process is in the group (v2: `populated` of `cgroup.events`, which also
+    /// counts processes in child groups; v1: a non-empty `cgroup.procs` in any controller).
+    fn populated(&self, name: &str) -> Result<bool>;
+
+    /// Pressure stall information of the group (v2 `*.pressure`; all `None` on v1).
+    fn stats(&self, name: &str) -> Result<Stats>;
 }
 
 /// The manager picked for this host, dispatching to v1 or v2.
@@ -211,6 +241,56 @@ impl CgroupManager for AnyCgroupManager {
     fn path_for_join(&self, name: &str) -> Vec<PathBuf> {
         self.inner().path_for_join(name)
     }
+    fn dirs(&self, name: &str) -> Result<Vec<PathBuf>> {
+        self.inner().dirs(name)
+    }
+    fn limit_file(&self, name: &str, resource: Resource) -> Result<PathBuf> {
+        self.inner().limit_file(name, resource)
+    }
+    fn populated(&self, name: &str) -> Result<bool> {
+        self.inner().populated(name)
+    }
+    fn stats(&self, name: &str) -> Result<Stats> {
+        self.inner().stats(name)
+    }
+}
+
+/// Every directory under `root` (a cgroupfs as at `/sys/fs/cgroup`) that holds a group named
+/// `<prefix>…` under [`PARENT`], in any hierarchy: the unified one on a v2 host; every v1
+/// controller mount and the (usually empty) `unified` mount on a hybrid host. For leak checks and
+/// last-resort sweeps, which must see a group wherever any manager could have made it.
+pub fn find_groups(root: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    let hierarchies: Vec<PathBuf> = match detect(root)? {
+        AnyCgroupManager::V2(_) => vec![root.to_path_buf()],
+        AnyCgroupManager::V1(_) => std::fs::read_dir(root)
+            .map_err(|source| CgroupError::Read {
+                path: root.to_path_buf(),
+                source,
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for h in hierarchies {
+        let parent = h.join(PARENT);
+        out.extend(
+            fs::list_dirs(&parent, prefix)?
+                .into_iter()
+                .map(|n| parent.join(n)),
+        );
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Kills every process in the group directory `dir` (any hierarchy, as [`find_groups`] returns
+/// it) and removes the directory: the last-resort sweep for a group no manager is aimed at.
+pub fn kill_and_remove_dir(dir: &Path) -> Result<()> {
+    fs::kill_until_empty(&[dir.to_path_buf()])?;
+    fs::rmdir_retry(dir)
 }
 
 /// The system page size (memory limits are kept in whole pages).
@@ -256,6 +336,35 @@ mod tests {
             .normalized()
             .memory_bytes,
             Some(page)
+        );
+    }
+
+    #[test]
+    fn find_groups_looks_in_every_hierarchy_of_a_v1_root() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in [
+            "memory/tend/i1-a",
+            "pids/tend/i1-a",
+            "freezer/tend/i1-b",
+            "unified/tend/i1-c",
+            "cpu/tend/i2-a",
+            "cpu/other/i1-d",
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        let found: Vec<String> = find_groups(dir.path(), "i1-")
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "freezer/tend/i1-b",
+                "memory/tend/i1-a",
+                "pids/tend/i1-a",
+                "unified/tend/i1-c"
+            ]
         );
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::fs::{self, CgroupError, Result};
-use super::{CgroupManager, Limits, CPU_PERIOD_US, PARENT};
+use super::{CgroupManager, Limits, Resource, Stats, CPU_PERIOD_US, PARENT};
 
 /// The v1 hierarchies tend puts a group in; the freezer is only used to stop forks in `kill_all`.
 const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "freezer"];
@@ -210,6 +210,29 @@ impl CgroupManager for V1Manager {
         present
             .map(|c| self.group(c, name).join("cgroup.procs"))
             .collect()
+    }
+
+    fn dirs(&self, name: &str) -> Result<Vec<PathBuf>> {
+        self.groups(name)
+    }
+
+    fn limit_file(&self, name: &str, resource: Resource) -> Result<PathBuf> {
+        fs::check_name(name)?;
+        let (ctl, file) = match resource {
+            Resource::Memory => ("memory", "memory.limit_in_bytes"),
+            Resource::Cpu => ("cpu", "cpu.cfs_quota_us"),
+            Resource::Pids => ("pids", "pids.max"),
+        };
+        Ok(self.group(ctl, name).join(file))
+    }
+
+    fn populated(&self, name: &str) -> Result<bool> {
+        Ok(!fs::procs_of(&self.groups(name)?)?.is_empty())
+    }
+
+    fn stats(&self, name: &str) -> Result<Stats> {
+        fs::check_name(name)?;
+        Ok(Stats::default())
     }
 }
 

@@ -202,3 +202,23 @@ fn no_controllers_at_all_is_an_error_on_create() {
         Err(CgroupError::MissingController { .. })
     ));
 }
+
+#[test]
+fn dirs_limit_files_populated_and_no_pressure() {
+    let (dir, m) = fake(&ALL, "c8");
+    let g = |c: &str| dir.path().join(c).join("tend/c8");
+    let want: Vec<_> = ALL.iter().map(|c| g(c)).collect();
+    assert_eq!(m.dirs("c8").unwrap(), want);
+    assert_eq!(
+        m.limit_file("c8", Resource::Memory).unwrap(),
+        g("memory").join("memory.limit_in_bytes")
+    );
+    assert_eq!(
+        m.limit_file("c8", Resource::Cpu).unwrap(),
+        g("cpu").join("cpu.cfs_quota_us")
+    );
+    assert!(!m.populated("c8").unwrap());
+    std::fs::write(g("pids").join("cgroup.procs"), "42\n").unwrap();
+    assert!(m.populated("c8").unwrap());
+    assert_eq!(m.stats("c8").unwrap(), Stats::default());
+}

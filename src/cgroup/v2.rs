@@ -1,10 +1,26 @@
 //! cgroup v2 (unified hierarchy): one directory `tend/<name>`; controllers enabled down the
-//! tree through cgroup.subtree_control; limits in memory.max, cpu.max and pids.max.
+//! tree through cgroup.subtree_control; limits in memory.max (+ memory.swap.max 0), cpu.max and
+//! pids.max; OOM kills counted from memory.events; stop with cgroup.kill and wait for
+//! `populated 0` in cgroup.events (woken by the kernel's file notification, not by polling).
+//!
+//! Delegation rules: processes only ever join leaf groups (`tend/<name>`); `tend/` itself holds
+//! none, so the kernel's "no internal processes" rule is kept and controllers can be enabled in
+//! its cgroup.subtree_control at any time.
 
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::fs::{self, CgroupError, Result};
-use super::{CgroupManager, Limits, CPU_PERIOD_US, PARENT};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use super::fs::{self, CgroupError, Result, DRAIN_TIMEOUT};
+use super::stats::{read_pressure, Stats};
+use super::{CgroupManager, Limits, Resource, CPU_PERIOD_US, PARENT};
+
+/// Failpoint checked before every limit write (`cgroup.v2.write=error` in a daemon's failpoints
+/// file makes each one fail): proves that the v2 suite notices a broken limit write.
+pub const WRITE_FAILPOINT: &str = "cgroup.v2.write";
 
 /// Controllers tend enables for its groups, when the hierarchy offers them.
 const WANTED: [&str; 3] = ["cpu", "memory", "pids"];
@@ -57,6 +73,10 @@ impl V2Manager {
     fn set(&self, name: &str, file: &str, value: &str, limited: bool) -> Result<()> {
         let path = self.group(name)?.join(file);
         if path.exists() {
+            crate::failpoint::check(WRITE_FAILPOINT).map_err(|source| CgroupError::Injected {
+                path: path.clone(),
+                source,
+            })?;
             fs::write(&path, value)
         } else if limited {
             Err(CgroupError::MissingController {
@@ -110,7 +130,14 @@ impl CgroupManager for V2Manager {
     }
 
     fn read_limits(&self, name: &str) -> Result<Limits> {
-        let cpu_path = self.group(name)?.join("cpu.max");
+        let group = self.group(name)?;
+        // A missing interface file reads as unlimited (controller not enabled); a missing group
+        // is an error, as on v1, so a deleted group is never taken for an unlimited one.
+        std::fs::metadata(&group).map_err(|source| CgroupError::Read {
+            path: group.clone(),
+            source,
+        })?;
+        let cpu_path = group.join("cpu.max");
         let cpu_millis = if cpu_path.exists() {
             let s = fs::read(&cpu_path)?;
             let parsed = match s.split_once(' ') {
@@ -154,8 +181,13 @@ impl CgroupManager for V2Manager {
     fn kill_all(&self, name: &str) -> Result<()> {
         let group = self.group(name)?;
         let kill_file = group.join("cgroup.kill");
+        // cgroup.kill (5.14+) SIGKILLs every process of the group and its children, forks
+        // included, in one write; older kernels get the signal-until-empty loop.
         if kill_file.exists() {
             fs::write(&kill_file, "1")?;
+            if group.join("cgroup.events").exists() {
+                return wait_unpopulated(&group, DRAIN_TIMEOUT);
+            }
         }
         fs::kill_until_empty(&[group])
     }
@@ -174,6 +206,67 @@ impl CgroupManager for V2Manager {
 
     fn path_for_join(&self, name: &str) -> Vec<PathBuf> {
         vec![self.parent().join(name).join("cgroup.procs")]
+    }
+
+    fn dirs(&self, name: &str) -> Result<Vec<PathBuf>> {
+        Ok(vec![self.group(name)?])
+    }
+
+    fn limit_file(&self, name: &str, resource: Resource) -> Result<PathBuf> {
+        let file = match resource {
+            Resource::Memory => "memory.max",
+            Resource::Cpu => "cpu.max",
+            Resource::Pids => "pids.max",
+        };
+        Ok(self.group(name)?.join(file))
+    }
+
+    fn populated(&self, name: &str) -> Result<bool> {
+        Ok(fs::read_keyed(&self.group(name)?.join("cgroup.events"), "populated")? != 0)
+    }
+
+    fn stats(&self, name: &str) -> Result<Stats> {
+        let group = self.group(name)?;
+        Ok(Stats {
+            cpu: read_pressure(&group.join("cpu.pressure"))?,
+            memory: read_pressure(&group.join("memory.pressure"))?,
+            io: read_pressure(&group.join("io.pressure"))?,
+        })
+    }
+}
+
+/// Waits until `group`'s cgroup.events says `populated 0`. The kernel raises a file-modified
+/// notification on cgroup.events when that changes, so this sleeps in `poll` on an inotify watch
+/// instead of re-reading the file; [`CgroupError::Busy`] after `timeout`.
+fn wait_unpopulated(group: &Path, timeout: Duration) -> Result<()> {
+    let events = group.join("cgroup.events");
+    let watch_err = |source| CgroupError::Watch {
+        path: events.clone(),
+        source,
+    };
+    let inotify =
+        Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK).map_err(watch_err)?;
+    inotify
+        .add_watch(&events, AddWatchFlags::IN_MODIFY)
+        .map_err(watch_err)?;
+    let start = Instant::now();
+    loop {
+        // Read after the watch is in place, so a change between the two is never missed.
+        if fs::read_keyed(&events, "populated")? == 0 {
+            return Ok(());
+        }
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            let pids = fs::procs_of(&[group.to_path_buf()])?;
+            return Err(fs::busy(&[group.to_path_buf()], pids, start));
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(watch_err(e)),
+        }
+        let _ = inotify.read_events(); // drain; the loop re-reads the file itself
     }
 }
 

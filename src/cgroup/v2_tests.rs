@@ -183,3 +183,60 @@ fn exists_list_remove() {
     assert!(!m.exists("x-1").unwrap());
     assert_eq!(m.list("").unwrap(), vec!["y-1"]);
 }
+
+#[test]
+fn kill_writes_cgroup_kill_and_returns_once_events_say_unpopulated() {
+    let (dir, m) = fake(ALL, "c6");
+    let g = dir.path().join("tend/c6");
+    std::fs::write(g.join("cgroup.events"), "populated 0\nfrozen 0\n").unwrap();
+    assert!(!m.populated("c6").unwrap());
+    m.kill_all("c6").unwrap();
+    assert_eq!(file(dir.path(), "tend/c6/cgroup.kill"), "1");
+
+    // Still populated when the drain time runs out: Busy, naming the group.
+    std::fs::write(g.join("cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+    assert!(m.populated("c6").unwrap());
+    assert!(matches!(
+        m.kill_all("c6"),
+        Err(CgroupError::Busy { path, .. }) if path == g
+    ));
+}
+
+#[test]
+fn limit_files_dirs_and_pressure_stats() {
+    let (dir, m) = fake(ALL, "c7");
+    let g = dir.path().join("tend/c7");
+    assert_eq!(m.dirs("c7").unwrap(), vec![g.clone()]);
+    assert_eq!(
+        m.limit_file("c7", Resource::Memory).unwrap(),
+        g.join("memory.max")
+    );
+    assert_eq!(
+        m.limit_file("c7", Resource::Cpu).unwrap(),
+        g.join("cpu.max")
+    );
+    assert_eq!(
+        m.limit_file("c7", Resource::Pids).unwrap(),
+        g.join("pids.max")
+    );
+    assert_eq!(m.stats("c7").unwrap(), Stats::default());
+    std::fs::write(
+        g.join("memory.pressure"),
+        "some avg10=2.00 avg60=1.00 avg300=0.50 total=900\nfull avg10=1.00 avg60=0.00 avg300=0.00 total=300\n",
+    )
+    .unwrap();
+    std::fs::write(
+        g.join("cpu.pressure"),
+        "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    )
+    .unwrap();
+    let s = m.stats("c7").unwrap();
+    assert_eq!(s.memory.unwrap().some.avg10, 2.0);
+    assert_eq!(s.memory.unwrap().full.unwrap().total_us, 300);
+    assert_eq!(s.cpu.unwrap().some.total_us, 7);
+    assert_eq!(s.io, None);
+    assert!(matches!(
+        m.limit_file("../x", Resource::Pids),
+        Err(CgroupError::InvalidName(_))
+    ));
+}

@@ -37,7 +37,10 @@ pub struct Args {
 /// Runs the daemon on the state dir `dir` with these flags.
 pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let layout = Layout::new(dir);
-    crate::failpoint::init(layout.failpoints());
+    // TEND_FAILPOINTS names one file for every daemon started with it (the VM suite proves a
+    // broken limit write fails it this way); the default is the state dir's own.
+    let failpoints = std::env::var_os("TEND_FAILPOINTS").map(std::path::PathBuf::from);
+    crate::failpoint::init(failpoints.unwrap_or_else(|| layout.failpoints()));
     let store = super::open(dir).await?;
     let mut cfg = DaemonConfig::new(layout).context("reading the instance id")?;
     cfg.controller = tend_controllers::ControllerConfig {
