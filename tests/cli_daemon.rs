@@ -85,12 +85,14 @@ impl Drop for Daemon {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Whatever the delete did not remove (a test that failed half way) goes too.
+        common::sweep::instance_leftovers(self.dir.path());
     }
 }
 

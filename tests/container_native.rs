@@ -1,5 +1,6 @@
 //! The Container controller with the native runtime, end to end: a real `tend serve`, real
-//! shims, namespaces and cgroups (v1 on these hosts), driven through the CLI.
+//! shims, namespaces and cgroups (v1 on these hosts, v2 in the VM suite: the cgroup driver says
+//! where a group and its limit files are), driven through the CLI.
 
 mod common;
 
@@ -7,7 +8,7 @@ use common::daemon::Daemon;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tend::cgroup::CgroupManager;
+use tend::cgroup::{AnyCgroupManager, CgroupManager, Resource};
 
 /// A daemon resyncing every `resync_seconds` (far out of reach: only events drive it).
 fn daemon(resync_seconds: u64) -> Daemon {
@@ -36,6 +37,23 @@ fn uid_of(v: &Value) -> String {
     v["metadata"]["uid"].as_str().unwrap().to_string()
 }
 
+/// The host's cgroup driver, as the daemon picks it.
+fn cgroups() -> AnyCgroupManager {
+    tend::cgroup::detect(Path::new("/sys/fs/cgroup")).unwrap()
+}
+
+/// The kernel file holding `resource`'s limit of group `group`.
+fn limit_file(cg: &AnyCgroupManager, group: &str, resource: Resource) -> String {
+    let p = cg.limit_file(group, resource).unwrap();
+    p.display().to_string()
+}
+
+/// Whether /proc/<pid>/cgroup places `pid` in tend's group `group` (any hierarchy).
+fn in_group(pid: i32, group: &str) -> bool {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    cg.lines().any(|l| l.ends_with(&format!(":/tend/{group}")))
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -52,16 +70,16 @@ fn limits_written_on_the_host_are_put_back_without_waiting_for_resync() {
         "  resources: {memory: 32Mi, pids: 16}\n",
     ));
     let uid = uid_of(&running(&d, "limited"));
-    let group = |ctl: &str| format!("/sys/fs/cgroup/{ctl}/tend/{}-{uid}", d.instance());
-    let file = |ctl: &str, f: &str| format!("{}/{f}", group(ctl));
-    let read = |ctl: &str, f: &str| std::fs::read_to_string(file(ctl, f)).unwrap();
-    for (ctl, f, theirs, ours) in [
-        ("pids", "pids.max", "1000", "16"),
-        ("memory", "memory.limit_in_bytes", "1073741824", "33554432"),
+    let (cg, group) = (cgroups(), format!("{}-{uid}", d.instance()));
+    let read = |f: &str| std::fs::read_to_string(f).unwrap();
+    for (res, theirs, ours) in [
+        (Resource::Pids, "1000", "16"),
+        (Resource::Memory, "1073741824", "33554432"),
     ] {
-        std::fs::write(file(ctl, f), theirs).unwrap();
+        let f = limit_file(&cg, &group, res);
+        std::fs::write(&f, theirs).unwrap();
         let t = Instant::now();
-        while read(ctl, f).trim() != ours {
+        while read(&f).trim() != ours {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "{f} not put back (resync is an hour away)"
@@ -75,7 +93,9 @@ fn limits_written_on_the_host_are_put_back_without_waiting_for_resync() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("DriftRepaired"), "{text}");
     d.tend(&["delete", "container", "limited", "--wait"]);
-    assert!(!Path::new(&group("memory")).exists());
+    for dir in cg.dirs(&group).unwrap() {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
 }
 
 #[test]
@@ -92,24 +112,19 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     d.apply(&spec);
     let v = running(&d, "web");
     let (pid, uid) = (pid_of(&v), uid_of(&v));
-    let cg = format!("{}-{uid}", d.instance());
-    let proc_cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(proc_cg.contains(&format!("memory:/tend/{cg}")), "{proc_cg}");
-    let read = |ctl: &str, f: &str| {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctl}/tend/{cg}/{f}"))
+    let (cgs, cg) = (cgroups(), format!("{}-{uid}", d.instance()));
+    assert!(in_group(pid, &cg), "{pid} is not in tend/{cg}");
+    let read = |r: Resource| {
+        std::fs::read_to_string(limit_file(&cgs, &cg, r))
             .unwrap()
             .trim()
             .to_string()
     };
-    assert_eq!(
-        read("memory", "memory.limit_in_bytes"),
-        (64 << 20).to_string()
-    );
-    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
-    assert_eq!(read("pids", "pids.max"), "64");
-    assert!(read("memory", "cgroup.procs")
-        .lines()
-        .any(|l| l == pid.to_string()));
+    assert_eq!(read(Resource::Memory), (64 << 20).to_string());
+    // v1 cpu.cfs_quota_us "50000"; v2 cpu.max "50000 100000".
+    assert_eq!(read(Resource::Cpu).split(' ').next(), Some("50000"));
+    assert_eq!(read(Resource::Pids), "64");
+    assert!(cgs.procs(&cg).unwrap().contains(&pid));
 
     // Logs: PID namespace shows the workload as PID 1; both streams are kept.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -139,12 +154,25 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello sleep\n");
 
     // A limit changed behind tend's back is set back (resync is 1 s here).
-    std::fs::write(format!("/sys/fs/cgroup/pids/tend/{cg}/pids.max"), "1000").unwrap();
+    std::fs::write(limit_file(&cgs, &cg, Resource::Pids), "1000").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while read("pids", "pids.max") != "64" {
+    while read(Resource::Pids) != "64" {
         assert!(Instant::now() < deadline, "pids.max not put back");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The group deleted behind tend's back (its workload moved out first, as rmdir demands):
+    // recreated with its limits and the workload moved back (resync is 1 s here).
+    let group_dir = cgs.dirs(&cg).unwrap()[0].clone();
+    let top = group_dir.parent().and_then(Path::parent).unwrap();
+    std::fs::write(top.join("cgroup.procs"), pid.to_string()).unwrap();
+    std::fs::remove_dir(&group_dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(in_group(pid, &cg) && group_dir.is_dir()) {
+        assert!(Instant::now() < deadline, "deleted group not rebuilt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(read(Resource::Memory), (64 << 20).to_string());
 
     // Killed from outside: restarted at once (pidfd, no polling), counted, reported.
     let t = Instant::now();
@@ -196,7 +224,9 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!alive(last));
-    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/tend/{cg}")).exists());
+    for dir in cgs.dirs(&cg).unwrap() {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
     assert!(!d.path().join("containers").join(&uid).exists());
 }
 
@@ -248,7 +278,7 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
     for p in &before {
         assert!(alive(*p));
     }
-    let cg = tend::cgroup::detect(Path::new("/sys/fs/cgroup")).unwrap();
+    let cg = cgroups();
     let orphan = format!("{}-00000000-dead-beef-0000-000000000000", d.instance());
     cg.create(&orphan).unwrap();
     std::thread::sleep(Duration::from_millis(2500));

@@ -7,6 +7,7 @@ mod common;
 use common::daemon::Daemon;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tend::cgroup::{CgroupManager, Resource};
 
 /// A rootfs directory with busybox and the applets the workloads use.
 fn busybox_rootfs(dir: &Path) -> PathBuf {
@@ -134,18 +135,12 @@ spec:
 
     // The cgroup holds the workload with the declared limit.
     let pid = server["status"]["pid"].as_u64().unwrap();
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let mem = cg
-        .lines()
-        .find(|l| l.contains(":memory:"))
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .to_string();
-    let limit =
-        std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
-            .unwrap();
+    let uid = server["metadata"]["uid"].as_str().unwrap();
+    let group = format!("{}-{uid}", d.instance());
+    let cgroups = tend::cgroup::detect(Path::new("/sys/fs/cgroup")).unwrap();
+    assert!(cgroups.procs(&group).unwrap().contains(&(pid as i32)));
+    let file = cgroups.limit_file(&group, Resource::Memory).unwrap();
+    let limit = std::fs::read_to_string(file).unwrap();
     assert_eq!(limit.trim(), (32u64 << 20).to_string());
 
     // The daemon crashes; the workloads do not, and are adopted, not restarted.
@@ -189,10 +184,8 @@ spec:
         .filter(|n| n.contains(&instance))
         .collect();
     assert!(netns.is_empty(), "network namespaces left: {netns:?}");
-    let cgroups: Vec<_> = named("/sys/fs/cgroup/memory/tend")
-        .into_iter()
-        .filter(|n| n.starts_with(&instance))
-        .collect();
+    let prefix = format!("{instance}-");
+    let cgroups = tend::cgroup::find_groups(Path::new("/sys/fs/cgroup"), &prefix).unwrap();
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     let links = std::process::Command::new("ip")
         .args(["-d", "-o", "link"])

@@ -11,6 +11,7 @@ use futures::TryStreamExt;
 use tend_schema::store::{OpenOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
+use crate::cgroup::CgroupManager;
 use crate::net::{names, NetDriver};
 
 /// How to measure.
@@ -48,6 +49,9 @@ pub const DRIFTS: [&str; 9] = [
     "Sandbox subvolume deleted",
 ];
 
+/// The host's cgroupfs, where the daemon's driver keeps the worker's group.
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
 /// A daemon child on a temp dir; Drop kills it, stops its workloads and unmounts the image.
 struct Serve {
     dir: PathBuf,
@@ -82,6 +86,13 @@ impl Drop for Serve {
         let _ = self.child.wait();
         // Safety net when the delete did not finish: stop what is left of the workloads.
         crate::shim::kill_recorded(&self.dir.join("containers"));
+        if let Ok(inst) = std::fs::read_to_string(self.dir.join("instance-id")) {
+            let prefix = format!("{}-", inst.trim());
+            for g in crate::cgroup::find_groups(Path::new(CGROUP_ROOT), &prefix).unwrap_or_default()
+            {
+                let _ = crate::cgroup::kill_and_remove_dir(&g);
+            }
+        }
         let _ = crate::snapshot::loopimg::unmount_and_detach(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -238,9 +249,11 @@ async fn drift_once(
     let netns = format!("{}{instance}-{}", names::NETNS_PREFIX, uid(&worker));
     let state_path = PathBuf::from(state.status["path"].as_str().unwrap_or_default());
     let sandbox_path = PathBuf::from(sandbox.status["path"].as_str().unwrap_or_default());
-    let mem = Path::new("/sys/fs/cgroup/memory/tend")
-        .join(format!("{instance}-{}", uid(&worker)))
-        .join("memory.limit_in_bytes");
+    // Wherever this host keeps it (v1 memory.limit_in_bytes, v2 memory.max): the driver knows.
+    let mem = crate::cgroup::detect(Path::new(CGROUP_ROOT))?.limit_file(
+        &format!("{instance}-{}", uid(&worker)),
+        crate::cgroup::Resource::Memory,
+    )?;
     if i == 0 {
         // A workload killed within 10 s of its start counts as a crash loop and is restarted
         // after a backoff (as Kubernetes does); this figure is the restart path itself.

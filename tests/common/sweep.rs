@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::process::Command;
-use tend::cgroup::CgroupManager;
 
 /// Removes what is left of the instance of `state_dir`: shims and workloads, named network
 /// namespaces, cgroups, links, Docker containers, the embedded btrfs image; and makes the
@@ -29,10 +28,12 @@ pub fn instance_leftovers(state_dir: &Path) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    if let Ok(cg) = tend::cgroup::detect(Path::new("/sys/fs/cgroup")) {
-        for n in cg.list(&format!("{inst}-")).unwrap_or_default() {
-            let _ = cg.kill_all(&n);
-            let _ = cg.remove(&n);
+    // Every hierarchy, not only the one the daemon's manager uses (v1 controllers, the unified
+    // mount of a hybrid host, or the v2 tree).
+    let groups = tend::cgroup::find_groups(Path::new("/sys/fs/cgroup"), &format!("{inst}-"));
+    for dir in groups.unwrap_or_default() {
+        if let Err(e) = tend::cgroup::kill_and_remove_dir(&dir) {
+            eprintln!("sweep: cgroup {} left: {e}", dir.display());
         }
     }
     for e in std::fs::read_dir("/sys/class/net")

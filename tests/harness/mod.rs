@@ -310,22 +310,14 @@ impl Daemon {
     }
 }
 
-/// `/sys/fs/cgroup/<ctrl>/tend/<instance>-*` (and the v2 unified tree), as paths.
+/// Every tend cgroup of `instance` in any hierarchy (`<hierarchy>/tend/<instance>-*`: each v1
+/// controller and the unified mount of a hybrid host, or the one tree of a v2 host), as paths.
 pub fn cgroups(instance: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        if let Ok(rd) = std::fs::read_dir(ctrl.path().join("tend")) {
-            for e in rd.flatten() {
-                if e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{instance}-"))
-                {
-                    out.push(e.path().display().to_string());
-                }
-            }
-        }
-    }
-    out
+    tend::cgroup::find_groups(Path::new("/sys/fs/cgroup"), &format!("{instance}-"))
+        .unwrap()
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 impl Drop for Daemon {
