@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Runs tend on its embedded default (SQLite store, btrfs loop image or copy backend, native
-# runtime), applies the example specs and shows them converging. Needs root.
+# runtime), applies the example specs and shows them converging. Needs root (re-runs itself with
+# sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
+echo "quickstart: checking the host's packages (deploy/setup-host.sh)"
 deploy/setup-host.sh
-cargo build --release --quiet
+# The first build compiles a few hundred crates (minutes on two cores): cargo's own progress
+# lines say where it is.
+echo "quickstart: building tend (cargo build --release; the first build takes minutes)"
+cargo build --release
+echo "quickstart: starting tend serve on ${TEND_STATE_DIR:-/var/lib/tend}"
 tend=target/release/tend
 state=${TEND_STATE_DIR:-/var/lib/tend}
 export TEND_STATE_DIR=$state

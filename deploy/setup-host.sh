@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs and starts what tend and its tests need on a Debian 12 host. Idempotent: a second
-# run is fast. Needs root. Used by .ci/run, deploy/test.sh and deploy/quickstart.sh.
+# run is fast. Needs root (re-runs itself with sudo when not root). Used by .ci/run,
+# deploy/test.sh and deploy/quickstart.sh.
 set -euo pipefail
+if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 
-# podman, crun and runc are the peers `tend bench container` measures beside tend.
+# podman, crun and runc are the peers `tend bench container` measures beside tend;
+# qemu-system-x86, cpio and binutils (strip) are for the cgroup v2 VM suite (deploy/vm-test.sh).
 packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3
-  podman crun runc)
+  podman crun runc qemu-system-x86 cpio binutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,8 +40,21 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-# The local test image (no registry is reachable).
+# cargo-nextest runs the test suite (deploy/test.sh).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup-host: installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+# The Debian kernel the VM suite boots (downloaded and unpacked into a cache, never installed).
 here=$(cd "$(dirname "$0")" && pwd)
+"$here/vm-test.sh" --fetch-kernel
+
+# kubectl is not in Debian: the kubectl test needs one installed by hand (see docs/operations.md).
+command -v kubectl >/dev/null 2>&1 ||
+  echo "setup-host: kubectl is not installed; the kubectl test will fail unless TEND_SKIP_KUBECTL=1 (see docs/operations.md)"
+
+# The local test image (no registry is reachable).
 if [ -x "$here/docker-test-image.sh" ]; then
   "$here/docker-test-image.sh"
 fi

@@ -17,6 +17,29 @@ impl Drop for Kill {
     }
 }
 
+/// Whether kubectl is installed. It is not a Debian package, and no registry the project may use
+/// ships an official build, so nothing installs it: where it is missing, CI
+/// (`TEND_REQUIRE_PRIVILEGED=1`) fails unless `TEND_SKIP_KUBECTL=1` says the skip is wanted, and
+/// deploy/test.sh then prints the skip beside its summary.
+fn kubectl_present(test: &str) -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return true;
+    }
+    let env_is = |k: &str| std::env::var_os(k).is_some_and(|v| v == "1");
+    if env_is("TEND_REQUIRE_PRIVILEGED") && !env_is("TEND_SKIP_KUBECTL") {
+        panic!(
+            "{test}: kubectl is not installed (it is not in Debian: install it from the Kubernetes \
+             project, or set TEND_SKIP_KUBECTL=1 to skip this test knowingly)"
+        );
+    }
+    eprintln!("SKIPPED {test}: kubectl is not installed");
+    false
+}
+
 fn kubectl(kc: &Path, args: &[&str]) -> (bool, String) {
     let out = Command::new("kubectl")
         .env("KUBECONFIG", kc)
@@ -82,13 +105,7 @@ fn start(dir: &Path) -> (Kill, PathBuf) {
 
 #[test]
 fn kubectl_drives_tend() {
-    if Command::new("kubectl")
-        .arg("version")
-        .arg("--client")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED kubectl_drives_tend: kubectl is not installed");
+    if !kubectl_present("kubectl_drives_tend") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

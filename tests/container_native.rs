@@ -81,7 +81,7 @@ fn limits_written_on_the_host_are_put_back_without_waiting_for_resync() {
         let t = Instant::now();
         while read(&f).trim() != ours {
             assert!(
-                t.elapsed() < Duration::from_secs(10),
+                t.elapsed() < common::scaled(Duration::from_secs(10)),
                 "{f} not put back (resync is an hour away)"
             );
             std::thread::sleep(Duration::from_millis(10));
@@ -127,7 +127,7 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     assert!(cgs.procs(&cg).unwrap().contains(&pid));
 
     // Logs: PID namespace shows the workload as PID 1; both streams are kept.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(5));
     let logs = loop {
         let out = d.tend(&["logs", "web"]);
         let s = String::from_utf8_lossy(&out.stdout).to_string();
@@ -155,7 +155,7 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
 
     // A limit changed behind tend's back is set back (resync is 1 s here).
     std::fs::write(limit_file(&cgs, &cg, Resource::Pids), "1000").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(5));
     while read(Resource::Pids) != "64" {
         assert!(Instant::now() < deadline, "pids.max not put back");
         std::thread::sleep(Duration::from_millis(50));
@@ -167,7 +167,7 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     let top = group_dir.parent().and_then(Path::parent).unwrap();
     std::fs::write(top.join("cgroup.procs"), pid.to_string()).unwrap();
     std::fs::remove_dir(&group_dir).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(10));
     while !(in_group(pid, &cg) && group_dir.is_dir()) {
         assert!(Instant::now() < deadline, "deleted group not rebuilt");
         std::thread::sleep(Duration::from_millis(50));
@@ -206,7 +206,13 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n");
 
     // tend wait sees Ready.
-    let out = d.tend(&["wait", "ct/web", "--for=condition=Ready", "--timeout", "5s"]);
+    let out = d.tend(&[
+        "wait",
+        "ct/web",
+        "--for=condition=Ready",
+        "--timeout",
+        &common::scaled_secs(5),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -217,7 +223,13 @@ fn runs_limited_as_pid_1_with_logs_exec_restart_replace_and_delete() {
     let last = pid_of(&v);
     let out = d.tend(&["delete", "container", "web"]);
     assert!(out.status.success());
-    let out = d.tend(&["wait", "ct/web", "--for=delete", "--timeout", "10s"]);
+    let out = d.tend(&[
+        "wait",
+        "ct/web",
+        "--for=delete",
+        "--timeout",
+        &common::scaled_secs(10),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -248,7 +260,13 @@ fn memory_hog_is_oom_killed_and_reported() {
     assert_eq!(v["status"]["conditions"][0]["reason"], "OOMKilled");
     d.tend(&["delete", "container", "hog"]);
     assert!(d
-        .tend(&["wait", "ct/hog", "--for=delete", "--timeout", "10s"])
+        .tend(&[
+            "wait",
+            "ct/hog",
+            "--for=delete",
+            "--timeout",
+            &common::scaled_secs(10)
+        ])
         .status
         .success());
 }
@@ -263,16 +281,21 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
     for i in 0..10 {
         yaml.push_str(&container(&format!("c{i}"), "exec sleep 3600", "---\n"));
     }
+    // "ends" exits when told to (a file appears), not after a guessed time.
+    let go = d.path().join("ends-go");
     yaml.push_str(&container(
         "ends",
-        "sleep 2; exit 7",
+        &format!(
+            "while [ ! -e {} ]; do sleep 0.05; done; exit 7",
+            go.display()
+        ),
         "  restartPolicy: Never\n",
     ));
     d.apply(&yaml);
     let before: Vec<i32> = (0..10)
         .map(|i| pid_of(&running(&d, &format!("c{i}"))))
         .collect();
-    running(&d, "ends");
+    let ends = pid_of(&running(&d, "ends"));
     d.kill9();
     // While the daemon is down: the workloads live on; one exits; an orphan cgroup appears.
     for p in &before {
@@ -281,7 +304,15 @@ fn daemon_kill9_keeps_workloads_sees_exits_and_sweeps_orphans() {
     let cg = cgroups();
     let orphan = format!("{}-00000000-dead-beef-0000-000000000000", d.instance());
     cg.create(&orphan).unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(5));
+    while alive(ends) {
+        assert!(
+            Instant::now() < deadline,
+            "ends did not exit while the daemon was down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d.spawn();
     let v = d.wait("container", "ends", "exit seen", |v| {
         v["status"]["phase"] == "Failed"
@@ -314,10 +345,18 @@ fn crash_loop_backoff_grows() {
     }
     let d = daemon(1);
     d.apply(&container("crash", "exit 1", ""));
+    // Restart 1 is immediate, then base, 2 base, 4 base: restart 4 comes after 7 base of backoff,
+    // plus four runs of the workload (each a start and an exit: 3 s allowed).
+    let base = tend_controllers::container::ContainerConfig::default().backoff_base;
+    let window = base * 7 + 4 * common::scaled(Duration::from_secs(3));
     let t0 = Instant::now();
     let mut changes: Vec<(u64, Duration)> = Vec::new();
     let mut saw_backoff = false;
-    while t0.elapsed() < Duration::from_secs(8) {
+    while changes.last().is_none_or(|(n, _)| *n < 4) {
+        assert!(
+            t0.elapsed() < window,
+            "no 4th restart in {window:?}: {changes:?}"
+        );
         if let Some(v) = d.get("container", "crash") {
             let n = v["status"]["restartCount"].as_u64().unwrap_or(0);
             if changes.last().is_none_or(|(m, _)| *m != n) {
@@ -336,7 +375,13 @@ fn crash_loop_backoff_grows() {
     );
     d.tend(&["delete", "container", "crash"]);
     assert!(d
-        .tend(&["wait", "ct/crash", "--for=delete", "--timeout", "10s"])
+        .tend(&[
+            "wait",
+            "ct/crash",
+            "--for=delete",
+            "--timeout",
+            &common::scaled_secs(10)
+        ])
         .status
         .success());
 }

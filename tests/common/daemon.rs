@@ -75,7 +75,7 @@ impl Daemon {
             .spawn()
             .map_err(|e| format!("spawn tend serve: {e}"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::scaled(Duration::from_secs(30));
         while !self.path().join("engine.json").exists() {
             if Instant::now() > deadline {
                 self.kill9();
@@ -140,7 +140,7 @@ impl Daemon {
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
-    /// Polls `kind/name` until `pred` holds (20 s at most; `None` means not found), and
+    /// Polls `kind/name` until `pred` holds (20 s at most, [`super::scaled`]; `None` means not found), and
     /// panics with the object and the daemon's log otherwise.
     pub fn wait_for(
         &self,
@@ -149,7 +149,7 @@ impl Daemon {
         what: &str,
         pred: impl Fn(Option<&Value>) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + super::scaled(Duration::from_secs(20));
         loop {
             let v = self.get(kind, name);
             if pred(v.as_ref()) {
@@ -171,7 +171,7 @@ impl Daemon {
 
     /// Waits until `kind/name` has condition Ready=True; panics with its status and the log.
     pub fn wait_ready(&self, kind: &str, name: &str, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + super::scaled(timeout);
         loop {
             let obj = self.get(kind, name);
             if let Some(o) = obj.as_ref().filter(|o| condition(o, "Ready") == "True") {

@@ -2,6 +2,24 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// `d` stretched by `TEND_TEST_TIME_SCALE` (default 1): the VM suite runs under CPU emulation
+/// (deploy/vm-test.sh sets it), where every start takes several times longer. Only upper bounds
+/// of waits for a positive signal are scaled, never a figure a test asserts.
+pub fn scaled(d: Duration) -> Duration {
+    let k: u32 = std::env::var("TEND_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&k| k >= 1)
+        .unwrap_or(1);
+    d * k
+}
+
+/// `secs` seconds, scaled, as a CLI duration ("20s").
+pub fn scaled_secs(secs: u64) -> String {
+    format!("{}s", scaled(Duration::from_secs(secs)).as_secs())
+}
 
 /// Returns true when the test may touch privileged host objects. On a non-root machine it says
 /// so loudly and returns false, so the test can return early; with `TEND_REQUIRE_PRIVILEGED=1`
