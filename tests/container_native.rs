@@ -349,30 +349,45 @@ fn crash_loop_backoff_grows() {
     // plus four runs of the workload (each a start and an exit: 3 s allowed).
     let base = tend_controllers::container::ContainerConfig::default().backoff_base;
     let window = base * 7 + 4 * common::scaled(Duration::from_secs(3));
+    // Each run's start as the shim recorded it (status.startedAt while restartCount is n), so
+    // the intervals do not depend on how often this loop gets to look (slow under emulation).
     let t0 = Instant::now();
-    let mut changes: Vec<(u64, Duration)> = Vec::new();
+    let mut starts: Vec<(u64, chrono::DateTime<chrono::FixedOffset>)> = Vec::new();
     let mut saw_backoff = false;
-    while changes.last().is_none_or(|(n, _)| *n < 4) {
+    while starts.last().is_none_or(|(n, _)| *n < 4) {
         assert!(
             t0.elapsed() < window,
-            "no 4th restart in {window:?}: {changes:?}"
+            "no 4th restart in {window:?}: {starts:?}"
         );
         if let Some(v) = d.get("container", "crash") {
             let n = v["status"]["restartCount"].as_u64().unwrap_or(0);
-            if changes.last().is_none_or(|(m, _)| *m != n) {
-                changes.push((n, t0.elapsed()));
+            let started = v["status"]["startedAt"].as_str().unwrap_or_default();
+            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(started) {
+                if starts.last().is_none_or(|(m, _)| *m != n) {
+                    starts.push((n, at));
+                }
             }
             saw_backoff |= v["status"]["conditions"][0]["reason"] == "CrashLoopBackOff";
         }
         std::thread::sleep(Duration::from_millis(30));
     }
-    assert!(saw_backoff, "{changes:?}");
-    let at = |n: u64| changes.iter().find(|(m, _)| *m == n).map(|(_, t)| *t);
-    let (t2, t3, t4) = (at(2).unwrap(), at(3).unwrap(), at(4).unwrap());
-    assert!(
-        t4 - t3 > t3 - t2 + Duration::from_millis(500),
-        "{changes:?}"
+    assert!(saw_backoff, "{starts:?}");
+    let at = |n: u64| starts.iter().find(|(m, _)| *m == n).map(|(_, t)| *t);
+    let never = |n| panic!("run {n} never seen: {starts:?}");
+    let (t3, t4) = (
+        at(3).unwrap_or_else(|| never(3)),
+        at(4).unwrap_or_else(|| never(4)),
     );
+    // Restart 4 waited 4 base after run 3 ended: a lower bound that holds however slow the host.
+    let base = chrono::Duration::from_std(base).unwrap();
+    assert!(t4 - t3 >= base * 4, "{starts:?}");
+    // And it waited longer than restart 3 (2 base), when run 2 was seen.
+    if let Some(t2) = at(2) {
+        assert!(
+            t4 - t3 > t3 - t2 + chrono::Duration::milliseconds(500),
+            "{starts:?}"
+        );
+    }
     d.tend(&["delete", "container", "crash"]);
     assert!(d
         .tend(&[
