@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-TEND_VM_BENCH=1 TEND_VM_TIMEOUT=${TEND_VM_TIMEOUT:-1500} TEND_VM_LOG="$log" deploy/vm-test.sh >/dev/null || true
+TEND_VM_BENCH=1 TEND_VM_TIMEOUT=${TEND_VM_TIMEOUT:-1500} TEND_VM_LOG="$log" deploy/vm-test.sh |
+  grep -E '^vm-test: [0-9]+ passed' || true
 grep -q '^bench: ' "$log" || { echo "vm-bench: the VM printed no bench output (log: $log)" >&2; exit 1; }
 python3 - "$log" docs/benchmarks.md <<'PY'
 import re, sys
