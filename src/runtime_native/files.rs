@@ -99,6 +99,7 @@ pub fn shim_config(
         cgroup_procs: cg.path_for_join(cgroup),
         log,
         oom: oom_check(cg, cgroup),
+        security: Default::default(),
     }
 }
 

@@ -197,7 +197,7 @@ impl NativeRuntime {
         };
         let config: shim::ShimConfig = read_json(&dir.join("config.json"))?
             .ok_or_else(|| NativeError::NotRunning { uid: uid.into() })?;
-        shim::exec_in(h.workload_pid, argv, &config.env, &config.cgroup_procs).map_err(shim_err)
+        shim::exec_in(h.workload_pid, argv, &config.env, &config).map_err(shim_err)
     }
 }
 
