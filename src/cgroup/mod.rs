@@ -132,7 +132,26 @@ pub trait CgroupManager: Send + Sync {
     /// The `cgroup.procs` files a process writes its own PID into to join the group (the shim
     /// does this itself before exec). The group must have been created.
     fn path_for_join(&self, name: &str) -> Vec<PathBuf>;
+
+    /// Limits device access to `allow` (`devices.allow` lines such as `c 1:3 rwm`): v1 denies
+    /// everything in the group's devices controller, then allows each rule; v2 does nothing
+    /// (device filtering there is an eBPF program tend does not load: it exposes no device
+    /// nodes and drops CAP_MKNOD instead). Idempotent.
+    fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()>;
 }
+
+/// The devices a default container may use: null, zero, full, random, urandom, tty, ptmx and
+/// its pseudo-terminals. No `m` wildcard: creating any other device node fails.
+pub const DEFAULT_DEVICES: [&str; 8] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// The manager picked for this host, dispatching to v1 or v2.
 #[derive(Debug, Clone)]
@@ -210,6 +229,9 @@ impl CgroupManager for AnyCgroupManager {
     }
     fn path_for_join(&self, name: &str) -> Vec<PathBuf> {
         self.inner().path_for_join(name)
+    }
+    fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()> {
+        self.inner().restrict_devices(name, allow)
     }
 }
 

@@ -175,6 +175,10 @@ impl CgroupManager for V2Manager {
     fn path_for_join(&self, name: &str) -> Vec<PathBuf> {
         vec![self.parent().join(name).join("cgroup.procs")]
     }
+
+    fn restrict_devices(&self, name: &str, _allow: &[&str]) -> Result<()> {
+        fs::check_name(name)
+    }
 }
 
 /// The controller that owns a v2 interface file (`memory.max` → `memory`).
