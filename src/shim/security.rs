@@ -132,8 +132,9 @@ pub enum SecurityError {
 pub(crate) struct SecurityPlan {
     /// Capabilities to drop from the bounding set.
     drop_bounding: Vec<Capability>,
-    /// Effective and permitted set for uid 0.
-    root_caps: CapsHashSet,
+    /// Effective and permitted set for uid 0; `None` leaves the sets the shim has (privileged:
+    /// every capability the host grants tend, which may be fewer than the kernel knows).
+    root_caps: Option<CapsHashSet>,
     /// Empty set (inheritable; effective and permitted for other uids).
     none: CapsHashSet,
     no_new_privs: bool,
@@ -166,7 +167,7 @@ impl SecurityPlan {
         };
         Ok(Self {
             drop_bounding,
-            root_caps: keep,
+            root_caps: s.capabilities.is_some().then_some(keep),
             none: CapsHashSet::new(),
             no_new_privs: s.no_new_privs,
             filters,
@@ -195,16 +196,17 @@ impl SecurityPlan {
     /// Child, after the uid change: effective and permitted become the kept set for uid 0 and
     /// empty for other uids (as in Docker); inheritable and ambient are empty.
     pub(crate) fn apply_after_setuid(&self, uid: u32) -> Result<(), (&'static str, Errno)> {
-        let set = if uid == 0 {
-            &self.root_caps
-        } else {
-            &self.none
+        let set = match (&self.root_caps, uid) {
+            (Some(caps), 0) => Some(caps),
+            (None, 0) => None,
+            _ => Some(&self.none),
         };
-        for (cset, value) in [
-            (CapSet::Effective, set),
-            (CapSet::Permitted, set),
-            (CapSet::Inheritable, &self.none),
-        ] {
+        let sets = [
+            set.map(|s| (CapSet::Effective, s)),
+            set.map(|s| (CapSet::Permitted, s)),
+            Some((CapSet::Inheritable, &self.none)),
+        ];
+        for (cset, value) in sets.into_iter().flatten() {
             caps::set(None, cset, value).map_err(|_| ("capabilities", Errno::last()))?;
         }
         caps::clear(None, CapSet::Ambient).map_err(|_| ("capabilities", Errno::last()))
@@ -259,11 +261,12 @@ mod tests {
     #[test]
     fn docker_defaults_make_docker_s_bounding_mask() {
         let plan = SecurityPlan::new(&Security::default()).unwrap();
-        let mask: u64 = plan.root_caps.iter().map(|c| c.bitmask()).sum();
-        assert_eq!(mask, 0xa80425fb, "CapBnd of `docker run`");
         assert_eq!(plan.filters.len(), 2, "profile + clone3 ENOSYS");
+        let mask: u64 = plan.root_caps.unwrap().iter().map(|c| c.bitmask()).sum();
+        assert_eq!(mask, 0xa80425fb, "CapBnd of `docker run`");
         let privileged = SecurityPlan::new(&Security::unconfined()).unwrap();
         assert!(privileged.drop_bounding.is_empty() && privileged.filters.is_empty());
+        assert!(privileged.root_caps.is_none());
     }
 
     #[test]
@@ -273,8 +276,8 @@ mod tests {
             ..Security::default()
         };
         let plan = SecurityPlan::new(&s).unwrap();
-        assert!(plan.root_caps.contains(&Capability::CAP_NET_ADMIN));
         assert_eq!(plan.filters.len(), 1, "CAP_SYS_ADMIN may clone3");
+        assert!(plan.root_caps.unwrap().contains(&Capability::CAP_NET_ADMIN));
         s.capabilities = Some(vec!["CAP_FLY".into()]);
         assert!(matches!(
             SecurityPlan::new(&s),
