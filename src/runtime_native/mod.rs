@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tend_controllers::container::{
     ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream, Observed, Running,
-    RuntimeFault, WorkloadSpec,
+    WorkloadSpec,
 };
 
 /// What can go wrong in the native runtime; each variant names the container, path or call.
@@ -268,10 +268,10 @@ impl ContainerRuntime for NativeRuntime {
     async fn start(&self, w: &WorkloadSpec) -> Result<Running, DriverError> {
         let uid = w.spec.user.unwrap_or_default().uid;
         if w.spec.security().run_as_non_root && uid == 0 {
-            return Err(Box::new(RuntimeFault::Refused {
+            return Err(DriverError::Refused {
                 reason: "RunAsNonRoot",
                 message: "securityContext.runAsNonRoot is set but the container would run as uid 0 (set spec.user.uid)".into(),
-            }));
+            });
         }
         let (me, w) = (self.clone(), w.clone());
         Ok(blocking(move || me.start_blocking(&w)).await?)
