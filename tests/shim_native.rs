@@ -58,6 +58,7 @@ impl Container {
             cgroup_procs: vec![],
             log: LogLimits::default(),
             oom: None,
+            security: Default::default(),
         }
     }
 
@@ -211,14 +212,14 @@ async fn rootfs_namespaces_lock_and_exec() {
     let check = r#"[ "$(readlink /proc/self/ns/pid)" = "$NS" ] && [ "$(hostname)" = shimbox ] && [ -f /data/out ] && [ ! -e /bin/bash ] && exit 7"#;
     let argv = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
     assert_eq!(
-        shim::exec_in(h.workload_pid, &argv(check), &env, &[]).unwrap(),
+        shim::exec_in(h.workload_pid, &argv(check), &env, &cfg).unwrap(),
         7
     );
     assert_eq!(
-        shim::exec_in(h.workload_pid, &argv("exit 5"), &env, &[]).unwrap(),
+        shim::exec_in(h.workload_pid, &argv("exit 5"), &env, &cfg).unwrap(),
         5
     );
-    let err = shim::exec_in(h.workload_pid, &["nope".to_string()], &env, &[]).unwrap_err();
+    let err = shim::exec_in(h.workload_pid, &["nope".to_string()], &env, &cfg).unwrap_err();
     assert!(err.to_string().contains("execve"), "{err}");
 
     // sh as PID 1 has no TERM handler, so stop falls back to SIGKILL after the grace.

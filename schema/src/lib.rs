@@ -8,6 +8,7 @@ pub mod field;
 pub mod kinds;
 pub mod meta;
 pub mod object;
+pub mod policy;
 pub mod quantity;
 pub mod selector;
 pub mod store;

@@ -153,6 +153,15 @@ impl Identity {
         }
     }
 
+    /// What the admission policy treats it as: limited to namespaces, or admin.
+    pub fn credential(&self) -> tend_schema::policy::Credential {
+        use tend_schema::policy::Credential;
+        match self.namespaces {
+            Some(_) => Credential::Namespaced,
+            None => Credential::Admin,
+        }
+    }
+
     /// May this identity see `ns`?
     pub fn sees(&self, ns: &str) -> bool {
         self.namespaces

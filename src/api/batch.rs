@@ -96,9 +96,10 @@ pub(crate) async fn apply(
             Err(e) => return Ok(respond(vec![], Some((i, e.into())))),
         }
     }
-    // Every namespace is checked before anything is written.
+    // Every namespace and the admission policy are checked before anything is written.
     for o in &objects {
         id.check(Some(o.metadata.ns()), true)?;
+        s.admit(&id, o)?;
     }
     let (applied, failed) = match s.timed(s.store.apply(objects, p.dry_run)).await {
         Ok(r) => (r, None),

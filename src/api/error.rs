@@ -91,14 +91,31 @@ impl ApiError {
             "code": self.code.as_u16(),
         });
         if !self.causes.is_empty() {
+            let why = if self.reason == "Forbidden" {
+                "FieldValueForbidden"
+            } else {
+                "FieldValueInvalid"
+            };
             let causes: Vec<Value> = self
                 .causes
                 .iter()
-                .map(|c| json!({"reason": "FieldValueInvalid", "message": c.message, "field": c.field}))
+                .map(|c| json!({"reason": why, "message": c.message, "field": c.field}))
                 .collect();
             body["details"] = json!({ "group": tend_schema::API_GROUP, "causes": causes });
         }
         body
+    }
+}
+
+/// A policy refusal: 403 `Forbidden`, the field as the cause.
+impl From<tend_schema::policy::Forbidden> for ApiError {
+    fn from(f: tend_schema::policy::Forbidden) -> Self {
+        Self {
+            code: StatusCode::FORBIDDEN,
+            reason: "Forbidden",
+            message: f.to_string(),
+            causes: vec![FieldError::new(f.field, f.message)],
+        }
     }
 }
 

@@ -113,6 +113,8 @@ pub struct ApiConfig {
     pub limits: Limits,
     /// The container runtimes, for logs and exec (absent: those answer 503).
     pub runtimes: Option<tend_controllers::container::Runtimes>,
+    /// What namespace-limited tokens may ask for.
+    pub policy: tend_schema::policy::Policy,
 }
 
 /// Shared by every handler.
@@ -127,6 +129,14 @@ pub(crate) struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The container runtimes, for logs and exec.
     pub runtimes: Option<tend_controllers::container::Runtimes>,
+    pub policy: tend_schema::policy::Policy,
+}
+
+impl AppState {
+    /// The admission check every write path makes before storing `obj` for `id`.
+    pub(crate) fn admit(&self, id: &auth::Identity, obj: &tend_schema::AnyObject) -> ApiResult<()> {
+        Ok(self.policy.admit(id.credential(), obj)?)
+    }
 }
 
 pub(crate) type AppRef = Arc<AppState>;
@@ -319,6 +329,25 @@ fn router(state: AppRef, trusted: bool) -> Router {
         .with_state(state)
 }
 
+/// Binds the admin socket at `socket` so that no other user can ever reach it: the state dir
+/// becomes 0700 (also when it already existed), the socket is bound inside a fresh 0700
+/// directory, made 0600, and only then renamed into place.
+fn bind_private(state_dir: &Path, socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))?;
+    let private = state_dir.join(format!(".sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("tend.sock");
+    let bound = tokio::net::UnixListener::bind(&staged).and_then(|l| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, socket)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
 /// A bound server: listeners are open, nothing is served until [`BoundApi::run`].
 pub struct BoundApi {
     state: AppRef,
@@ -331,17 +360,14 @@ pub struct BoundApi {
 /// Binds the socket (replacing a stale one; mode 0600) and the optional TCP address, and
 /// makes sure an admin token exists.
 pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
-    use std::os::unix::fs::PermissionsExt;
     let tokens_file = config.paths.tokens.clone();
     auth::TokenFile::ensure_admin(&tokens_file)?;
     let socket = config.paths.socket.clone();
-    let _ = std::fs::remove_file(&socket);
-    let berr = |source| ServeError::BindUnix {
+    let dir = socket.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let unix = bind_private(&dir, &socket).map_err(|source| ServeError::BindUnix {
         path: socket.clone(),
         source,
-    };
-    let unix = tokio::net::UnixListener::bind(&socket).map_err(berr)?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(berr)?;
+    })?;
     let tcp = match config.listen {
         None => None,
         Some(addr) => Some((
@@ -362,6 +388,7 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
         watch_slots: Mutex::new(HashMap::new()),
         shutdown,
         runtimes: config.runtimes,
+        policy: config.policy,
     });
     Ok(BoundApi {
         state,

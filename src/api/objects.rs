@@ -149,6 +149,7 @@ pub async fn create(
     fit_to_path(&mut v, kind, &ns, None)?;
     generate_name(&mut v);
     let obj = decode_value(v)?;
+    s.admit(&id, &obj)?;
     let created = if p.dry_run {
         let key = obj.key().map_err(ApiError::invalid)?;
         match s.store.get(&key).await {
@@ -163,13 +164,16 @@ pub async fn create(
     Ok(respond(StatusCode::CREATED, &headers, created))
 }
 
-/// Writes a full desired object: CAS on its resourceVersion (none = unconditional).
+/// Writes a full desired object for `id`: admission policy, then CAS on its resourceVersion
+/// (none = unconditional).
 pub(crate) async fn write(
     s: &AppRef,
+    id: &Identity,
     mut obj: AnyObject,
     current: &AnyObject,
     dry_run: bool,
 ) -> ApiResult<AnyObject> {
+    s.admit(id, &obj)?;
     ssa::carry(current, &mut obj);
     if dry_run {
         return Ok(s.store.apply(vec![obj], true).await?.remove(0).object);
@@ -211,7 +215,7 @@ pub async fn replace(
     let (key, v) = put_body(&id, &plural, &ns, &name, &headers, body)?;
     let obj = decode_value(v)?;
     let current = s.store.get(&key).await?;
-    let out = write(&s, obj, &current, p.dry_run).await?;
+    let out = write(&s, &id, obj, &current, p.dry_run).await?;
     Ok(respond(StatusCode::OK, &headers, out))
 }
 
@@ -279,10 +283,10 @@ pub async fn patch(
     let body = body_bytes(body)?;
     let ct = request::content_type(&headers);
     let (code, out) = match ct.as_str() {
-        "application/apply-patch+yaml" => ssa::apply(&s, &key, &body, &p).await?,
+        "application/apply-patch+yaml" => ssa::apply(&s, &id, &key, &body, &p).await?,
         "application/merge-patch+json" | "application/json-patch+json" => (
             StatusCode::OK,
-            patch_object(&s, &key, &ct, &body, p.dry_run).await?,
+            patch_object(&s, &id, &key, &ct, &body, p.dry_run).await?,
         ),
         other => return Err(unsupported_patch(other)),
     };
@@ -322,6 +326,7 @@ fn apply_patch(doc: &mut Value, ct: &str, body: &[u8]) -> ApiResult<()> {
 /// named no resourceVersion.
 async fn patch_object(
     s: &AppRef,
+    id: &Identity,
     key: &ObjectKey,
     ct: &str,
     body: &[u8],
@@ -342,7 +347,7 @@ async fn patch_object(
                 "a patch may not change kind, namespace or name",
             ));
         }
-        match write(s, obj, &current, dry_run).await {
+        match write(s, id, obj, &current, dry_run).await {
             Err(e) if e.reason == "Conflict" && !pinned => continue,
             other => return other,
         }

@@ -8,6 +8,7 @@
 //! The store does not keep `metadata.managedFields`, so the ownership map rides in the
 //! [`MANAGED_ANNOTATION`] annotation and is shown to clients as `managedFields`.
 
+use super::auth::Identity;
 use super::error::{ApiError, ApiResult};
 use super::objects::write;
 use super::request::{fit_to_path, parse_bytes, Params};
@@ -149,6 +150,7 @@ pub fn carry(current: &AnyObject, desired: &mut AnyObject) {
 /// Server-side apply of `body` (YAML or JSON) by `fieldManager`: 201 when created, else 200.
 pub async fn apply(
     s: &AppRef,
+    id: &Identity,
     key: &ObjectKey,
     body: &[u8],
     p: &Params,
@@ -175,6 +177,7 @@ pub async fn apply(
         };
         let Some(current) = current else {
             let mut obj = decode_value(v.clone())?;
+            s.admit(id, &obj)?;
             let mut mgrs = Managers::new();
             mgrs.insert(
                 manager.clone(),
@@ -261,7 +264,7 @@ pub async fn apply(
             MANAGED_ANNOTATION.into(),
             desired.metadata.annotations[MANAGED_ANNOTATION].clone(),
         );
-        match write(s, desired, &keep, p.dry_run).await {
+        match write(s, id, desired, &keep, p.dry_run).await {
             Err(e) if e.reason == "Conflict" => continue,
             other => return Ok((StatusCode::OK, other?)),
         }

@@ -54,6 +54,7 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
         metrics: None,
         limits: Default::default(),
         runtimes: None,
+        policy: Default::default(),
     })
     .await?;
     let sock = api.socket().to_path_buf();

@@ -12,7 +12,10 @@ use tend_schema::kinds::container::ContainerStatus;
 use tend_schema::store::{SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
-fn spec(full: bool) -> serde_json::Value {
+/// The bench container; `isolated: false` turns the default isolation off (all capabilities,
+/// no seccomp, no masked paths, no_new_privs off, the host's network without networks), to
+/// measure what it costs.
+fn spec(full: bool, isolated: bool) -> serde_json::Value {
     let mut s = serde_json::json!({
         "command": ["/bin/sleep", "3600"],
         "resources": {"memory": "64Mi", "cpu": "250m", "pids": 64},
@@ -21,6 +24,10 @@ fn spec(full: bool) -> serde_json::Value {
     if full {
         s["rootfs"] = serde_json::json!({"state": "busybox"});
         s["networks"] = serde_json::json!([{"name": "bench"}]);
+    }
+    if !isolated {
+        s["securityContext"] = serde_json::json!({"privileged": true, "noNewPrivileges": false});
+        s["hostNetwork"] = serde_json::json!(!full);
     }
     s
 }
@@ -94,7 +101,8 @@ fn running(s: &ContainerStatus) -> bool {
 
 /// Runs the benchmark with an in-process daemon on a temporary state dir; `single` samples of
 /// one apply each, then one apply of `bulk` containers, then `kills` kill→restart samples.
-pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()> {
+/// `isolated: false` runs them without the default isolation (see [`spec`]).
+pub async fn run(single: usize, bulk: usize, kills: usize, isolated: bool) -> anyhow::Result<()> {
     for full in [false, true] {
         // Host-filesystem containers need no loop image; the full setup uses btrfs.
         let opts = match full {
@@ -103,7 +111,8 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
         };
         let d = BenchDaemon::start("ct", opts).await?;
         note(format_args!(
-            "tend bench container ({}): state dir {}, instance {}",
+            "tend bench container ({}{}): state dir {}, instance {}",
+            if isolated { "" } else { "isolation off; " },
             if full {
                 "each on its own Sandbox of a btrfs State, with a Network and limits"
             } else {
@@ -116,7 +125,7 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
             if full {
                 full_setup(&d.store, &busybox_rootfs(&d.dir)?).await?;
             }
-            figures(&d.store, single, bulk, kills, full).await
+            figures(&d.store, (single, bulk, kills), full, isolated).await
         }
         .await;
         let stopped = d.stop().await;
@@ -128,10 +137,9 @@ pub async fn run(single: usize, bulk: usize, kills: usize) -> anyhow::Result<()>
 
 async fn figures(
     store: &SqliteStore,
-    single: usize,
-    bulk: usize,
-    kills: usize,
+    (single, bulk, kills): (usize, usize, usize),
     full: bool,
+    isolated: bool,
 ) -> anyhow::Result<()> {
     let mut lat = Vec::new();
     for i in 0..single {
@@ -142,7 +150,7 @@ async fn figures(
                 Kind::Container,
                 "default",
                 &key.name,
-                spec(full),
+                spec(full, isolated),
             ))
             .await?;
         until(store, &key, running).await?;
@@ -156,7 +164,14 @@ async fn figures(
     report(&format!("apply -> Running (1 container), {setup}"), lat);
 
     let objs: Vec<AnyObject> = (0..bulk)
-        .map(|i| AnyObject::new(Kind::Container, "default", &format!("bulk-{i}"), spec(full)))
+        .map(|i| {
+            AnyObject::new(
+                Kind::Container,
+                "default",
+                &format!("bulk-{i}"),
+                spec(full, isolated),
+            )
+        })
         .collect();
     let t = Instant::now();
     store.apply(objs, false).await?;

@@ -162,7 +162,26 @@ pub trait CgroupManager: Send + Sync {
 
     /// Pressure stall information of the group (v2 `*.pressure`; all `None` on v1).
     fn stats(&self, name: &str) -> Result<Stats>;
+
+    /// Limits device access to `allow` (`devices.allow` lines such as `c 1:3 rwm`): v1 denies
+    /// everything in the group's devices controller, then allows each rule; v2 does nothing
+    /// (device filtering there is an eBPF program tend does not load: it exposes no device
+    /// nodes and drops CAP_MKNOD instead). Idempotent.
+    fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()>;
 }
+
+/// The devices a default container may use: null, zero, full, random, urandom, tty, ptmx and
+/// its pseudo-terminals. No `m` wildcard: creating any other device node fails.
+pub const DEFAULT_DEVICES: [&str; 8] = [
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
 
 /// The manager picked for this host, dispatching to v1 or v2.
 #[derive(Debug, Clone)]
@@ -252,6 +271,9 @@ impl CgroupManager for AnyCgroupManager {
     }
     fn stats(&self, name: &str) -> Result<Stats> {
         self.inner().stats(name)
+    }
+    fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()> {
+        self.inner().restrict_devices(name, allow)
     }
 }
 

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use super::fs::{self, CgroupError, Result};
 use super::{CgroupManager, Limits, Resource, Stats, CPU_PERIOD_US, PARENT};
 
-/// The v1 hierarchies tend puts a group in; the freezer is only used to stop forks in `kill_all`.
-const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "freezer"];
+/// The v1 hierarchies tend puts a group in; the freezer is only used to stop forks in `kill_all`,
+/// devices to limit device access ([`CgroupManager::restrict_devices`]).
+const CONTROLLERS: [&str; 5] = ["memory", "cpu", "pids", "freezer", "devices"];
 
 /// v1 reports "unlimited" memory as a huge page-aligned number (PAGE_COUNTER_MAX pages).
 const MEMORY_UNLIMITED_FROM: u64 = 1 << 62;
@@ -233,6 +234,18 @@ impl CgroupManager for V1Manager {
     fn stats(&self, name: &str) -> Result<Stats> {
         fs::check_name(name)?;
         Ok(Stats::default())
+    }
+
+    fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()> {
+        fs::check_name(name)?;
+        if !self.has("devices") {
+            return Err(self.missing("devices", "device access"));
+        }
+        let group = self.group("devices", name);
+        fs::write(&group.join("devices.deny"), "a")?;
+        allow
+            .iter()
+            .try_for_each(|rule| fs::write(&group.join("devices.allow"), rule))
     }
 }
 

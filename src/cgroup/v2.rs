@@ -233,6 +233,10 @@ impl CgroupManager for V2Manager {
             io: read_pressure(&group.join("io.pressure"))?,
         })
     }
+
+    fn restrict_devices(&self, name: &str, _allow: &[&str]) -> Result<()> {
+        fs::check_name(name)
+    }
 }
 
 /// Waits until `group`'s cgroup.events says `populated 0`. The kernel raises a file-modified

@@ -53,6 +53,10 @@ pub enum What {
         bulk: usize,
         #[arg(long, default_value_t = 50)]
         kills: usize,
+        /// Run the containers without the default isolation (privileged, host network), to
+        /// measure what capabilities, seccomp, masks and the network namespace cost.
+        #[arg(long)]
+        no_isolation: bool,
     },
     /// Drift repair: each kind of host object changed behind tend's back, time until repaired.
     /// Needs root.
@@ -144,7 +148,8 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             single,
             bulk,
             kills,
-        } => crate::bench::container::run(single, bulk, kills).await?,
+            no_isolation,
+        } => crate::bench::container::run(single, bulk, kills, !no_isolation).await?,
         What::Sandbox {
             latency,
             burst,

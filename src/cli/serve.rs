@@ -32,6 +32,10 @@ pub struct Args {
     /// Seconds a tree no object owns is left alone before it is removed.
     #[arg(long, default_value_t = 30)]
     pub orphan_grace_seconds: u64,
+    /// Namespace-limited tokens may import States (directory, tarball) from under this
+    /// directory; repeatable, none by default. Admin credentials are not limited.
+    #[arg(long = "allow-source-dir", value_name = "DIR")]
+    pub allow_source_dirs: Vec<PathBuf>,
 }
 
 /// Runs the daemon on the state dir `dir` with these flags.
@@ -58,6 +62,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         cfg,
         ServeOptions {
             listen: args.listen,
+            policy: tend_schema::policy::Policy::new(&args.allow_source_dirs)?,
         },
     )
     .await

@@ -103,6 +103,8 @@ impl Drop for StateLock {
 pub struct ServeOptions {
     /// Also serve the API on this TCP address (bearer tokens, TLS).
     pub listen: Option<std::net::SocketAddr>,
+    /// What namespace-limited tokens may ask for (`--allow-source-dir`).
+    pub policy: tend_schema::policy::Policy,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT: takes the state lock, builds and starts every
@@ -137,6 +139,7 @@ pub async fn serve(
             ready: ready.clone(),
             metrics: Some(Arc::new(daemon.runtime.metrics_renderer())),
             limits: Default::default(),
+            policy: opts.policy.clone(),
         })
         .await?;
         anyhow::Ok((daemon, ready, api))

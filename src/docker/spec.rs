@@ -91,6 +91,26 @@ pub struct DockerSpec {
     pub network: Option<NetworkAttachment>,
     /// Extra user labels (from `metadata.labels`), added beside tend's own labels.
     pub labels: BTreeMap<String, String>,
+    // The fields below are left out of the hash when unset, so a spec that does not use them
+    // keeps the hash it had before they existed.
+    /// Docker's `NetworkMode: host`; wins over `network`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// Docker's `Privileged`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+    /// Capabilities added to Docker's default set (`CAP_…` names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped from Docker's default set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `SecurityOpt`, e.g. `no-new-privileges`, `seccomp=unconfined`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// Docker's `ReadonlyRootfs`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub readonly_rootfs: bool,
 }
 
 impl DockerSpec {
@@ -107,6 +127,7 @@ impl DockerSpec {
         labels.insert(LABEL_SPEC_HASH.to_string(), spec_hash(self));
         let env = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let (network_mode, networking_config) = match &self.network {
+            _ if self.host_network => ("host".to_string(), None),
             None => ("none".to_string(), None),
             Some(att) => {
                 let endpoint = EndpointSettings {
@@ -137,6 +158,11 @@ impl DockerSpec {
                 nano_cpus: self.nano_cpus(),
                 pids_limit: self.pids,
                 network_mode: Some(network_mode),
+                privileged: Some(self.privileged),
+                cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
+                cap_drop: (!self.cap_drop.is_empty()).then(|| self.cap_drop.clone()),
+                security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
+                readonly_rootfs: Some(self.readonly_rootfs),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,

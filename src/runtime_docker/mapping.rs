@@ -7,7 +7,8 @@ use crate::docker::{ContainerInfo, DockerSpec, Owner};
 use std::collections::BTreeMap;
 use tend_controllers::container::{Exit, Observed, Running, WorkloadSpec};
 use tend_controllers::Context;
-use tend_schema::kinds::container::ImageRef;
+use tend_schema::kinds::container::{ContainerSpec, ImageRef};
+use tend_schema::kinds::security::{SeccompProfile, DEFAULT_CAPABILITIES};
 use tend_schema::kinds::state::StateStatus;
 use tend_schema::{Kind, ObjectKey};
 
@@ -59,6 +60,45 @@ pub fn docker_spec(w: &WorkloadSpec, image: String, instance: &str) -> DockerSpe
             (LABEL_INSTANCE.to_string(), instance.to_string()),
             (LABEL_GENERATION.to_string(), w.generation.to_string()),
         ]),
+        ..security(s)
+    }
+}
+
+/// The securityContext and hostNetwork as Engine API fields: capabilities relative to Docker's
+/// default set (which is tend's), `no-new-privileges` unless turned off, `seccomp=unconfined`.
+fn security(s: &ContainerSpec) -> DockerSpec {
+    let sc = s.security();
+    let caps = sc.effective_capabilities();
+    let mut security_opt = Vec::new();
+    if sc.no_new_privileges() {
+        security_opt.push("no-new-privileges".to_string());
+    }
+    if sc.seccomp() == SeccompProfile::Unconfined {
+        security_opt.push("seccomp=unconfined".to_string());
+    }
+    let (cap_add, cap_drop) = if sc.privileged {
+        (vec![], vec![])
+    } else {
+        (
+            caps.iter()
+                .filter(|c| !DEFAULT_CAPABILITIES.contains(c))
+                .map(|c| c.to_string())
+                .collect(),
+            DEFAULT_CAPABILITIES
+                .iter()
+                .filter(|c| !caps.contains(c))
+                .map(|c| c.to_string())
+                .collect(),
+        )
+    };
+    DockerSpec {
+        host_network: s.host_network,
+        privileged: sc.privileged,
+        cap_add,
+        cap_drop,
+        security_opt,
+        readonly_rootfs: sc.read_only_root_filesystem,
+        ..Default::default()
     }
 }
 
@@ -169,7 +209,6 @@ pub fn observed(info: &ContainerInfo) -> Observed {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use tend_schema::kinds::container::ContainerSpec;
 
     fn workload() -> WorkloadSpec {
         let spec: ContainerSpec = serde_json::from_value(serde_json::json!({
@@ -187,6 +226,36 @@ mod tests {
             rootfs: None,
             netns: None,
         }
+    }
+
+    #[test]
+    fn security_context_maps_onto_engine_fields() {
+        let mut w = workload();
+        let d = docker_spec(&w, "busybox:local".into(), "i");
+        assert_eq!(d.security_opt, ["no-new-privileges"]);
+        assert!(d.cap_add.is_empty() && d.cap_drop.is_empty() && !d.host_network);
+        w.spec = serde_json::from_value(serde_json::json!({
+            "runtime": "docker", "image": "busybox:local", "hostNetwork": true,
+            "securityContext": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]},
+                "seccompProfile": "Unconfined", "noNewPrivileges": false,
+                "readOnlyRootFilesystem": true}
+        }))
+        .unwrap();
+        let d = docker_spec(&w, "busybox:local".into(), "i");
+        assert_eq!(
+            (d.cap_add.clone(), d.cap_drop.clone()),
+            (
+                vec!["CAP_NET_ADMIN".to_string()],
+                vec!["CAP_MKNOD".to_string()]
+            )
+        );
+        assert_eq!(d.security_opt, ["seccomp=unconfined"]);
+        assert!(d.host_network && d.readonly_rootfs && !d.privileged);
+        let body = d.to_create_body(&owner(&w));
+        assert_eq!(
+            body.host_config.unwrap().network_mode.as_deref(),
+            Some("host")
+        );
     }
 
     #[test]

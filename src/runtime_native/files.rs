@@ -7,11 +7,12 @@
 
 use super::NativeError;
 use crate::cgroup::{AnyCgroupManager, CgroupManager, Limits};
-use crate::shim::{LogLimits, OomCheck, ShimConfig};
+use crate::shim::{LogLimits, OomCheck, Security, ShimConfig};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tend_controllers::container::WorkloadSpec;
 use tend_schema::kinds::container::ContainerSpec;
+use tend_schema::kinds::security::SeccompProfile;
 
 /// What tend records about the run in a container directory (`meta.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +63,34 @@ fn oom_check(cg: &AnyCgroupManager, name: &str) -> Option<OomCheck> {
     }
 }
 
+/// The isolation `spec` asks for. On cgroup v2 (`devices_filtered: false`: no device allow-list)
+/// CAP_MKNOD leaves Docker's default set unless the spec adds it, so no device node can be made.
+pub fn security(spec: &ContainerSpec, devices_filtered: bool) -> Security {
+    let sc = spec.security();
+    let mut caps = sc.effective_capabilities();
+    let asked_mknod = sc.capabilities.as_ref().is_some_and(|c| {
+        c.add
+            .iter()
+            .any(|n| ["MKNOD", "CAP_MKNOD", "ALL"].contains(&n.to_ascii_uppercase().as_str()))
+    });
+    if !devices_filtered && !asked_mknod {
+        caps.retain(|c| *c != "CAP_MKNOD");
+    }
+    Security {
+        capabilities: (!sc.privileged).then(|| caps.iter().map(|c| c.to_string()).collect()),
+        no_new_privs: sc.no_new_privileges(),
+        seccomp: !sc.privileged && sc.seccomp() == SeccompProfile::RuntimeDefault,
+        mask_paths: !sc.privileged,
+        readonly_rootfs: sc.read_only_root_filesystem,
+        own_network: !spec.host_network,
+    }
+}
+
+/// Whether `spec` gets the device allow-list (every container but a privileged one).
+pub fn restricts_devices(spec: &ContainerSpec) -> bool {
+    !spec.security().privileged
+}
+
 /// The shim config for workload `w` in cgroup `cgroup`.
 pub fn shim_config(
     w: &WorkloadSpec,
@@ -99,6 +128,7 @@ pub fn shim_config(
         cgroup_procs: cg.path_for_join(cgroup),
         log,
         oom: oom_check(cg, cgroup),
+        security: security(&w.spec, matches!(cg, AnyCgroupManager::V1(_))),
     }
 }
 
@@ -182,6 +212,35 @@ impl LogLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(v: serde_json::Value) -> ContainerSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn security_follows_the_spec_and_drops_mknod_without_a_device_list() {
+        let mut d = security(&spec(serde_json::json!({"command": ["sh"]})), true);
+        let mut docker = Security::default();
+        for s in [&mut d, &mut docker] {
+            s.capabilities.as_mut().unwrap().sort();
+        }
+        assert_eq!(d, docker);
+        let v2 = security(&spec(serde_json::json!({"command": ["sh"]})), false);
+        assert!(!v2.capabilities.unwrap().iter().any(|c| c == "CAP_MKNOD"));
+        let p = security(
+            &spec(serde_json::json!({"command": ["sh"], "hostNetwork": true,
+                "securityContext": {"privileged": true, "readOnlyRootFilesystem": true}})),
+            false,
+        );
+        assert!(p.capabilities.is_none() && !p.seccomp && !p.mask_paths && !p.own_network);
+        assert!(p.readonly_rootfs && p.no_new_privs);
+        let u = security(
+            &spec(serde_json::json!({"command": ["sh"],
+                "securityContext": {"seccompProfile": "Unconfined", "noNewPrivileges": false}})),
+            true,
+        );
+        assert!(!u.seccomp && !u.no_new_privs && u.mask_paths);
+    }
 
     #[test]
     fn log_lines_parse_and_files_order_oldest_first() {

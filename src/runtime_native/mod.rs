@@ -10,7 +10,7 @@ pub mod cli;
 pub mod files;
 pub mod limits_watch;
 
-use crate::cgroup::{AnyCgroupManager, CgroupError, CgroupManager};
+use crate::cgroup::{AnyCgroupManager, CgroupError, CgroupManager, DEFAULT_DEVICES};
 use crate::shim::{self, LogLimits, PidFd, ShimError, ShimState};
 use crate::util::blocking;
 use async_trait::async_trait;
@@ -162,6 +162,11 @@ impl NativeRuntime {
         self.cgroups
             .apply(&name, &limits(&w.spec))
             .map_err(cg_err("apply"))?;
+        if files::restricts_devices(&w.spec) {
+            self.cgroups
+                .restrict_devices(&name, &DEFAULT_DEVICES)
+                .map_err(cg_err("devices"))?;
+        }
         self.watch_limits(&w.uid, limits(&w.spec));
         files::rotate_previous(&dir)?;
         let config = files::shim_config(w, &self.cgroups, &name, self.log);
@@ -197,7 +202,7 @@ impl NativeRuntime {
         };
         let config: shim::ShimConfig = read_json(&dir.join("config.json"))?
             .ok_or_else(|| NativeError::NotRunning { uid: uid.into() })?;
-        shim::exec_in(h.workload_pid, argv, &config.env, &config.cgroup_procs).map_err(shim_err)
+        shim::exec_in(h.workload_pid, argv, &config.env, &config).map_err(shim_err)
     }
 }
 
@@ -261,6 +266,13 @@ impl ContainerRuntime for NativeRuntime {
     }
 
     async fn start(&self, w: &WorkloadSpec) -> Result<Running, DriverError> {
+        let uid = w.spec.user.unwrap_or_default().uid;
+        if w.spec.security().run_as_non_root && uid == 0 {
+            return Err(DriverError::Refused {
+                reason: "RunAsNonRoot",
+                message: "securityContext.runAsNonRoot is set but the container would run as uid 0 (set spec.user.uid)".into(),
+            });
+        }
         let (me, w) = (self.clone(), w.clone());
         Ok(blocking(move || me.start_blocking(&w)).await?)
     }
@@ -320,6 +332,7 @@ impl ContainerRuntime for NativeRuntime {
         let want = limits(&w.spec).normalized();
         let pid = r.pid;
         let (watch, uid) = (self.limits_watch.clone(), w.uid.clone());
+        let devices = files::restricts_devices(&w.spec);
         // After a daemon restart (or a recreated group) the watch starts here; idempotent.
         let rewatch = move |n: &str| {
             if let Some(w) = &watch {
@@ -332,6 +345,9 @@ impl ContainerRuntime for NativeRuntime {
                 if !cg.exists(n)? {
                     cg.create(n)?;
                     cg.apply(n, &want)?;
+                    if devices {
+                        cg.restrict_devices(n, &DEFAULT_DEVICES)?;
+                    }
                     for p in pids_in_namespace_of(pid) {
                         cg.add_task(n, p)?;
                     }

@@ -11,6 +11,8 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
 
+use super::security::{loopback_up, SecurityPlan};
+
 /// One filesystem step of the container setup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -20,6 +22,11 @@ pub(crate) enum Op {
     Touch(CString),
     /// `symlink(target, link)`, existing is fine.
     Symlink(CString, CString),
+    /// Hides a kernel path: `/dev/null` bound over a file, an empty read-only tmpfs over a
+    /// directory; a path this kernel does not have is skipped.
+    Mask(CString),
+    /// Binds a kernel path read-only over itself; skipped when missing.
+    ReadOnly(CString),
     /// `mount(source, target, fstype, flags, data)`.
     Mount {
         source: Option<CString>,
@@ -55,8 +62,21 @@ fn mount(
     }
 }
 
+/// The masked and read-only kernel paths under `root` (see [`super::security`]).
+pub(crate) fn mask_ops(root: &Path) -> Vec<Op> {
+    use super::security::{MASKED_PATHS, READONLY_PATHS};
+    let masks = MASKED_PATHS.iter().map(|p| Op::Mask(cp(&root.join(p))));
+    masks
+        .chain(
+            READONLY_PATHS
+                .iter()
+                .map(|p| Op::ReadOnly(cp(&root.join(p)))),
+        )
+        .collect()
+}
+
 /// The mounts that build a container root in `root` before `pivot_root`: the root bind itself,
-/// /proc, a minimal /dev, /dev/pts, /dev/shm and a read-only /sys.
+/// /proc, a minimal /dev, /dev/pts, /dev/shm, /dev/mqueue and a read-only /sys.
 pub(crate) fn rootfs_ops(root: &Path) -> Vec<Op> {
     let at = |rel: &str| cp(&root.join(rel));
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -106,6 +126,14 @@ pub(crate) fn rootfs_ops(root: &Path) -> Vec<Op> {
             Some("tmpfs"),
             nosuid,
             Some("mode=1777,size=65536k"),
+        ),
+        Op::Mkdir(at("dev/mqueue")),
+        mount(
+            Some("mqueue"),
+            at("dev/mqueue"),
+            Some("mqueue"),
+            nosuid,
+            None,
         ),
         Op::Symlink(c("/proc/self/fd"), at("dev/fd")),
         Op::Symlink(c("/proc/self/fd/0"), at("dev/stdin")),
@@ -175,6 +203,14 @@ pub(crate) const STEPS: &[&str] = &[
     "setns",
     "chroot",
     "fork",
+    "capabilities",
+    "no_new_privs",
+    "seccomp",
+    "unshare net",
+    "loopback up",
+    "mask path",
+    "read-only path",
+    "read-only root",
 ];
 
 /// Everything the workload child needs, prepared before the fork.
@@ -185,6 +221,10 @@ pub(crate) struct ChildPlan {
     pub go: OwnedFd,
     pub report: OwnedFd,
     pub netns: Option<OwnedFd>,
+    /// Without `netns`: unshare a new network namespace and bring `lo` up.
+    pub own_netns: bool,
+    pub security: SecurityPlan,
+    pub readonly_root: bool,
     pub root: Option<CString>,
     pub ops: Vec<Op>,
     pub hostname: Option<CString>,
@@ -220,12 +260,60 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// [`Op::Mask`]: what to put over `path` depends on what it is.
+fn mask(path: &std::ffi::CStr) -> nix::Result<()> {
+    let st = match nix::sys::stat::stat(path) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other?,
+    };
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        )
+    } else {
+        nix::mount::mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    }
+}
+
+/// [`Op::ReadOnly`]: bind over itself, then remount the bind read-only.
+fn read_only(path: &std::ffi::CStr) -> nix::Result<()> {
+    match nix::mount::mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other?,
+    }
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+}
+
 fn run_op(op: &Op) -> Result<(), (&'static str, Errno)> {
     let ok_exists = |r: nix::Result<()>, step| match r {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err((step, e)),
     };
     match op {
+        Op::Mask(p) => mask(p).map_err(|e| ("mask path", e)),
+        Op::ReadOnly(p) => read_only(p).map_err(|e| ("read-only path", e)),
         Op::Mkdir(p) => ok_exists(
             nix::unistd::mkdir(p.as_c_str(), Mode::from_bits_truncate(0o755)),
             "mkdir",
@@ -289,6 +377,9 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
     }
     if let Some(ns) = &plan.netns {
         step("setns net", nix::sched::setns(ns, CloneFlags::CLONE_NEWNET));
+    } else if plan.own_netns {
+        step("unshare net", nix::sched::unshare(CloneFlags::CLONE_NEWNET));
+        step("loopback up", loopback_up());
     }
     step(
         "unshare mnt/uts/ipc",
@@ -315,6 +406,13 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
         step("pivot_root", nix::unistd::chdir(root.as_c_str()));
         step("pivot_root", nix::unistd::pivot_root(".", "."));
         step("pivot_root", nix::mount::umount2(".", MntFlags::MNT_DETACH));
+        if plan.readonly_root {
+            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            step(
+                "read-only root",
+                nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>),
+            );
+        }
     }
     if let Some(h) = &plan.hostname {
         use std::os::unix::ffi::OsStrExt;
@@ -324,6 +422,9 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
         );
     }
     step("chdir", nix::unistd::chdir(plan.cwd.as_c_str()));
+    if let Err((s, e)) = plan.security.apply_before_setuid() {
+        fail(report, s, e)
+    }
     step(
         "setgroups/setgid/setuid",
         nix::unistd::setgroups(&[Gid::from_raw(plan.gid)]),
@@ -336,6 +437,9 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
         "setgroups/setgid/setuid",
         nix::unistd::setuid(Uid::from_raw(plan.uid)),
     );
+    if let Err((s, e)) = plan.security.apply_after_setuid(plan.uid) {
+        fail(report, s, e)
+    }
     let _ = plan.report.as_raw_fd(); // stays open (O_CLOEXEC): EOF on exec tells the shim it worked
     fail(
         report,

@@ -42,6 +42,10 @@ pub struct ShimConfig {
     /// Log rotation limits.
     #[serde(default)]
     pub log: LogLimits,
+    /// Capabilities, seccomp, masked paths, network isolation (default: Docker's defaults plus
+    /// `no_new_privs` and a network namespace of its own).
+    #[serde(default)]
+    pub security: super::Security,
     /// How to tell an OOM kill: read before start and after exit, a rise means OOM-killed.
     #[serde(default)]
     pub oom: Option<OomCheck>,

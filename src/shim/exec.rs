@@ -10,7 +10,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use super::child::{self, exit_now, fail};
-use super::{io_err, sys_err, Result, ShimError};
+use super::security::SecurityPlan;
+use super::{io_err, sys_err, Result, ShimConfig, ShimError};
 
 /// Namespaces joined, in order (mnt last: the others are opened by /proc path before it).
 const NAMESPACES: [(&str, CloneFlags); 5] = [
@@ -29,12 +30,15 @@ struct ExecPlan {
     candidates: Vec<CString>,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    security: SecurityPlan,
+    uid: u32,
+    gid: u32,
 }
 
 /// Runs `argv` with exactly `env` inside the PID, mount, UTS, IPC and network namespaces and the
-/// root of `workload_pid`, in the cgroups whose `cgroup.procs` files are listed (pass the
-/// container's [`super::ShimConfig::cgroup_procs`]), with the caller's stdin/stdout/stderr.
-/// Returns its exit code (128 + signal when a signal killed it).
+/// root of `workload_pid`, in the cgroups of `config` (its `cgroup_procs`), as its user and with
+/// its [`super::Security`] (capabilities, `no_new_privs`, seccomp), with the caller's
+/// stdin/stdout/stderr. Returns its exit code (128 + signal when a signal killed it).
 ///
 /// Blocking until the command ends: call it through `tend::util::blocking` from async code.
 /// Safe to call from a multi-threaded process: the namespace switches happen in a forked child.
@@ -47,8 +51,13 @@ pub fn exec_in(
     workload_pid: i32,
     argv: &[String],
     env: &[(String, String)],
-    cgroup_procs: &[PathBuf],
+    config: &ShimConfig,
 ) -> Result<i32> {
+    let cgroup_procs = &config.cgroup_procs;
+    let security = SecurityPlan::new(&config.security).map_err(|e| ShimError::StartFailed {
+        dir: PathBuf::from(format!("/proc/{workload_pid}")),
+        message: e.to_string(),
+    })?;
     let ns_dir = PathBuf::from(format!("/proc/{workload_pid}/ns"));
     let mut namespaces = Vec::new();
     for (name, flag) in NAMESPACES {
@@ -74,6 +83,9 @@ pub fn exec_in(
             .map(|a| CString::new(a.as_str()).unwrap_or_default())
             .collect(),
         envp: child::envp(env),
+        security,
+        uid: config.uid,
+        gid: config.gid,
     };
     if argv.is_empty() {
         return Err(ShimError::Usage("exec: empty command".into()));
@@ -158,11 +170,25 @@ fn run_middle(plan: ExecPlan) -> ! {
         fail(report, "chroot", e);
     }
     let pid = match fork_raw() {
-        Ok(ForkResult::Child) => fail(
-            report,
-            "execve",
-            child::exec_any(&plan.candidates, &plan.argv, &plan.envp),
-        ),
+        Ok(ForkResult::Child) => {
+            if let Err((s, e)) = plan.security.apply_before_setuid() {
+                fail(report, s, e)
+            }
+            let ids = nix::unistd::setgroups(&[nix::unistd::Gid::from_raw(plan.gid)])
+                .and_then(|()| nix::unistd::setgid(nix::unistd::Gid::from_raw(plan.gid)))
+                .and_then(|()| nix::unistd::setuid(nix::unistd::Uid::from_raw(plan.uid)));
+            if let Err(e) = ids {
+                fail(report, "setgroups/setgid/setuid", e)
+            }
+            if let Err((s, e)) = plan.security.apply_after_setuid(plan.uid) {
+                fail(report, s, e)
+            }
+            fail(
+                report,
+                "execve",
+                child::exec_any(&plan.candidates, &plan.argv, &plan.envp),
+            )
+        }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => fail(report, "fork", e),
     };

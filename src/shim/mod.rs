@@ -31,6 +31,8 @@ mod exec;
 mod log;
 mod proc;
 mod run;
+mod seccomp;
+mod security;
 mod spawn;
 
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ pub use exec::exec_in;
 pub use log::RotatingLog;
 pub use proc::{process_start_time, PidFd};
 pub use run::main_from_args;
+pub use seccomp::SeccompError;
+pub use security::{Security, SecurityError, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 pub use spawn::{kill_recorded, read_state, read_state_in, spawn_shim, stop, ShimState};
 
 /// Everything that can go wrong in the shim and its daemon-side helpers; each variant names the

@@ -18,6 +18,7 @@ use super::config::{
 };
 use super::log::{LineSplitter, RotatingLog};
 use super::proc::process_start_time;
+use super::security::SecurityPlan;
 use super::{io_err, sys_err, Result, ShimError};
 
 /// The one JSON line the shim writes on its stdout for [`super::spawn_shim`].
@@ -199,6 +200,19 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
     let (go_r, go_w) = pipe()?;
     let (rep_r, rep_w) = pipe()?;
     let open_ro = |p: &Path| File::open(p).map(OwnedFd::from).map_err(io_err("open", p));
+    let security = SecurityPlan::new(&config.security).map_err(|e| ShimError::StartFailed {
+        dir: PathBuf::new(),
+        message: e.to_string(),
+    })?;
+    let mut ops = match &config.rootfs {
+        Some(r) => child::rootfs_ops(r),
+        None => child::host_ops(),
+    };
+    if config.security.mask_paths {
+        ops.extend(child::mask_ops(
+            config.rootfs.as_deref().unwrap_or(Path::new("/")),
+        ));
+    }
     let plan = ChildPlan {
         stdin: open_ro(Path::new("/dev/null"))?,
         stdout: out_w,
@@ -206,14 +220,14 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
         go: go_r,
         report: rep_w,
         netns: config.netns.as_deref().map(open_ro).transpose()?,
+        own_netns: config.security.own_network,
+        security,
+        readonly_root: config.security.readonly_rootfs,
         root: config
             .rootfs
             .as_deref()
             .map(|r| std::ffi::CString::new(r.as_os_str().as_encoded_bytes()).unwrap_or_default()),
-        ops: match &config.rootfs {
-            Some(r) => child::rootfs_ops(r),
-            None => child::host_ops(),
-        },
+        ops,
         hostname: config
             .hostname
             .as_deref()

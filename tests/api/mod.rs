@@ -30,6 +30,15 @@ impl Drop for Server {
 
 impl Server {
     pub async fn start(history: u64, limits: Limits) -> Self {
+        Self::start_with(history, limits, Default::default()).await
+    }
+
+    /// A server whose admission policy is `policy`.
+    pub async fn start_with(
+        history: u64,
+        limits: Limits,
+        policy: tend_schema::policy::Policy,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let opts = OpenOptions {
             history,
@@ -49,6 +58,7 @@ impl Server {
             metrics: Some(Arc::new(|| "tend_controller_test 1\n".to_string())),
             limits,
             runtimes: None,
+            policy,
         })
         .await
         .unwrap();

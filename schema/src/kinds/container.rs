@@ -1,5 +1,6 @@
 //! Container: a workload with its rootfs, resources, networks and restart policy.
 
+pub use super::security::SecurityContext;
 use crate::field::{check_dns1123_label, FieldErrors};
 use crate::meta::{CommonStatus, Time};
 use crate::quantity::Quantity;
@@ -35,6 +36,12 @@ pub struct ContainerSpec {
     pub restart_policy: RestartPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period_seconds: Option<u32>,
+    /// Share the host's network namespace (admin only). Default: a container without networks
+    /// gets a namespace of its own with only `lo`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +113,11 @@ pub enum RestartPolicy {
 }
 
 impl ContainerSpec {
+    /// The securityContext, defaults filled in when absent.
+    pub fn security(&self) -> SecurityContext {
+        self.security_context.clone().unwrap_or_default()
+    }
+
     pub fn grace_period_seconds(&self) -> u32 {
         self.stop_grace_period_seconds.unwrap_or(10)
     }
@@ -215,6 +227,15 @@ impl ContainerSpec {
                     );
                 }
             }
+        }
+        if self.host_network && !self.networks.is_empty() {
+            errs.push(
+                "spec.hostNetwork",
+                "cannot be combined with spec.networks (the host namespace has no attachments)",
+            );
+        }
+        if let Some(sc) = &self.security_context {
+            sc.validate(&mut errs);
         }
         if self.networks.len() > 16 {
             errs.push("spec.networks", "at most 16 networks");

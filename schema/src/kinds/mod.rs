@@ -3,6 +3,7 @@
 pub mod container;
 pub mod network;
 pub mod sandbox;
+pub mod security;
 pub mod state;
 
 pub use container::{ContainerSpec, ContainerStatus};
