@@ -54,6 +54,16 @@ fn in_group(pid: i32, group: &str) -> bool {
     cg.lines().any(|l| l.ends_with(&format!(":/tend/{group}")))
 }
 
+/// Kills a child (by its pid) and reaps it when dropped, however the test ends.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -349,28 +359,45 @@ fn crash_loop_backoff_grows() {
     // plus four runs of the workload (each a start and an exit: 3 s allowed).
     let base = tend_controllers::container::ContainerConfig::default().backoff_base;
     let window = base * 7 + 4 * common::scaled(Duration::from_secs(3));
-    // Each run's start as the shim recorded it (status.startedAt while restartCount is n), so
-    // the intervals do not depend on how often this loop gets to look (slow under emulation).
+    // Every status write, from `tend get -w` (a poll, slow under emulation, could miss a run),
+    // and each run's start as the shim recorded it (status.startedAt while restartCount is n),
+    // so the intervals do not depend on when this test gets to look.
+    let mut watch = Kill(
+        std::process::Command::new(common::daemon::TEND)
+            .arg("--state-dir")
+            .arg(d.path())
+            .args(["get", "container", "crash", "-w", "-o", "json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let out = watch.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for v in serde_json::Deserializer::from_reader(out).into_iter::<Value>() {
+            if v.map(|v| tx.send(v)).is_err() {
+                break;
+            }
+        }
+    });
     let t0 = Instant::now();
     let mut starts: Vec<(u64, chrono::DateTime<chrono::FixedOffset>)> = Vec::new();
     let mut saw_backoff = false;
     while starts.last().is_none_or(|(n, _)| *n < 4) {
-        assert!(
-            t0.elapsed() < window,
-            "no 4th restart in {window:?}: {starts:?}"
-        );
-        if let Some(v) = d.get("container", "crash") {
-            let n = v["status"]["restartCount"].as_u64().unwrap_or(0);
-            let started = v["status"]["startedAt"].as_str().unwrap_or_default();
-            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(started) {
-                if starts.last().is_none_or(|(m, _)| *m != n) {
-                    starts.push((n, at));
-                }
+        let left = window.saturating_sub(t0.elapsed());
+        let Ok(v) = rx.recv_timeout(left) else {
+            panic!("no 4th restart in {window:?}: {starts:?}");
+        };
+        let n = v["status"]["restartCount"].as_u64().unwrap_or(0);
+        let started = v["status"]["startedAt"].as_str().unwrap_or_default();
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(started) {
+            if starts.last().is_none_or(|(m, _)| *m != n) {
+                starts.push((n, at));
             }
-            saw_backoff |= v["status"]["conditions"][0]["reason"] == "CrashLoopBackOff";
         }
-        std::thread::sleep(Duration::from_millis(30));
+        saw_backoff |= v["status"]["conditions"][0]["reason"] == "CrashLoopBackOff";
     }
+    drop(watch);
     assert!(saw_backoff, "{starts:?}");
     let at = |n: u64| starts.iter().find(|(m, _)| *m == n).map(|(_, t)| *t);
     let never = |n| panic!("run {n} never seen: {starts:?}");
