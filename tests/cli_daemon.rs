@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::Kill;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -93,16 +94,6 @@ impl Drop for Daemon {
         let _ = self.child.wait();
         // Whatever the delete did not remove (a test that failed half way) goes too.
         common::sweep::instance_leftovers(self.dir.path());
-    }
-}
-
-/// Kills a spawned CLI child (by pid) when dropped.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -54,16 +54,6 @@ fn in_group(pid: i32, group: &str) -> bool {
     cg.lines().any(|l| l.ends_with(&format!(":/tend/{group}")))
 }
 
-/// Kills a child (by its pid) and reaps it when dropped, however the test ends.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -362,7 +352,7 @@ fn crash_loop_backoff_grows() {
     // Every status write, from `tend get -w` (a poll, slow under emulation, could miss a run),
     // and each run's start as the shim recorded it (status.startedAt while restartCount is n),
     // so the intervals do not depend on when this test gets to look.
-    let mut watch = Kill(
+    let mut watch = common::Kill(
         std::process::Command::new(common::daemon::TEND)
             .arg("--state-dir")
             .arg(d.path())

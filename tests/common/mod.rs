@@ -35,6 +35,16 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
+/// Kills a child (by its pid) and reaps it when dropped, however the test ends.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A short name unique to this test process and call, for host objects: `<prefix><pid36><n>`.
 /// Kept short because interface names are limited to 15 bytes.
 pub fn unique(prefix: &str) -> String {
