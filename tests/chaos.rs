@@ -11,7 +11,7 @@ mod harness;
 
 use harness::{alive, ready, ready_reason, Daemon};
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tend_schema::AnyObject;
 
@@ -333,12 +333,15 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
             match rng.random_range(0..3) {
                 // Update: a new spec generation replaces the workload.
                 0 => {
-                    for _ in 0..rng.random_range(1..8) {
-                        let n = &names[rng.random_range(0..names.len())];
-                        let c = want.containers.get_mut(n).unwrap();
+                    // Distinct names: one input may declare an object once.
+                    let picked: BTreeSet<String> = (0..rng.random_range(1..8))
+                        .map(|_| names[rng.random_range(0..names.len())].clone())
+                        .collect();
+                    for n in picked {
+                        let c = want.containers.get_mut(&n).unwrap();
                         c.gen += 1;
-                        y += &container_yaml(n, c);
-                        touched.insert(n.clone());
+                        y += &container_yaml(&n, c);
+                        touched.insert(n);
                     }
                 }
                 // Delete some and add others (which take over their networks and Sandboxes).
