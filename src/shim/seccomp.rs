@@ -504,3 +504,45 @@ pub(crate) mod table {
         (Capability::CAP_PERFMON, &[("perf_event_open", 298)]),
     ];
 }
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    fn allowed_by_default(nr: i64) -> bool {
+        table::ALLOW
+            .iter()
+            .chain(table::PTRACE_48)
+            .any(|(_, n)| *n == nr)
+    }
+
+    #[test]
+    fn the_default_list_leaves_out_keys_mounts_modules_and_namespaces() {
+        // keyctl, add_key, request_key, mount, umount2, unshare, setns, init_module,
+        // finit_module, reboot, bpf: each needs a capability Docker's default set lacks.
+        for nr in [250, 248, 249, 165, 166, 272, 308, 175, 313, 169, 321] {
+            assert!(
+                !allowed_by_default(nr),
+                "syscall {nr} is in the default list"
+            );
+        }
+        let names: Vec<&str> = table::ALLOW.iter().map(|(n, _)| *n).collect();
+        assert!(names.contains(&"execve") && names.contains(&"capset"));
+        let mut nrs: Vec<i64> = table::ALLOW.iter().map(|(_, n)| *n).collect();
+        nrs.sort();
+        nrs.dedup();
+        assert_eq!(nrs.len(), table::ALLOW.len(), "a number is listed twice");
+    }
+
+    #[test]
+    fn capabilities_add_their_syscalls_and_clone3_gets_enosys_without_sys_admin() {
+        assert_eq!(default_profile(&[]).unwrap().len(), 2);
+        let admin = default_profile(&[Capability::CAP_SYS_ADMIN]).unwrap();
+        assert_eq!(
+            admin.len(),
+            1,
+            "with CAP_SYS_ADMIN clone3 is allowed, no second filter"
+        );
+        assert!(admin[0].len() > default_profile(&[]).unwrap()[0].len());
+    }
+}
