@@ -11,23 +11,8 @@ use std::str::FromStr;
 
 use super::seccomp::{default_profile, SeccompError};
 
-/// Docker's default capability set (moby `oci/caps/defaults.go`), in Docker's order.
-pub const DOCKER_DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+/// Docker's default capability set: the schema's, the one list the policy and the shim share.
+pub use tend_schema::kinds::security::DEFAULT_CAPABILITIES as DOCKER_DEFAULT_CAPS;
 
 /// Files hidden behind `/dev/null` and directories behind an empty read-only tmpfs (Docker's
 /// and runc's masked paths).
