@@ -35,12 +35,14 @@ fn server() -> &'static Server {
             .await
             .unwrap();
             let api = tend::api::bind(tend::api::ApiConfig {
-                state_dir: state_dir.clone(),
+                paths: tend::daemon::lifecycle::api_paths(&tend::daemon::Layout::new(&state_dir)),
                 listen: None,
                 store: Arc::new(store),
                 ready: Arc::new(AtomicBool::new(true)),
                 metrics: None,
                 limits: Default::default(),
+                runtimes: None,
+                policy: Default::default(),
             })
             .await
             .unwrap();
