@@ -688,14 +688,26 @@ async fn bad_sources_give_conditions_and_write_nothing() {
             dir.display()
         );
     }
-    let trees = std::fs::read_dir(env.state.join("snapshots/states"))
-        .unwrap()
-        .count();
-    assert_eq!(trees, 0, "no half-made trees");
+    // Failed sources are retried with backoff, and a retry builds under a `.tmp-` name that it
+    // removes when it fails again: while the States exist only complete trees are counted.
+    let entries = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let states_dir = env.state.join("snapshots/states");
+    let trees: Vec<_> = entries(&states_dir)
+        .into_iter()
+        .filter(|n| !n.starts_with(".tmp-"))
+        .collect();
+    assert!(trees.is_empty(), "no tree made from a bad source: {trees:?}");
     for (name, _, _) in &cases {
         env.delete(Kind::State, name, Propagation::Background).await;
         env.gone(Kind::State, name).await;
     }
+    // Once the States are gone no retry runs any more: nothing at all is left, temps included.
+    assert_eq!(entries(&states_dir), Vec::<String>::new(), "no half-made trees");
     env.stop().await;
 }
 
