@@ -2,20 +2,14 @@
 //! label, explain, delete --wait. (`kubectl wait --for=condition=Ready` needs a controller that
 //! sets Ready, which `tend serve` does not run yet, so it is not exercised here.)
 
+mod common;
+
+use common::daemon::Daemon;
+use common::Kill;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kills the child (by its pid) when the test ends, however it ends.
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Whether kubectl is installed. It is not a Debian package, and no registry the project may use
 /// ships an official build, so nothing installs it: where it is missing, CI
@@ -61,46 +55,23 @@ fn ok(kc: &Path, args: &[&str]) -> String {
     text
 }
 
-fn start(dir: &Path) -> (Kill, PathBuf) {
-    let tend = env!("CARGO_BIN_EXE_tend");
-    let child = Command::new(tend)
-        .args([
-            "--state-dir",
-            dir.to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--snapshot-backend",
-            "copy",
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Kill(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let engine = std::fs::read_to_string(dir.join("engine.json")).unwrap_or_default();
-        if engine.contains("\"listen\"") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tend serve did not announce a listener"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = Command::new(tend)
-        .args(["--state-dir", dir.to_str().unwrap(), "kubeconfig"])
-        .output()
-        .unwrap();
+/// A daemon listening on a loopback port, and a kubeconfig file for it.
+fn start() -> (Daemon, PathBuf) {
+    let d = Daemon::start(&["--listen", "127.0.0.1:0", "--snapshot-backend", "copy"]);
+    let engine = std::fs::read_to_string(d.path().join("engine.json")).unwrap();
+    assert!(
+        engine.contains("\"listen\""),
+        "no listener announced: {engine}"
+    );
+    let out = d.tend(&["kubeconfig"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let kc = dir.join("kubeconfig");
+    let kc = d.path().join("kubeconfig");
     std::fs::write(&kc, &out.stdout).unwrap();
-    (guard, kc)
+    (d, kc)
 }
 
 #[test]
@@ -108,13 +79,12 @@ fn kubectl_drives_tend() {
     if !kubectl_present("kubectl_drives_tend") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (_server, kc) = start(dir.path());
+    let (server, kc) = start();
     let resources = ok(&kc, &["api-resources"]);
     for r in ["containers", "networks", "sandboxes", "states"] {
         assert!(resources.contains(r), "{resources}");
     }
-    let spec = dir.path().join("net.yaml");
+    let spec = server.path().join("net.yaml");
     std::fs::write(&spec, "apiVersion: tend.dev/v1\nkind: Network\nmetadata: {name: backend, labels: {app: web}}\nspec: {subnet: 10.88.0.0/24}\n").unwrap();
     let f = spec.to_str().unwrap();
     assert!(ok(&kc, &["apply", "-f", f]).contains("network.tend.dev/backend created"));
@@ -146,7 +116,7 @@ fn kubectl_drives_tend() {
     let mut watch = Kill(
         Command::new("kubectl")
             .env("KUBECONFIG", &kc)
-            .env("HOME", dir.path())
+            .env("HOME", server.path())
             .args(["get", "networks", "-w", "--output-watch-events", "-o", "custom-columns=EVENT:.type,NAME:.object.metadata.name,TIER:.object.metadata.labels.tier"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

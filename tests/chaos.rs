@@ -7,9 +7,8 @@
 //! `TEND_CHAOS_OBJECTS`, `TEND_CHAOS_CYCLES`, and replay a run with `TEND_CHAOS_SEED`.
 
 mod common;
-mod harness;
 
-use harness::{alive, ready, ready_reason, Daemon};
+use common::daemon::{alive, ready, ready_reason, Daemon};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -50,7 +49,7 @@ impl Desired {
             .prefix("tend-chaos-src")
             .tempdir()
             .unwrap();
-        harness::busybox_tree(src.path());
+        common::fixtures::busybox_rootfs(src.path(), &[]);
         let octet = rng.random_range(100..200u32);
         let states: Vec<String> = (0..4).map(|i| format!("st{i}")).collect();
         let networks = (0..6)
@@ -91,7 +90,7 @@ impl Desired {
     }
 
     fn yaml(&self) -> String {
-        let tree = self.src.path().join("busybox-rootfs").display().to_string();
+        let tree = self.src.path().join("rootfs").display().to_string();
         let mut y = String::new();
         for s in &self.states {
             y += &format!("---\napiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: {s}}}\nspec: {{source: {{directory: {tree}}}}}\n");
@@ -193,7 +192,6 @@ fn check(
     want: &Desired,
     before: &HashMap<String, (i64, i64)>,
     touched: &HashSet<String>,
-    uids: &mut HashSet<String>,
 ) {
     let objs = d.objects();
     let by_name: HashMap<&str, &AnyObject> = objs
@@ -201,9 +199,6 @@ fn check(
         .filter(|o| o.kind == "Container")
         .map(|o| (o.metadata.name.as_str(), o))
         .collect();
-    for o in &objs {
-        uids.insert(uid(o).to_string());
-    }
     // The same workload as before the kill, never restarted by the kill.
     for (name, (pid, restarts)) in before {
         if touched.contains(name) {
@@ -317,8 +312,7 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
     let mut d = Daemon::unstarted("tend-chaos", serve_args);
     let mut want = Desired::build(objects, &mut rng);
     assert!(want.total() >= objects);
-    d.start();
-    let mut uids = HashSet::new();
+    d.spawn();
     let mut next = want.containers.len();
     let mut converge_times = Vec::new();
     // Cycle 0 kills during the first convergence; the others during updates.
@@ -397,13 +391,13 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
         std::thread::sleep(Duration::from_millis(pause));
         let before = running(&d.objects());
         d.kill9();
-        d.start();
-        d.wait_ready();
+        d.spawn();
+        d.wait_readyz();
         let took = d.wait_all(90, &format!("cycle {cycle}: convergence"), |o| {
             converged(&want, o)
         });
         converge_times.push(took);
-        check(&mut d, &want, &before, &touched, &mut uids);
+        check(&mut d, &want, &before, &touched);
         eprintln!(
             "chaos: cycle {cycle}: killed after {pause} ms, {} objects converged {took:?} after restart",
             want.total()
@@ -411,9 +405,6 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
     }
     // Deletion, killed three times on the way.
     d.apply(&want.yaml());
-    for o in d.objects() {
-        uids.insert(uid(&o).to_string());
-    }
     let all = d.path().join("all.yaml");
     std::fs::write(&all, want.yaml()).unwrap();
     let out = d.tend(&["delete", "-f", all.to_str().unwrap()]);
@@ -426,7 +417,7 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
         std::thread::sleep(Duration::from_millis(rng.random_range(300..4000)));
         let left = d.objects().len();
         d.kill9();
-        d.start();
+        d.spawn();
         eprintln!("chaos: deletion cycle {cycle}: killed with {left} objects left");
     }
     let took = d.wait_all(90, "deletion", |o| {
@@ -443,10 +434,9 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
     });
     eprintln!("chaos: everything deleted {took:?} after the last restart");
     assert!(d.leases().is_empty(), "leases left: {:?}", d.leases());
-    let uids: Vec<String> = uids.into_iter().collect();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let left = d.host_leftovers(&uids);
+        let left = d.host_leftovers();
         if left.is_empty() {
             break;
         }

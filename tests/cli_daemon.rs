@@ -3,98 +3,27 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::Kill;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TEND: &str = env!("CARGO_BIN_EXE_tend");
-
-/// A daemon on a temp state dir, stopped with SIGTERM (by pid) when dropped.
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Child,
+/// The same command with the store opened directly.
+fn direct(d: &Daemon, args: &[&str]) -> Output {
+    d.cmd(args).arg("--direct").output().unwrap()
 }
 
-impl Daemon {
-    fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("tend-cd")
-            .tempdir()
-            .unwrap();
-        let child = Command::new(TEND)
-            .arg("--state-dir")
-            .arg(dir.path())
-            .args(["serve", "--snapshot-backend", "copy"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !dir.path().join("engine.json").exists() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { dir, child }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(TEND);
-        c.arg("--state-dir").arg(self.path()).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    /// The same command with the store opened directly.
-    fn direct(&self, args: &[&str]) -> Output {
-        self.cmd(args).arg("--direct").output().unwrap()
-    }
-
-    fn file(&self, name: &str, content: &str) -> String {
-        let p = self.path().join(name);
-        std::fs::write(&p, content).unwrap();
-        p.display().to_string()
-    }
-
-    fn client(&self) -> tend::api::client::Client {
-        tend::api::client::Client::unix(self.path().join("tend.sock"))
-    }
+/// Writes `content` to `name` in the state dir and returns the path.
+fn file(d: &Daemon, name: &str, content: &str) -> String {
+    let p = d.path().join(name);
+    std::fs::write(&p, content).unwrap();
+    p.display().to_string()
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Delete every object through the daemon first, so its controllers remove the host
-        // objects (bridges, netns) — also when the test failed.
-        for kind in ["container", "sandbox", "state", "network"] {
-            let _ = Command::new(env!("CARGO_BIN_EXE_tend"))
-                .arg("--state-dir")
-                .arg(self.dir.path())
-                .args(["delete", kind, "--all", "--wait", "--timeout", "30"])
-                .output();
-        }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Whatever the delete did not remove (a test that failed half way) goes too.
-        common::sweep::instance_leftovers(self.dir.path());
-    }
+fn start() -> Daemon {
+    Daemon::start(&["--snapshot-backend", "copy"])
 }
 
 fn text(b: &[u8]) -> String {
@@ -108,7 +37,7 @@ fn net(name: &str, subnet: &str) -> String {
 }
 
 fn same(d: &Daemon, args: &[&str]) -> Output {
-    let (a, b) = (d.run(args), d.direct(args));
+    let (a, b) = (d.tend(args), direct(d, args));
     assert_eq!(
         a.status.code(),
         b.status.code(),
@@ -121,10 +50,11 @@ fn same(d: &Daemon, args: &[&str]) -> Output {
 
 #[test]
 fn object_commands_through_the_daemon_match_the_direct_path() {
-    let d = Daemon::start();
+    let d = start();
     let a = common::unique("cda");
     let b = common::unique("cdb");
-    let f = d.file(
+    let f = file(
+        &d,
         "two.yaml",
         &format!(
             "{}---\n{}",
@@ -134,11 +64,11 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
     );
 
     // Dry run through the daemon writes nothing; the real apply names every document.
-    let dry = d.run(&["apply", "-f", &f, "--dry-run"]);
+    let dry = d.tend(&["apply", "-f", &f, "--dry-run"]);
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     assert!(text(&dry.stdout).contains(&format!("network.tend.dev/{a} created (dry run)")));
-    assert_eq!(d.run(&["get", "network", &a]).status.code(), Some(1));
-    let out = d.run(&["apply", "-f", &f]);
+    assert_eq!(d.tend(&["get", "network", &a]).status.code(), Some(1));
+    let out = d.tend(&["apply", "-f", &f]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
@@ -158,9 +88,9 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
             .sum()
     };
     let before = lists(&d);
-    assert!(d.run(&["get", "networks"]).status.success());
+    assert!(d.tend(&["get", "networks"]).status.success());
     assert_eq!(lists(&d), before + 1, "tend get listed through the daemon");
-    assert!(d.direct(&["get", "networks"]).status.success());
+    assert!(direct(&d, &["get", "networks"]).status.success());
     assert_eq!(lists(&d), before + 1, "--direct does not");
 
     // get in every format: the same bytes either way (names, yaml of a list by selector).
@@ -169,14 +99,14 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
         text(&names.stdout),
         format!("network.tend.dev/{a}\nnetwork.tend.dev/{b}\n")
     );
-    let one = d.run(&["get", "network", &a, "-o", "json"]);
+    let one = d.tend(&["get", "network", &a, "-o", "json"]);
     let v: Value = serde_json::from_slice(&one.stdout).unwrap();
     assert_eq!(v["spec"]["subnet"], "10.77.1.0/24");
     assert!(v["metadata"]["uid"].is_string());
-    let yaml = text(&d.run(&["get", "network", &a, "-o", "yaml"]).stdout);
+    let yaml = text(&d.tend(&["get", "network", &a, "-o", "yaml"]).stdout);
     assert!(yaml.contains("subnet: 10.77.1.0/24"), "{yaml}");
     let all: Value =
-        serde_json::from_slice(&d.run(&["get", "all", "-A", "-o", "json"]).stdout).unwrap();
+        serde_json::from_slice(&d.tend(&["get", "all", "-A", "-o", "json"]).stdout).unwrap();
     assert_eq!(all["items"].as_array().unwrap().len(), 2);
     for args in [
         &["get", "network", "nope"][..],
@@ -187,35 +117,36 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
     ] {
         same(&d, args);
     }
-    let missing = d.run(&["get", "network", "nope"]);
+    let missing = d.tend(&["get", "network", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("not found"));
 
     // describe shows the object and its events (served by the events endpoint).
-    let desc = d.run(&["describe", "network", &a]);
+    let desc = d.tend(&["describe", "network", &a]);
     assert!(desc.status.success(), "{}", text(&desc.stderr));
     let desc = text(&desc.stdout);
     assert!(
         desc.contains(&format!("Name:               {a}")) && desc.contains("Events:"),
         "{desc}"
     );
-    assert_eq!(d.run(&["get", "events"]).status.code(), Some(0));
+    assert_eq!(d.tend(&["get", "events"]).status.code(), Some(0));
 
     // diff: 0 no change, 1 changes, 2 bad input.
-    assert_eq!(d.run(&["diff", "-f", &f]).status.code(), Some(0));
-    let changed = d.file("changed.yaml", &net(&a, "10.77.9.0/24"));
-    let out = d.run(&["diff", "-f", &changed]);
+    assert_eq!(d.tend(&["diff", "-f", &f]).status.code(), Some(0));
+    let changed = file(&d, "changed.yaml", &net(&a, "10.77.9.0/24"));
+    let out = d.tend(&["diff", "-f", &changed]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("+  subnet: 10.77.9.0/24"),
         "{}",
         text(&out.stdout)
     );
-    let bad = d.file("bad.yaml", "nonsense: [");
-    assert_eq!(d.run(&["diff", "-f", &bad]).status.code(), Some(2));
+    let bad = file(&d, "bad.yaml", "nonsense: [");
+    assert_eq!(d.tend(&["diff", "-f", &bad]).status.code(), Some(2));
 
     // Bad input names the document and the field, the same way, and writes nothing.
-    let badspec = d.file(
+    let badspec = file(
+        &d,
         "badspec.yaml",
         &format!(
             "{}---\n{}",
@@ -230,7 +161,7 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
         err.contains("document 2") && err.contains("spec.subnet"),
         "{err}"
     );
-    assert_eq!(d.run(&["get", "network", "okay"]).status.code(), Some(1));
+    assert_eq!(d.tend(&["get", "network", "okay"]).status.code(), Some(1));
 
     // A failure in the store mid-file (stale resourceVersion) names applied and unapplied docs.
     let stale = net(&a, "10.77.1.0/24").replace(
@@ -238,7 +169,8 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
         &format!("name: {a}, resourceVersion: \"999999\","),
     );
     let c = common::unique("cdc");
-    let multi = d.file(
+    let multi = file(
+        &d,
         "multi.yaml",
         &format!(
             "{}---\n{stale}---\n{}",
@@ -246,7 +178,7 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
             net("never", "10.77.5.0/24")
         ),
     );
-    let out = d.run(&["apply", "-f", &multi]);
+    let out = d.tend(&["apply", "-f", &multi]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains(&format!("document 2 (network/{a})")), "{err}");
@@ -274,10 +206,10 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
         }
     });
     let e = common::unique("cde");
-    let ef = d.file("e.yaml", &net(&e, "10.77.6.0/24"));
+    let ef = file(&d, "e.yaml", &net(&e, "10.77.6.0/24"));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
-    assert!(d.run(&["apply", "-f", &ef]).status.success());
+    assert!(d.tend(&["apply", "-f", &ef]).status.success());
     while !seen.contains(&format!("network.tend.dev/{e}")) {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -289,7 +221,7 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
     drop(w);
 
     // delete --wait returns once the finalizers ran and the objects are gone.
-    let out = d.run(&[
+    let out = d.tend(&[
         "delete",
         "network",
         &a,
@@ -303,7 +235,7 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains(&format!("network.tend.dev/{a} deleted")));
     let left: Value =
-        serde_json::from_slice(&d.run(&["get", "all", "-A", "-o", "json"]).stdout).unwrap();
+        serde_json::from_slice(&d.tend(&["get", "all", "-A", "-o", "json"]).stdout).unwrap();
     assert_eq!(left["items"], serde_json::json!([]), "everything is gone");
     same(&d, &["delete", "network", "nope"]);
     same(&d, &["delete", "network", "nope", "--ignore-not-found"]);
@@ -311,7 +243,7 @@ fn object_commands_through_the_daemon_match_the_direct_path() {
 
 #[test]
 fn api_batch_apply_and_events_answer_in_their_own_shapes() {
-    let d = Daemon::start();
+    let d = start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = d.client();
@@ -393,21 +325,21 @@ fn native_logs_and_exec_through_the_daemon() {
     if !common::privileged("native_logs_and_exec_through_the_daemon") {
         return;
     }
-    let d = Daemon::start();
+    let d = start();
     let name = common::unique("cdl");
-    let f = d.file(
+    let f = file(&d,
         "ct.yaml",
         &format!(
             "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sh, -c, \"echo one; echo two >&2; exec sleep 3600\"]\n  stopGracePeriodSeconds: 1\n"
         ),
     );
-    assert!(d.run(&["apply", "-f", &f]).status.success());
+    assert!(d.tend(&["apply", "-f", &f]).status.success());
     let target = format!("ct/{name}");
-    let out = d.run(&["wait", &target, "--timeout", "20s"]);
+    let out = d.tend(&["wait", &target, "--timeout", "20s"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(5);
     let logs = loop {
-        let s = text(&d.run(&["logs", &name]).stdout);
+        let s = text(&d.tend(&["logs", &name]).stdout);
         if s.contains("two") || Instant::now() > deadline {
             break s;
         }
@@ -422,8 +354,8 @@ fn native_logs_and_exec_through_the_daemon() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out.stdout), "out\n");
     // Through the API, stderr arrives joined to stdout (one collected output).
-    let out = d.run(&["exec", &name, "--", "/bin/sh", "-c", "echo err >&2"]);
+    let out = d.tend(&["exec", &name, "--", "/bin/sh", "-c", "echo err >&2"]);
     assert_eq!(text(&out.stdout), "err\n");
-    let out = d.run(&["delete", "container", &name, "--wait", "--timeout", "20"]);
+    let out = d.tend(&["delete", "container", &name, "--wait", "--timeout", "20"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -424,13 +424,7 @@ fn a_state_is_imported_as_an_image_once_per_generation() {
         .prefix("tend-cd-src")
         .tempdir()
         .unwrap();
-    let root = src.path().join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("tmp")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
+    let root = common::fixtures::busybox_rootfs(src.path(), &[]);
     std::fs::write(root.join("marker"), "from-a-state\n").unwrap();
     let (st, name) = (common::unique("st"), common::unique("dks"));
     d.apply(&format!(

@@ -5,22 +5,9 @@
 mod common;
 
 use common::daemon::Daemon;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tend::cgroup::{CgroupManager, Resource};
-
-/// A rootfs directory with busybox and the applets the workloads use.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "data", "tmp", "proc", "dev", "sys", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "sleep", "cat", "nc", "hostname", "ls"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    root
-}
 
 /// A /24 no other test on this host uses (tests run in parallel; overlapping subnets are refused).
 fn subnet() -> (String, String) {
@@ -58,7 +45,7 @@ fn containers_on_sandboxes_talk_over_a_network_and_survive_a_daemon_crash() {
         return;
     }
     let src = tempfile::tempdir().unwrap();
-    let rootfs = busybox_rootfs(src.path());
+    let rootfs = common::fixtures::busybox_rootfs(src.path(), &["nc", "hostname", "ls"]);
     let mut d = Daemon::start(&["--btrfs-image-size", "512Mi", "--resync-seconds", "2"]);
     let (cidr, net) = subnet();
     d.apply(&format!(

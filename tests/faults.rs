@@ -5,9 +5,8 @@
 //! `tend db check` afterwards.
 
 mod common;
-mod harness;
 
-use harness::{cpu_ticks, ready, ready_reason, Daemon};
+use common::daemon::{cpu_ticks, ready, ready_reason, Daemon};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tend_schema::store::{EventQuery, Store};
@@ -30,7 +29,8 @@ fn set_faults(d: &Daemon, lines: &str) {
 
 fn get(d: &mut Daemon, kind: Kind, name: &str) -> Option<AnyObject> {
     let s = d.store();
-    d.rt.block_on(s.get(&ObjectKey::new(kind, "default", name)))
+    d.rt()
+        .block_on(s.get(&ObjectKey::new(kind, "default", name)))
         .ok()
 }
 
@@ -58,7 +58,8 @@ fn events(d: &mut Daemon, kind: Kind, name: &str) -> Vec<String> {
         object: Some(ObjectKey::new(kind, "default", name)),
         limit: None,
     };
-    d.rt.block_on(s.list_events(&q))
+    d.rt()
+        .block_on(s.list_events(&q))
         .unwrap()
         .into_iter()
         .map(|e| format!("{} {}", e.reason, e.message))
@@ -153,7 +154,7 @@ fn hangs_and_slow_calls_do_not_stop_reads_or_other_objects() {
     }
     let mut d = Daemon::start_new("tend-fault");
     let src = tempfile::tempdir().unwrap();
-    let tree = harness::busybox_tree(src.path());
+    let tree = common::fixtures::busybox_rootfs(src.path(), &[]);
     set_faults(&d, "snapshot.import=hang\nnet.attach=sleep(1500)\n");
     d.apply(&format!(
         "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: stuck}}\nspec: {{source: {{directory: {}}}}}\n---\n\
@@ -316,7 +317,7 @@ fn a_full_disk_is_reported_survives_sigkill_and_recovers() {
     let state = mnt.0.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     d.at = Some(state);
-    d.start();
+    d.spawn();
     d.apply(&ctr("steady"));
     wait(&mut d, Kind::Container, "steady", "Running", |o| {
         o.status["phase"] == "Running"
@@ -328,7 +329,7 @@ fn a_full_disk_is_reported_survives_sigkill_and_recovers() {
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
     std::fs::write(&filler, vec![0u8; (free - (1 << 20)) as usize]).unwrap();
     let src = tempfile::tempdir().unwrap();
-    let tree = harness::busybox_tree(src.path());
+    let tree = common::fixtures::busybox_rootfs(src.path(), &[]);
     // The CLI may or may not manage to write; when it does, the import cannot.
     let y = format!(
         "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: big}}\nspec: {{source: {{directory: {}}}}}\n",
@@ -362,7 +363,7 @@ fn a_full_disk_is_reported_survives_sigkill_and_recovers() {
     assert!(cpu < HOT_LOOP, "hot loop: {:.0}% of a core", cpu * 100.0);
     // SIGKILL while full, restart while full: the store must open and stay consistent.
     d.kill9();
-    d.start();
+    d.spawn();
     db_check(&d);
     std::fs::remove_file(&filler).unwrap();
     if !applied.status.success() {

@@ -7,7 +7,6 @@ mod common;
 
 use common::daemon::Daemon;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,19 +14,6 @@ const APPLETS: [&str; 18] = [
     "sh", "echo", "sleep", "cat", "head", "wc", "mount", "mknod", "insmod", "unshare", "true",
     "mkdir", "ip", "ls", "grep", "test", "id", "ps",
 ];
-
-/// A rootfs directory with busybox and the applets the battery uses.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "tmp", "proc", "dev", "sys", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in APPLETS {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    root
-}
 
 /// `masked` reads /proc/kcore (where the kernel has it), /proc/timer_list and /proc/keys.
 /// Each attempt prints `name=ok` or `name=refused:<error>`; `DONE` ends the battery.
@@ -131,7 +117,7 @@ impl Drop for DockerRun {
 fn daemon_with_state() -> (Daemon, tempfile::TempDir) {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("host-marker"), "host").unwrap();
-    let rootfs = busybox_rootfs(src.path());
+    let rootfs = common::fixtures::busybox_rootfs(src.path(), &APPLETS);
     let d = Daemon::start(&["--snapshot-backend", "copy"]);
     d.apply(&format!(
         "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: bb}}\nspec: {{source: {{directory: {:?}}}}}\n",

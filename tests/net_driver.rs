@@ -85,18 +85,6 @@ async fn wait_gone(link: &str) -> bool {
     false
 }
 
-/// Runs `f` on a thread that has entered the named namespace.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
-    std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
 async fn next_event(mon: &mut NetMonitor, mut want: impl FnMut(&NetEvent) -> bool) -> NetEvent {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
@@ -284,7 +272,7 @@ async fn two_attachments_reach_each_other_and_teardown_leaves_nothing() {
     // TCP from namespace 1 to a listener in namespace 0.
     let addr = SocketAddrV4::new(reqs[0].address.addr(), 7070);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = in_netns(&reqs[0].netns, move || {
+    let server = common::fixtures::in_netns(format!("/run/netns/{}", reqs[0].netns), move || {
         let l = TcpListener::bind(addr).unwrap();
         ready_tx.send(()).unwrap();
         let (mut s, peer) = l.accept().unwrap();
@@ -294,7 +282,7 @@ async fn two_attachments_reach_each_other_and_teardown_leaves_nothing() {
         (peer.ip().to_string(), buf)
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let client = in_netns(&reqs[1].netns, move || {
+    let client = common::fixtures::in_netns(format!("/run/netns/{}", reqs[1].netns), move || {
         let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
         s.write_all(b"ping").unwrap();
         let mut buf = [0u8; 4];

@@ -230,17 +230,6 @@ fn container_spec(networks: Value) -> Value {
     json!({"command": ["/bin/true"], "networks": networks})
 }
 
-fn in_netns<T: Send + 'static>(
-    path: PathBuf,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let file = std::fs::File::open(path).expect("open netns");
-    std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
 fn instance() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
@@ -315,7 +304,7 @@ async fn two_attachments_talk_and_nothing_is_left_after_deletion() {
     // TCP from b's namespace to a's.
     let addr = SocketAddrV4::new(ea[0].ip.parse().unwrap(), 7070);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = in_netns(pa, move || {
+    let server = common::fixtures::in_netns(pa, move || {
         let l = TcpListener::bind(addr).unwrap();
         ready_tx.send(()).unwrap();
         let (mut s, peer) = l.accept().unwrap();
@@ -325,7 +314,7 @@ async fn two_attachments_talk_and_nothing_is_left_after_deletion() {
         peer.ip().to_string()
     });
     ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    let client = in_netns(pb, move || {
+    let client = common::fixtures::in_netns(pb, move || {
         let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
         s.write_all(b"ping").unwrap();
         let mut buf = [0u8; 4];

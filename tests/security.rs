@@ -3,9 +3,8 @@
 //! namespace-limited token cannot read or change another namespace.
 
 mod common;
-mod harness;
 
-use harness::Daemon;
+use common::daemon::Daemon;
 use std::time::{Duration, Instant};
 use tend::api::client::Client;
 use tend_schema::{Kind, ObjectKey};
@@ -93,7 +92,7 @@ fn names_and_paths_from_specs_stay_inside_and_never_reach_a_shell() {
         let states: Vec<_> = objs.iter().filter(|o| o.kind == "State").collect();
         let refused = states
             .iter()
-            .filter(|o| harness::ready_reason(o).contains("BadSource"))
+            .filter(|o| common::daemon::ready_reason(o).contains("BadSource"))
             .count();
         if refused == inside.len() {
             break;
@@ -103,7 +102,7 @@ fn names_and_paths_from_specs_stay_inside_and_never_reach_a_shell() {
             "sources inside the state dir not all refused: {:?}",
             states
                 .iter()
-                .map(|o| (o.metadata.name.clone(), harness::ready_reason(o)))
+                .map(|o| (o.metadata.name.clone(), common::daemon::ready_reason(o)))
                 .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -119,7 +118,7 @@ fn tokens_are_never_logged_tcp_needs_one_and_namespaces_are_enforced() {
     }
     let mut d = Daemon::unstarted("tend-sec", &["--listen", "127.0.0.1:0"]);
     d.env.push(("TEND_LOG".into(), "debug".into()));
-    d.start();
+    d.spawn();
     let engine: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.path().join("engine.json")).unwrap()).unwrap();
     let addr: std::net::SocketAddr = engine["listen"].as_str().unwrap().parse().unwrap();

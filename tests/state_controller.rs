@@ -701,13 +701,20 @@ async fn bad_sources_give_conditions_and_write_nothing() {
         .into_iter()
         .filter(|n| !n.starts_with(".tmp-"))
         .collect();
-    assert!(trees.is_empty(), "no tree made from a bad source: {trees:?}");
+    assert!(
+        trees.is_empty(),
+        "no tree made from a bad source: {trees:?}"
+    );
     for (name, _, _) in &cases {
         env.delete(Kind::State, name, Propagation::Background).await;
         env.gone(Kind::State, name).await;
     }
     // Once the States are gone no retry runs any more: nothing at all is left, temps included.
-    assert_eq!(entries(&states_dir), Vec::<String>::new(), "no half-made trees");
+    assert_eq!(
+        entries(&states_dir),
+        Vec::<String>::new(),
+        "no half-made trees"
+    );
     env.stop().await;
 }
 

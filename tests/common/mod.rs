@@ -67,4 +67,5 @@ fn radix36(mut v: u32) -> String {
     String::from_utf8(out).unwrap()
 }
 pub mod daemon;
+pub mod fixtures;
 pub mod sweep;
