@@ -129,6 +129,18 @@ impl AnyObject {
         if let Err(e) = kind.validate_spec(&self.spec) {
             errs.0.extend(e.0);
         }
+        // A name tend derives from this one must be valid too, or the object would be accepted
+        // and then stay Pending for ever.
+        let name_ok = check_dns1123_label(&self.metadata.name).is_ok();
+        if kind == Kind::Container && name_ok && !self.spec["rootfs"]["state"].is_null() {
+            let derived = crate::kinds::container::rootfs_sandbox_name(&self.metadata.name);
+            if let Err(m) = check_dns1123_label(&derived) {
+                errs.push(
+                    "metadata.name",
+                    format!("with spec.rootfs.state, tend makes a Sandbox named after the Container, and {m}; use a name of at most 56 characters"),
+                );
+            }
+        }
         errs.into_result().map(|_| kind)
     }
 

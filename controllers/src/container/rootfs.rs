@@ -53,7 +53,7 @@ pub(crate) async fn resolve(ctx: &Context, c: &Container) -> Result<RootfsState,
 
 /// Makes sure the owned Sandbox `<container>-rootfs` of State `state` exists; returns its name.
 async fn owned_sandbox(ctx: &Context, c: &Container, state: &str) -> Result<String, Error> {
-    let name = format!("{}-rootfs", c.metadata.name);
+    let name = tend_schema::kinds::container::rootfs_sandbox_name(&c.metadata.name);
     let key = ObjectKey::new(Kind::Sandbox, c.metadata.ns(), &name);
     let uid = c.metadata.uid.clone().unwrap_or_default();
     let spec = serde_json::json!({ "state": state });

@@ -112,6 +112,11 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// The name of the Sandbox a Container with `rootfs: {state: …}` owns: `<container>-rootfs`.
+pub fn rootfs_sandbox_name(container: &str) -> String {
+    format!("{container}-rootfs")
+}
+
 impl ContainerSpec {
     /// The securityContext, defaults filled in when absent.
     pub fn security(&self) -> SecurityContext {
@@ -325,6 +330,26 @@ mod tests {
                 .starts_with("spec.resources.memroy: unknown field"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_name_whose_rootfs_sandbox_would_be_too_long_is_refused() {
+        let obj = |name: &str| {
+            crate::AnyObject::new(
+                Kind::Container,
+                "default",
+                name,
+                json!({"command": ["sh"], "rootfs": {"state": "base"}}),
+            )
+        };
+        let err = obj(&"a".repeat(60)).validate().unwrap_err();
+        assert_eq!(err.0[0].field, "metadata.name");
+        assert!(err.to_string().contains("-rootfs"), "{err}");
+        obj(&"a".repeat(56)).validate().unwrap();
+        // Without a State rootfs no Sandbox is derived: the name may use all 63 characters.
+        let mut plain = obj(&"a".repeat(63));
+        plain.spec = json!({"command": ["sh"]});
+        plain.validate().unwrap();
     }
 
     #[test]
