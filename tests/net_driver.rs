@@ -108,7 +108,7 @@ async fn setup(
 ) -> (String, Vec<AttachRequest>) {
     let bridge = names::bridge_name(&common::unique(tag));
     guard.links.push(bridge.clone());
-    d.ensure_bridge(&bridge, host(net, 1), 24, 1500)
+    d.ensure_bridge(&bridge, host(net, 1), 24, 1500, Some("tend:test:bridge"))
         .await
         .unwrap();
     let mut reqs = Vec::new();
@@ -126,8 +126,13 @@ async fn setup(
             address: Ipv4Net::new(host(net, 10 + i as u32), 24).unwrap(),
             gateway: Some(host(net, 1)),
             mtu: 1500,
+            alias: Some(format!("tend:test-{tag}:{i}")),
         };
         d.attach(&req).await.unwrap();
+        // The owner's mark is on the link as soon as it exists (set in the creating message).
+        let alias =
+            std::fs::read_to_string(format!("/sys/class/net/{}/ifalias", req.host_ifname)).unwrap();
+        assert_eq!(alias.trim(), format!("tend:test-{tag}:{i}"));
         reqs.push(req);
     }
     (bridge, reqs)
@@ -144,8 +149,19 @@ async fn bridge_gets_gateway_mtu_up_and_is_idempotent() {
     let br = names::bridge_name(&common::unique("br"));
     guard.links.push(br.clone());
     let gw = host(net, 1);
-    let first = d.ensure_bridge(&br, gw, 24, 1500).await.unwrap();
-    let again = d.ensure_bridge(&br, gw, 24, 1500).await.unwrap();
+    let first = d
+        .ensure_bridge(&br, gw, 24, 1500, Some("tend:test:bridge"))
+        .await
+        .unwrap();
+    let again = d
+        .ensure_bridge(&br, gw, 24, 1500, Some("tend:test:bridge"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.alias.as_deref(),
+        Some("tend:test:bridge"),
+        "alias set at creation"
+    );
     assert_eq!(first, again);
     assert!(again.up);
     assert_eq!(again.addresses, vec![Ipv4Net::new(gw, 24).unwrap()]);
@@ -171,7 +187,10 @@ async fn bridge_gets_gateway_mtu_up_and_is_idempotent() {
     // Drift back: MTU, down, new gateway; one ensure repairs all of it.
     assert!(ip(&["link", "set", &br, "down", "mtu", "1400"]).0);
     let gw2 = host(subnet(2), 1);
-    let st = d.ensure_bridge(&br, gw2, 24, 1500).await.unwrap();
+    let st = d
+        .ensure_bridge(&br, gw2, 24, 1500, Some("tend:test:bridge"))
+        .await
+        .unwrap();
     assert!(st.up);
     assert_eq!(st.mtu, 1500);
     assert_eq!(st.addresses, vec![Ipv4Net::new(gw2, 24).unwrap()]);
@@ -419,7 +438,10 @@ async fn host_route_overlap_sees_a_bridge_subnet() {
     let net = subnet(5);
     let br = names::bridge_name(&common::unique("ro"));
     guard.links.push(br.clone());
-    let st = d.ensure_bridge(&br, host(net, 1), 24, 1500).await.unwrap();
+    let st = d
+        .ensure_bridge(&br, host(net, 1), 24, 1500, Some("tend:test:bridge"))
+        .await
+        .unwrap();
     let half: Ipv4Net = Ipv4Net::new(host(net, 128), 25).unwrap();
     let hit = d
         .route_overlap(half, &[])

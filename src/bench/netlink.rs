@@ -135,7 +135,13 @@ async fn run(
     ns_names: &[String],
 ) -> Result<BenchReport> {
     driver
-        .ensure_bridge(bridge, gateway, cfg.subnet.prefix_len(), 1500)
+        .ensure_bridge(
+            bridge,
+            gateway,
+            cfg.subnet.prefix_len(),
+            1500,
+            Some("tend:bench:bridge"),
+        )
         .await?;
     let start = Instant::now();
     let timings: Vec<Result<(Duration, Duration)>> = futures::stream::iter(0..cfg.count)
@@ -151,6 +157,8 @@ async fn run(
                 address: Ipv4Net::new(addrs[i], cfg.subnet.prefix_len()).expect("valid prefix"),
                 gateway: Some(gateway),
                 mtu: 1500,
+                // As the daemon does: the owner's mark goes in the creating message.
+                alias: Some(format!("tend:bench:{}", ns_names[i])),
             };
             driver.attach(&req).await?;
             Ok((t1 - t0, t1.elapsed()))

@@ -47,17 +47,10 @@ impl NetworkDriver for NetlinkNetworkDriver {
     }
 
     async fn ensure_bridge(&self, b: &BridgeConfig) -> Result<(), Error> {
-        let st = self
-            .net
-            .ensure_bridge(&b.name, b.gateway, b.prefix, b.mtu)
+        self.net
+            .ensure_bridge(&b.name, b.gateway, b.prefix, b.mtu, Some(&b.alias))
             .await
             .map_err(box_err)?;
-        if st.alias.as_deref() != Some(b.alias.as_str()) {
-            self.net
-                .set_link_alias(&b.name, &b.alias)
-                .await
-                .map_err(box_err)?;
-        }
         Ok(())
     }
 
@@ -165,12 +158,9 @@ impl NetworkDriver for NetlinkNetworkDriver {
             address: Ipv4Net::new(a.address, a.prefix).map_err(|e| -> Error { Box::new(e) })?,
             gateway: a.gateway,
             mtu: a.mtu,
+            alias: Some(a.alias.clone()),
         };
-        self.net.attach(&req).await.map_err(box_err)?;
-        self.net
-            .set_link_alias(&a.host_ifname, &a.alias)
-            .await
-            .map_err(box_err)
+        self.net.attach(&req).await.map_err(box_err)
     }
 
     async fn inspect_attachment(&self, a: &AttachConfig) -> Result<AttachObserved, Error> {

@@ -10,7 +10,7 @@ use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::bridge::{ensure_only_address, index_of, ipv4_addresses};
+use super::bridge::{ensure_only_address, index_of, ipv4_addresses, link_alias};
 use super::{
     check_ifname, get_link, link_master, link_mtu, link_up, nl_errno, Error, NetDriver, Result,
 };
@@ -32,6 +32,9 @@ pub struct AttachRequest {
     pub gateway: Option<Ipv4Addr>,
     /// MTU of both veth ends.
     pub mtu: u32,
+    /// Alias (`IFLA_IFALIAS`) of the host end, e.g. `tend:<instance>:<uid>`, set right after
+    /// the veth is created and put back when it differs.
+    pub alias: Option<String>,
 }
 
 /// What the host has for one attachment.
@@ -82,15 +85,20 @@ impl NetDriver {
         };
         let fresh = match (existing, peer) {
             (Some(host), Some(_)) => {
+                let alias_off = req.alias.is_some() && link_alias(&host) != req.alias;
                 if link_master(&host) != Some(bridge)
                     || !link_up(&host)
                     || link_mtu(&host) != Some(req.mtu)
+                    || alias_off
                 {
-                    let msg = LinkUnspec::new_with_index(host.header.index)
+                    let mut msg = LinkUnspec::new_with_index(host.header.index)
                         .controller(bridge)
                         .mtu(req.mtu)
-                        .up()
-                        .build();
+                        .up();
+                    if let Some(alias) = &req.alias {
+                        msg = msg.alias(alias.clone());
+                    }
+                    let msg = msg.build();
                     self.handle
                         .link()
                         .change(msg)
@@ -124,6 +132,20 @@ impl NetDriver {
                     .execute()
                     .await
                     .map_err(Error::netlink("create veth", &req.host_ifname))?;
+                // The kernel ignores IFLA_IFALIAS in RTM_NEWLINK (only a change sets it), so
+                // the mark follows at once. A kill in between leaves a link named after the
+                // container's uid: the next attach adopts it and its cleanup deletes it by name.
+                if let Some(alias) = &req.alias {
+                    let msg = LinkUnspec::new_with_name(&req.host_ifname)
+                        .alias(alias.clone())
+                        .build();
+                    self.handle
+                        .link()
+                        .change(msg)
+                        .execute()
+                        .await
+                        .map_err(Error::netlink("set alias", &req.host_ifname))?;
+                }
                 true
             }
         };

@@ -59,11 +59,14 @@ impl NetDriver {
         gateway: Ipv4Addr,
         prefix: u8,
         mtu: u32,
+        alias: Option<&str>,
     ) -> Result<BridgeState> {
         check_ifname(name)?;
         let link = match self.link_by_name(name).await? {
             Some(l) => l,
             None => {
+                // Created down: the kernel ignores IFLA_IFALIAS at creation, so the change below
+                // brings it up and marks it in one message (never up without its owner's mark).
                 let msg = LinkBridge::new(name).mtu(mtu).build();
                 match self.handle.link().add(msg).execute().await {
                     Ok(()) => {}
@@ -85,8 +88,13 @@ impl NetDriver {
             });
         }
         let index = link.header.index;
-        if link_mtu(&link) != Some(mtu) || !link_up(&link) {
-            let msg = LinkUnspec::new_with_index(index).mtu(mtu).up().build();
+        let alias_off = alias.is_some_and(|a| link_alias(&link).as_deref() != Some(a));
+        if link_mtu(&link) != Some(mtu) || !link_up(&link) || alias_off {
+            let mut msg = LinkUnspec::new_with_index(index).mtu(mtu).up();
+            if let Some(alias) = alias {
+                msg = msg.alias(alias);
+            }
+            let msg = msg.build();
             self.handle
                 .link()
                 .change(msg)
@@ -127,20 +135,6 @@ impl NetDriver {
             addresses,
             alias: link_alias(&link),
         }))
-    }
-
-    /// Sets the alias (`IFLA_IFALIAS`, what `ip link show` prints as `alias`) of host link
-    /// `name`. tend records `tend:<instance>:<uid>` there, so an orphan sweep can tell its own
-    /// links from another daemon's.
-    pub async fn set_link_alias(&self, name: &str, alias: &str) -> Result<()> {
-        check_ifname(name)?;
-        let msg = LinkUnspec::new_with_name(name).alias(alias).build();
-        self.handle
-            .link()
-            .change(msg)
-            .execute()
-            .await
-            .map_err(Error::netlink("set alias", name))
     }
 
     /// Deletes the host link `name` (a veth takes its peer with it); missing is success.

@@ -40,6 +40,9 @@ pub struct Daemon {
     teardown: Teardown,
     rt: OnceLock<tokio::runtime::Runtime>,
     store: Option<Arc<SqliteStore>>,
+    /// Uid of every object [`Daemon::objects`] ever returned: the leak check looks for links
+    /// named after them too, not only for links carrying the instance's alias.
+    seen_uids: std::collections::HashSet<String>,
 }
 
 impl Daemon {
@@ -92,6 +95,7 @@ impl Daemon {
             teardown: Teardown::ThroughDaemon,
             rt: OnceLock::new(),
             store: None,
+            seen_uids: Default::default(),
         }
     }
 
@@ -319,10 +323,14 @@ impl Daemon {
     /// Every object of every kind in the store.
     pub fn objects(&mut self) -> Vec<AnyObject> {
         let s = self.store();
-        self.rt()
+        let items = self
+            .rt()
             .block_on(s.list(&ListQuery::default()))
             .unwrap()
-            .items
+            .items;
+        self.seen_uids
+            .extend(items.iter().filter_map(|o| o.metadata.uid.clone()));
+        items
     }
 
     pub fn leases(&mut self) -> Vec<Lease> {
@@ -379,15 +387,27 @@ impl Daemon {
         out
     }
 
-    /// Host objects of this instance still present: links (by alias), netns, cgroups, snapshot
-    /// trees, container dirs, shims. Empty when nothing leaked.
+    /// Host objects of this instance still present: links (by alias, and by the names derived
+    /// from every uid seen), netns, cgroups, snapshot trees, container dirs, shims. Empty when
+    /// nothing leaked.
     pub fn host_leftovers(&self) -> Vec<String> {
+        use tend::net::names::{bridge_name, host_veth_name};
         let inst = self.instance();
+        let named: std::collections::HashSet<String> = self
+            .seen_uids
+            .iter()
+            .flat_map(|u| {
+                (0..16)
+                    .map(|i| host_veth_name(u, i))
+                    .chain([bridge_name(u)])
+            })
+            .collect();
         let mut left = Vec::new();
         for e in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
             let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
-            if alias.contains(&format!("tend:{inst}:")) {
-                left.push(format!("link {:?} ({})", e.file_name(), alias.trim()));
+            let name = e.file_name().to_string_lossy().into_owned();
+            if alias.contains(&format!("tend:{inst}:")) || named.contains(&name) {
+                left.push(format!("link {name:?} ({})", alias.trim()));
             }
         }
         for e in std::fs::read_dir("/run/netns")
