@@ -142,9 +142,18 @@ spec:
     // A State in use cannot go while its Sandboxes exist.
     let out = d.tend(&["delete", "state", "busybox"]);
     assert!(out.status.success());
-    std::thread::sleep(Duration::from_millis(500));
-    let held = d.get("state", "busybox").expect("a used State stays");
+    // The controller's answer to the delete is the positive signal: Ready=False, InUse, naming
+    // a user; only then is "still there" a finding.
+    let held = d.wait("state", "busybox", "held as InUse", |o| {
+        o["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["reason"] == "InUse")
+    });
     assert!(held["metadata"]["deletionTimestamp"].is_string());
+    let msg = held["status"]["conditions"].to_string();
+    assert!(msg.contains("rootfs"), "the InUse message names a user: {msg}");
     let instance = std::fs::read_to_string(d.path().join("instance-id"))
         .unwrap()
         .trim()
