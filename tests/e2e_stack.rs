@@ -153,7 +153,10 @@ spec:
     });
     assert!(held["metadata"]["deletionTimestamp"].is_string());
     let msg = held["status"]["conditions"].to_string();
-    assert!(msg.contains("rootfs"), "the InUse message names a user: {msg}");
+    assert!(
+        msg.contains("rootfs"),
+        "the InUse message names a user: {msg}"
+    );
     let instance = std::fs::read_to_string(d.path().join("instance-id"))
         .unwrap()
         .trim()

@@ -18,6 +18,13 @@ fn ctr(name: &str) -> String {
     CTR.replace("NAME", name)
 }
 
+/// A daemon with fault injection on (`--failpoints`), started.
+fn faulty() -> Daemon {
+    let mut d = Daemon::unstarted("tend-fault", &["--failpoints"]);
+    d.spawn();
+    d
+}
+
 fn set_faults(d: &Daemon, lines: &str) {
     let p = d.path().join("failpoints");
     if lines.is_empty() {
@@ -116,7 +123,7 @@ fn driver_errors_are_reported_backed_off_and_recovered() {
     if !common::privileged("driver_errors_are_reported_backed_off_and_recovered") {
         return;
     }
-    let mut d = Daemon::start_new("tend-fault");
+    let mut d = faulty();
     set_faults(&d, "shim.spawn=error(no more processes)\n");
     d.apply(&ctr("victim"));
     wait(&mut d, Kind::Container, "victim", "StartFailed", |o| {
@@ -152,7 +159,7 @@ fn hangs_and_slow_calls_do_not_stop_reads_or_other_objects() {
     if !common::privileged("hangs_and_slow_calls_do_not_stop_reads_or_other_objects") {
         return;
     }
-    let mut d = Daemon::start_new("tend-fault");
+    let mut d = faulty();
     let src = tempfile::tempdir().unwrap();
     let tree = common::fixtures::busybox_rootfs(src.path(), &[]);
     set_faults(&d, "snapshot.import=hang\nnet.attach=sleep(1500)\n");
@@ -210,7 +217,7 @@ fn store_busy_never_starts_a_workload_twice_and_recovers() {
     if !common::privileged("store_busy_never_starts_a_workload_twice_and_recovers") {
         return;
     }
-    let mut d = Daemon::start_new("tend-fault");
+    let mut d = faulty();
     d.apply(&ctr("before"));
     wait(&mut d, Kind::Container, "before", "Running", |o| {
         o.status["phase"] == "Running"
@@ -312,7 +319,7 @@ fn a_full_disk_is_reported_survives_sigkill_and_recovers() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let mut d = Daemon::unstarted("tend-fault", &[]);
+    let mut d = Daemon::unstarted("tend-fault", &["--failpoints"]);
     // The daemon's state dir is on the tmpfs.
     let state = mnt.0.path().join("state");
     std::fs::create_dir_all(&state).unwrap();

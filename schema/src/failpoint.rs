@@ -1,8 +1,9 @@
 //! Failpoints: named places in the drivers and the store where a test can inject an error, a
 //! delay, a hang or a panic into a running daemon, and take it away again.
 //!
-//! A daemon turns them on with [`init`] (`tend serve` passes `<state-dir>/failpoints`, or the file
-//! named by `TEND_FAILPOINTS` when set); the file
+//! A daemon turns them on with [`init`] (`tend serve --failpoints` passes
+//! `<state-dir>/failpoints`; the file named by `TEND_FAILPOINTS`, when set, is used instead and
+//! needs no flag); the file
 //! holds one `name=action` per line, read again whenever it changes, so a test adds and clears
 //! faults while the daemon runs. Actions:
 //!
@@ -13,7 +14,7 @@
 //! | `hang` | waits until the line is removed from the file (a call that never returns) |
 //! | `panic` | panics |
 //!
-//! With no [`init`], or no file, `check` costs one `stat`.
+//! With no [`init`] (the default) `check` returns at once; with one, it costs one `stat`.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
