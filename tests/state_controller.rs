@@ -40,6 +40,8 @@ impl Drop for Guard {
 /// A test's state dir, work dir (sources) and running daemon.
 struct Env {
     mode: BackendMode,
+    /// The controllers' resync period (1 s unless a test needs drift found without it).
+    resync: Duration,
     store: Arc<SqliteStore>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -53,6 +55,10 @@ struct Env {
 
 impl Env {
     async fn new(test: &str, mode: BackendMode) -> Option<Env> {
+        Self::with_resync(test, mode, Duration::from_secs(1)).await
+    }
+
+    async fn with_resync(test: &str, mode: BackendMode, resync: Duration) -> Option<Env> {
         if !common::privileged(test) {
             return None;
         }
@@ -66,6 +72,7 @@ impl Env {
         let store = tend::cli::open(&state).await.unwrap();
         let mut env = Env {
             mode,
+            resync,
             store,
             stop: None,
             task: None,
@@ -86,7 +93,7 @@ impl Env {
             exe: PathBuf::from(env!("CARGO_BIN_EXE_tend")),
             controller: ControllerConfig {
                 concurrency: 8,
-                resync: Duration::from_secs(1),
+                resync: self.resync,
             },
             snapshot: SnapshotConfig {
                 mode: self.mode,
@@ -434,7 +441,8 @@ fn unfreeze_behind(mode: BackendMode, path: &Path) {
 }
 
 async fn drift(mode: BackendMode, test: &str) {
-    let Some(mut env) = Env::new(test, mode).await else {
+    // No resync during the test: every repair below must come from an event or a cheap check.
+    let Some(mut env) = Env::with_resync(test, mode, Duration::from_secs(600)).await else {
         return;
     };
     let src = env.source("src");
@@ -460,13 +468,19 @@ async fn drift(mode: BackendMode, test: &str) {
     assert!(!dev.join("scratch").exists());
     env.event("Recreated").await;
 
-    // A State made writable is made read-only again (found by resync: 1 s here).
+    // A State made writable is made read-only again (found by the daemon's read-only check,
+    // every second, as no inotify event reports it).
     unfreeze_behind(mode, &base);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(20);
     while writable(&base) {
         assert!(Instant::now() < deadline, "state not made read-only again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    eprintln!(
+        "{test}: writable State made read-only again after {:?}",
+        t0.elapsed()
+    );
     env.event("DriftRepaired").await;
 
     // A State deleted behind tend's back is re-imported while its source exists...

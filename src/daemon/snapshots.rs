@@ -1,5 +1,5 @@
 //! Wiring of States and Sandboxes: choose the backend once, register both controllers, and start
-//! the inotify watch on the class dirs and the orphan sweep.
+//! the inotify watch on the class dirs, the read-only check of State trees and the orphan sweep.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,11 +46,16 @@ pub async fn register_snapshots(
         }),
         cfg.controller.clone(),
     );
-    let sweeper = Arc::new(Sweeper::new(driver, store, cfg.snapshot.orphan_grace));
+    let sweeper = Arc::new(Sweeper::new(
+        driver.clone(),
+        store,
+        cfg.snapshot.orphan_grace,
+    ));
     let wake = Arc::new(tokio::sync::Notify::new());
     let every =
         (cfg.snapshot.orphan_grace / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
     let mut alive = runtime.ready();
+    let read_only = read_only_check(driver, states.clone());
     let watch = crate::snapshot::watch::watch(&root, states, sandboxes, wake.clone())?;
     tokio::spawn(async move {
         let sweep = async {
@@ -70,8 +75,32 @@ pub async fn register_snapshots(
         tokio::select! {
             _ = sweep => {}
             _ = watch => {}
+            _ = read_only => {}
             _ = gone => {}
         }
     });
     Ok(adapter)
+}
+
+/// How often every State tree's read-only flag is looked at.
+const READ_ONLY_CHECK: Duration = Duration::from_secs(1);
+
+/// A State tree made writable behind tend's back raises no inotify event (btrfs' read-only
+/// subvolume flag), so its flag is looked at every [`READ_ONLY_CHECK`]: one directory read and
+/// one flag read per tree, and a writable one wakes its State, which makes it read-only again.
+async fn read_only_check(driver: Arc<dyn SnapshotDriver>, states: tend_controllers::Trigger) {
+    use tend_controllers::snapshot::TreeClass;
+    let mut tick = tokio::time::interval(READ_ONLY_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(uids) = driver.list(TreeClass::States).await else {
+            continue; // the sweep and the reconciles report a broken state dir
+        };
+        for uid in uids {
+            if let Ok(Some(false)) = driver.stat(TreeClass::States, &uid).await {
+                states.uid(&uid);
+            }
+        }
+    }
 }
