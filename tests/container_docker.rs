@@ -1,5 +1,6 @@
 //! The Container controller with `runtime: docker`, end to end: a real `tend serve` talking to
-//! the real dockerd (through a unix-socket proxy the test owns where dockerd must "go away"),
+//! the real dockerd (through a unix-socket proxy the test owns where dockerd must "go away", and
+//! a dockerd of the test's own that it stops and starts),
 //! driven through the CLI and checked with the `docker` CLI.
 
 mod common;
@@ -518,4 +519,155 @@ fn logs_and_exec_by_uid_through_the_runtime() {
         .unwrap();
         assert!(other.exec(&uid, &["true".to_string()]).await.is_err());
     });
+}
+
+/// A dockerd of the test's own: socket, data and exec roots in a temp dir, its own containerd
+/// namespace, no bridge and no iptables rules, so it touches nothing of the host's dockerd.
+/// Started and stopped by PID; the real daemon going away and coming back.
+struct OwnDockerd {
+    dir: tempfile::TempDir,
+    ns: String,
+    child: Option<std::process::Child>,
+}
+
+impl OwnDockerd {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("tdkd").tempdir().unwrap();
+        let mut d = OwnDockerd {
+            dir,
+            ns: common::unique("tend-test-dockerd"),
+            child: None,
+        };
+        d.start();
+        d
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        let host = format!("unix://{}", self.sock().display());
+        Command::new("docker")
+            .args(["-H", &host])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts dockerd and waits until it answers.
+    fn start(&mut self) {
+        let p = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(format!("unix://{}", self.sock().display()))
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("docker.pid"))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(["--containerd-namespace", &self.ns])
+            .args([
+                "--containerd-plugins-namespace",
+                &format!("{}-plugins", self.ns),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (docker.io) is installed by deploy/setup-host.sh");
+        self.child = Some(child);
+        let deadline = Instant::now() + common::scaled(Duration::from_secs(30));
+        while !self.cli(&["version"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "own dockerd did not start: {}",
+                std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, as `systemctl stop docker` does, and wait for it to exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnDockerd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Whatever the test left running goes before the daemon does.
+            if let Ok(out) = String::from_utf8(self.cli(&["ps", "-aq"]).stdout) {
+                for id in out.split_whitespace() {
+                    let _ = self.cli(&["rm", "-f", id]);
+                }
+            }
+        }
+        self.stop();
+    }
+}
+
+#[test]
+fn a_real_dockerd_stopped_and_started_again_gets_its_container_back() {
+    if !common::privileged("a_real_dockerd_stopped_and_started_again_gets_its_container_back") {
+        return;
+    }
+    let mut dockerd = OwnDockerd::new();
+    let d = Daemon::start_with_env(
+        &["--resync-seconds", "1", "--snapshot-backend", "copy"],
+        &[("TEND_DOCKER_SOCKET", dockerd.sock().to_str().unwrap())],
+    );
+    // The image comes from a State: this dockerd starts empty.
+    let src = tempfile::Builder::new()
+        .prefix("tend-cd-src")
+        .tempdir()
+        .unwrap();
+    let root = common::fixtures::busybox_rootfs(src.path(), &[]);
+    let (st, name) = (common::unique("st"), common::unique("dkr"));
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: {st}}}\nspec:\n  source: {{directory: {}}}\n",
+        root.display()
+    ));
+    d.apply(&container(
+        &name,
+        &format!("{{state: {st}}}"),
+        "exec /bin/sleep 3600",
+        "",
+    ));
+    let id = cid(&running(&d, &name, None));
+
+    // dockerd stops (its containers stop with it): tend says the runtime is unavailable.
+    dockerd.stop();
+    d.wait("container", &name, "RuntimeUnavailable", unavailable);
+    // It comes back: tend starts the workload again, and dockerd says it runs.
+    dockerd.start();
+    let v = running(&d, &name, None);
+    let inspect = dockerd.cli(&["inspect", "-f", "{{.State.Running}}", &cid(&v)]);
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), "true");
+    eprintln!(
+        "container {} before the stop, {} after (restartCount {})",
+        &id[..12],
+        &cid(&v)[..12],
+        v["status"]["restartCount"]
+    );
+
+    assert!(d.tend(&["delete", "container", &name]).status.success());
+    d.wait_for("container", &name, "deleted", |v| v.is_none());
+    let left = dockerd.cli(&["ps", "-aq"]);
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "containers left"
+    );
 }
