@@ -27,6 +27,8 @@ pub struct DriftConfig {
     pub timeout: Duration,
     /// Subnet of the Network used (must overlap no host route).
     pub subnet: String,
+    /// With a local Docker image: a `runtime: docker` Container too, removed with `docker rm -f`.
+    pub docker_image: Option<String>,
 }
 
 /// Repair times of one kind of drift.
@@ -37,7 +39,7 @@ pub struct DriftFigure {
 }
 
 /// The kinds of drift measured, in order.
-pub const DRIFTS: [&str; 9] = [
+pub const DRIFTS: [&str; 10] = [
     "workload killed",
     "veth deleted",
     "bridge deleted",
@@ -47,7 +49,11 @@ pub const DRIFTS: [&str; 9] = [
     "State made writable",
     "State subvolume deleted",
     "Sandbox subvolume deleted",
+    "Docker container removed (rm -f)",
 ];
+
+/// The index of the Docker drift in [`DRIFTS`], measured only with a Docker image.
+const DOCKER_DRIFT: usize = 9;
 
 /// The host's cgroupfs, where the daemon's driver keeps the worker's group.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -98,15 +104,20 @@ impl Drop for Serve {
     }
 }
 
-fn spec(subnet: &str, source: &Path) -> String {
-    format!(
+fn spec(subnet: &str, source: &Path, docker_image: Option<&str>) -> String {
+    let docker = docker_image.map(|image| format!(
+        "---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: dworker}}\nspec:\n  runtime: docker\n  image: {image}\n  \
+         command: [/bin/sleep, \"3600\"]\n  stopGracePeriodSeconds: 1\n"
+    )).unwrap_or_default();
+    let native = format!(
         "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: base}}\nspec: {{source: {{directory: {src}}}}}\n---\n\
          apiVersion: tend.dev/v1\nkind: Sandbox\nmetadata: {{name: spare}}\nspec: {{state: base}}\n---\n\
          apiVersion: tend.dev/v1\nkind: Network\nmetadata: {{name: drift}}\nspec: {{subnet: {subnet}}}\n---\n\
          apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: worker}}\nspec:\n  command: [/bin/sleep, \"3600\"]\n  \
          stopGracePeriodSeconds: 1\n  resources: {{memory: 64Mi, pids: 32}}\n  networks: [{{name: drift}}]\n",
         src = source.display()
-    )
+    );
+    native + &docker
 }
 
 async fn get(store: &SqliteStore, kind: Kind, name: &str) -> anyhow::Result<AnyObject> {
@@ -176,7 +187,10 @@ pub async fn measure(cfg: &DriftConfig) -> anyhow::Result<Vec<DriftFigure>> {
         exe: cfg.exe.clone(),
     };
     let store = Arc::new(SqliteStore::open(state.join("tend.db"), OpenOptions::default()).await?);
-    std::fs::write(state.join("drift.yaml"), spec(&cfg.subnet, &src))?;
+    std::fs::write(
+        state.join("drift.yaml"),
+        spec(&cfg.subnet, &src, cfg.docker_image.as_deref()),
+    )?;
     let out = Command::new(&cfg.exe)
         .arg("--state-dir")
         .arg(&state)
@@ -189,12 +203,13 @@ pub async fn measure(cfg: &DriftConfig) -> anyhow::Result<Vec<DriftFigure>> {
         String::from_utf8_lossy(&out.stderr)
     );
     let t = Duration::from_secs(30);
-    until("first convergence", t, || all_ready(&store)).await?;
+    let docker = cfg.docker_image.is_some();
+    until("first convergence", t, || all_ready(&store, docker)).await?;
     let net = NetDriver::with_default_dir()?;
     let instance = std::fs::read_to_string(state.join("instance-id"))?
         .trim()
         .to_string();
-    let mut figures: Vec<DriftFigure> = DRIFTS
+    let mut figures: Vec<DriftFigure> = DRIFTS[..if docker { DRIFTS.len() } else { DOCKER_DRIFT }]
         .iter()
         .map(|d| DriftFigure {
             drift: d,
@@ -203,7 +218,7 @@ pub async fn measure(cfg: &DriftConfig) -> anyhow::Result<Vec<DriftFigure>> {
         .collect();
     for _ in 0..cfg.rounds {
         for (i, fig) in figures.iter_mut().enumerate() {
-            let took = match drift_once(i, &store, &net, &instance, cfg.timeout).await {
+            let took = match drift_once(i, &store, &net, &instance, cfg.timeout, docker).await {
                 Ok(t) => t,
                 Err(e) => {
                     let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
@@ -238,6 +253,7 @@ async fn drift_once(
     net: &NetDriver,
     instance: &str,
     timeout: Duration,
+    docker: bool,
 ) -> anyhow::Result<Duration> {
     let worker = get(store, Kind::Container, "worker").await?;
     let network = get(store, Kind::Network, "drift").await?;
@@ -372,6 +388,25 @@ async fn drift_once(
             })
             .await?;
         }
+        DOCKER_DRIFT => {
+            let dworker = get(store, Kind::Container, "dworker").await?;
+            let id = dworker.status["containerID"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            crate::docker::DockerDriver::connect(None)?
+                .remove(&id, true)
+                .await?;
+            // Repaired: a new container of that Container runs, and tend says so.
+            until(what, timeout, || async {
+                get(store, Kind::Container, "dworker").await.is_ok_and(|o| {
+                    o.status["containerID"].as_str().is_some_and(|c| c != id)
+                        && o.status["phase"] == "Running"
+                        && ready(&o)
+                })
+            })
+            .await?;
+        }
         _ => {
             let p = sandbox_path.clone();
             crate::util::blocking(move || -> anyhow::Result<()> {
@@ -385,18 +420,20 @@ async fn drift_once(
     }
     let took = t0.elapsed();
     // Repaired on the host; wait for the objects to say Ready again before the next drift.
-    until("Ready again", timeout, || all_ready(store)).await?;
+    until("Ready again", timeout, || all_ready(store, docker)).await?;
     Ok(took)
 }
 
-/// Whether the four objects of the drift spec are all Ready.
-async fn all_ready(store: &SqliteStore) -> bool {
-    for (k, n) in [
+/// Whether the objects of the drift spec are all Ready.
+async fn all_ready(store: &SqliteStore, docker: bool) -> bool {
+    let objects = [
         (Kind::State, "base"),
         (Kind::Sandbox, "spare"),
         (Kind::Network, "drift"),
         (Kind::Container, "worker"),
-    ] {
+        (Kind::Container, "dworker"),
+    ];
+    for &(k, n) in &objects[..if docker { 5 } else { 4 }] {
         if !get(store, k, n).await.is_ok_and(|o| ready(&o)) {
             return false;
         }
@@ -413,13 +450,18 @@ fn same_netns(path: &Path, pid: i64) -> bool {
 }
 
 /// `tend bench drift`: prints p50/p99/max repair time per kind of drift.
-pub async fn run(rounds: usize, resync_seconds: u64) -> anyhow::Result<()> {
+pub async fn run(
+    rounds: usize,
+    resync_seconds: u64,
+    docker_image: Option<String>,
+) -> anyhow::Result<()> {
     let cfg = DriftConfig {
         exe: std::env::current_exe()?,
         rounds,
         resync_seconds,
         timeout: Duration::from_secs(resync_seconds * 2 + 30),
         subnet: "10.213.7.0/24".into(),
+        docker_image,
     };
     super::note(format_args!(
         "tend bench drift: {rounds} rounds, resync {resync_seconds} s, btrfs loop image"

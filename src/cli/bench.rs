@@ -66,6 +66,10 @@ pub enum What {
         /// The daemon's resync period (drift no event reports is found by resync).
         #[arg(long, default_value_t = 60)]
         resync_seconds: u64,
+        /// Also run a `runtime: docker` Container of this local image and remove it with
+        /// `docker rm -f` (e.g. tend-test/busybox:latest, built by deploy/docker-test-image.sh).
+        #[arg(long)]
+        docker_image: Option<String>,
     },
     /// Docker containers: apply→Running beside raw Engine API create+start, a burst, rm -f→repaired.
     Docker {
@@ -137,7 +141,8 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         What::Drift {
             rounds,
             resync_seconds,
-        } => crate::bench::drift::run(rounds, resync_seconds).await?,
+            docker_image,
+        } => crate::bench::drift::run(rounds, resync_seconds, docker_image).await?,
         What::Docker {
             single,
             burst,
