@@ -1,4 +1,5 @@
-//! The crash suite: a mixed workload of States, Sandboxes, Networks and native Containers driven
+//! The crash suite: a mixed workload of States, Sandboxes, Networks, native Containers and a few
+//! `runtime: docker` ones driven
 //! through a real `tend serve` that is SIGKILLed at random moments during convergence, updates and
 //! deletion; after every restart nothing is lost, nothing ran twice, no lease is duplicated, and
 //! after deleting everything nothing of the instance is left on the host.
@@ -8,11 +9,14 @@
 
 mod common;
 
-use common::daemon::{alive, ready, ready_reason, Daemon};
+use common::daemon::{alive, docker_containers, ready, ready_reason, Daemon};
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tend_schema::AnyObject;
+
+/// The local image the Docker containers run (deploy/docker-test-image.sh builds it).
+const DOCKER_IMAGE: &str = "tend-test/busybox:latest";
 
 fn uid(o: &AnyObject) -> &str {
     o.metadata.uid.as_deref().unwrap_or("")
@@ -28,6 +32,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// One Container the test wants: its rootfs Sandbox, its Network, and an update counter.
 #[derive(Clone)]
 struct Ctr {
+    /// `runtime: docker` (the local test image) instead of native.
+    docker: bool,
     sandbox: Option<String>,
     network: Option<String>,
     gen: u32,
@@ -64,12 +70,16 @@ impl Desired {
         for i in 0..n_ctr {
             // A third on the host fs, a third on a Sandbox (half of them networked), a third
             // networked on the host fs.
-            let sandbox = (i % 3 == 1 && i / 3 < sandboxes.len()).then(|| format!("sb{}", i / 3));
-            let network =
-                (i % 3 == 2 || (i % 3 == 1 && i % 2 == 0)).then(|| format!("net{}", i % 6));
+            // One in twenty runs on dockerd (an image, so no Sandbox; every other one networked).
+            let docker = i % 20 == 0;
+            let sandbox =
+                (!docker && i % 3 == 1 && i / 3 < sandboxes.len()).then(|| format!("sb{}", i / 3));
+            let network = (i % 3 == 2 || (i % 3 == 1 && i % 2 == 0) || (docker && i % 40 == 0))
+                .then(|| format!("net{}", i % 6));
             containers.insert(
                 format!("c{i}"),
                 Ctr {
+                    docker,
                     sandbox,
                     network,
                     gen: 0,
@@ -113,6 +123,9 @@ fn container_yaml(name: &str, c: &Ctr) -> String {
         "---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sleep, \"3600\"]\n  env: [{{name: GEN, value: \"{}\"}}]\n  stopGracePeriodSeconds: 1\n  resources: {{memory: 32Mi, pids: 16}}\n",
         c.gen
     );
+    if c.docker {
+        y += &format!("  runtime: docker\n  image: {DOCKER_IMAGE}\n");
+    }
     if let Some(s) = &c.sandbox {
         y += &format!("  rootfs: {{sandbox: {s}}}\n");
     }
@@ -218,15 +231,24 @@ fn check(
             "{name}: restarted by a daemon kill"
         );
     }
-    // One shim per container, none for anything else; the workload is alive.
+    // One shim per native container, none for anything else; every workload is alive.
     let shims = d.shims();
     for o in by_name.values() {
         let pids = shims.get(uid(o)).cloned().unwrap_or_default();
-        assert_eq!(pids.len(), 1, "{}: shims {pids:?}", o.metadata.name);
+        let want = if o.spec["runtime"] == "docker" { 0 } else { 1 };
+        assert_eq!(pids.len(), want, "{}: shims {pids:?}", o.metadata.name);
         let pid = o.status["pid"].as_i64().unwrap() as i32;
         assert!(alive(pid), "{}: workload {pid} dead", o.metadata.name);
     }
     let live: HashSet<&str> = by_name.values().map(|o| uid(o)).collect();
+    // Exactly one Docker container per docker Container, the one its status names.
+    let docker = docker_containers(&d.instance());
+    let want_docker: BTreeSet<String> = by_name
+        .values()
+        .filter(|o| o.spec["runtime"] == "docker")
+        .filter_map(|o| o.status["containerID"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(docker, want_docker, "Docker containers of this instance");
     for (uid, pids) in &shims {
         assert!(live.contains(uid.as_str()), "stray shim {uid} {pids:?}");
     }
@@ -307,6 +329,11 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
     eprintln!("chaos: {objects} objects, {cycles} cycles, {serve_args:?}, TEND_CHAOS_SEED={seed}");
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker-test-image.sh");
+    assert!(std::process::Command::new(image)
+        .status()
+        .unwrap()
+        .success());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let t0 = Instant::now();
     let mut d = Daemon::unstarted("tend-chaos", serve_args);
@@ -369,6 +396,7 @@ fn chaos(objects: usize, cycles: usize, serve_args: &[&str]) {
                         let name = format!("c{next}");
                         next += 1;
                         let c = Ctr {
+                            docker: false,
                             sandbox: None,
                             network: rng.random_bool(0.5).then(|| format!("net{}", next % 6)),
                             gen: 0,

@@ -437,6 +437,9 @@ impl Daemon {
         for (uid, pids) in self.shims() {
             left.push(format!("shim {uid} {pids:?}"));
         }
+        for id in docker_containers(&inst) {
+            left.push(format!("docker container {id}"));
+        }
         left
     }
 }
@@ -449,6 +452,24 @@ pub fn condition(v: &Value, type_: &str) -> String {
         .and_then(|c| c["status"].as_str())
         .unwrap_or("")
         .to_string()
+}
+
+/// Ids of the Docker containers labelled with `instance`, running or not.
+pub fn docker_containers(instance: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("label=dev.tend.instance={instance}"))
+        .output()
+        .expect("docker (docker.io) is installed by deploy/setup-host.sh");
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Every tend cgroup of `instance` in any hierarchy (`<hierarchy>/tend/<instance>-*`: each v1
