@@ -359,3 +359,56 @@ fn native_logs_and_exec_through_the_daemon() {
     let out = d.tend(&["delete", "container", &name, "--wait", "--timeout", "20"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn get_events_prints_json_and_yaml_and_refuses_flags_it_cannot_honour() {
+    if !common::privileged("get_events_prints_json_and_yaml_and_refuses_flags_it_cannot_honour") {
+        return;
+    }
+    let d = start();
+    let name = common::unique("cde");
+    let ctr = |gen: u32| {
+        format!(
+            "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sleep, '3600']\n  env: [{{name: GEN, value: '{gen}'}}]\n  stopGracePeriodSeconds: 0\n"
+        )
+    };
+    d.apply(&ctr(1));
+    d.wait_ready("container", &name, Duration::from_secs(20));
+    // A spec change replaces the workload, and says so in a Normal event.
+    d.apply(&ctr(2));
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(20));
+    let events = loop {
+        let out = d.tend(&["get", "events", "-o", "json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["kind"], "List");
+        let items = v["items"].as_array().unwrap().clone();
+        if items
+            .iter()
+            .any(|e| e["reason"] == "Replacing" && e["name"] == name.as_str())
+        {
+            break items;
+        }
+        assert!(Instant::now() < deadline, "no Replacing event: {v:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(events.iter().all(|e| e["lastTimestamp"].is_string()));
+    let yaml = d.tend(&["get", "events", "-o", "yaml"]);
+    let v: Value = serde_yaml_ng::from_slice(&yaml.stdout).unwrap();
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(events.len()));
+    // What events cannot do is refused, naming the flag, rather than ignored.
+    for (args, flag) in [
+        (&["get", "events", "-l", "app=web"][..], "-l"),
+        (&["get", "events", "-w"][..], "-w"),
+        (&["get", "events", "-o", "name"][..], "-o name"),
+    ] {
+        let out = d.tend(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(flag),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}

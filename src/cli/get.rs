@@ -32,7 +32,7 @@ pub struct Args {
 pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let ns = (!args.all_namespaces).then(|| args.namespace.clone());
     if args.kind == "events" || args.kind == "event" || args.kind == "ev" {
-        return events(backend, ns).await;
+        return events(backend, ns, &args).await;
     }
     let kind = if args.kind == "all" {
         None
@@ -122,8 +122,33 @@ fn print_objects(
     }
 }
 
-async fn events(backend: &Backend, ns: Option<String>) -> anyhow::Result<ExitCode> {
+/// `tend get events`: a table, or the events as JSON / YAML (a `List` of them). Events carry
+/// no labels or names of their own and there is no event watch yet: `-l`, `-w`, a name and
+/// `-o name` are refused rather than ignored.
+async fn events(backend: &Backend, ns: Option<String>, args: &Args) -> anyhow::Result<ExitCode> {
+    if args.selector.is_some() {
+        bail!("events have no labels: -l does not apply to them (see `tend describe KIND/NAME` for one object's events)");
+    }
+    if args.watch {
+        bail!("watching events is not supported: -w does not apply to events");
+    }
+    if args.name.is_some() {
+        bail!("events are listed, not named: drop the name (see `tend describe KIND/NAME` for one object's events)");
+    }
     let evs = backend.events(ns.as_deref(), None, None).await?;
+    match args.output {
+        Format::Json | Format::Yaml => {
+            let v = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": evs});
+            if args.output == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", to_yaml(&v));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Format::Name => bail!("events have no names: -o name does not apply to them"),
+        Format::Table | Format::Wide => {}
+    }
     if evs.is_empty() {
         eprintln!("No events found.");
         return Ok(ExitCode::SUCCESS);
