@@ -6,9 +6,10 @@ set -euo pipefail
 if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 
 # podman, crun and runc are the peers `tend bench container` measures beside tend;
-# qemu-system-x86, cpio and binutils (strip) are for the cgroup v2 VM suite (deploy/vm-test.sh).
+# qemu-system-x86, cpio and binutils (strip) are for the cgroup v2 VM suite (deploy/vm-test.sh);
+# systemd gives systemd-analyze, which checks deploy/tend.service.
 packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3
-  podman crun runc qemu-system-x86 cpio binutils)
+  podman crun runc qemu-system-x86 cpio binutils systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

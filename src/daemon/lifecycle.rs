@@ -152,6 +152,7 @@ pub async fn serve(
         }
     };
     let shutdown = shutdown_signal();
+    super::systemd::spawn(daemon.runtime.ready(), store.clone());
     let mut gate = daemon.runtime.ready();
     tokio::spawn(async move {
         if gate.wait_for(|v| *v).await.is_ok() {
@@ -176,6 +177,7 @@ pub async fn serve(
     let runtime_task = tokio::spawn(daemon.runtime.run(stopped(stop_rx)));
     shutdown.await;
     eprintln!("tend serve: shutting down");
+    super::systemd::stopping();
     let _ = stop_tx.send(true);
     runtime_task.await??;
     api_task.await??;

@@ -7,6 +7,7 @@ pub mod layout;
 pub mod lifecycle;
 pub mod network;
 mod snapshots;
+mod systemd;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -28,6 +28,10 @@ pub fn spawn_shim(exe: &Path, container_dir: &Path) -> Result<ShimHandle> {
     let mut child = Command::new(exe)
         .arg("shim")
         .arg(container_dir)
+        // systemd's notify socket and watchdog belong to the daemon, not to shims or workloads.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

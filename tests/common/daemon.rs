@@ -153,6 +153,16 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, as `systemctl stop` does, and wait for the daemon to exit; its exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        c.wait().ok()
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
