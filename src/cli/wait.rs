@@ -4,7 +4,9 @@ use super::backend::Backend;
 use crate::runtime_native::cli::parse_duration;
 use std::io::Write;
 use std::process::ExitCode;
+use futures::StreamExt;
 use std::time::{Duration, Instant};
+use tend_schema::store::ChangeType;
 use tend_schema::meta::CommonStatus;
 use tend_schema::{Kind, ObjectKey};
 
@@ -42,24 +44,32 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
         ),
     };
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + args.timeout;
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last = String::new();
+    // The object now and the revision it was read at, then every change after it: no polling.
+    let list = backend
+        .list(Some(kind), Some(&key.namespace), "", Some(&key.name))
+        .await?;
+    let mut current = list.items.into_iter().next();
+    let mut stream = backend
+        .watch(&[kind], Some(&key.namespace), list.revision)
+        .await?;
     loop {
-        let (done, progress) = match backend.get(&key).await {
-            Err(e) if e.is_not_found() && want_delete => (true, "deleted".to_string()),
-            Err(e) if e.is_not_found() => (false, "not found".to_string()),
-            Err(e) => return Err(e.into()),
-            Ok(_) if want_delete => (false, "still exists".to_string()),
-            Ok(obj) => {
+        let (done, progress) = match &current {
+            None if want_delete => (true, "deleted".to_string()),
+            None => (false, "not found".to_string()),
+            Some(_) if want_delete => (false, "still exists".to_string()),
+            Some(obj) => {
                 let st: CommonStatus =
                     serde_json::from_value(obj.status.clone()).unwrap_or_default();
                 let phase = st.phase.clone().unwrap_or_else(|| "-".into());
                 match st.condition(&ctype) {
                     Some(c) => {
                         let status = format!("{:?}", c.status);
-                        let current = c.observed_generation >= obj.metadata.generation;
+                        let up_to_date = c.observed_generation >= obj.metadata.generation;
                         (
-                            current && status == cstatus,
+                            up_to_date && status == cstatus,
                             format!("{phase}, {ctype}={status} ({})", c.reason),
                         )
                     }
@@ -87,16 +97,29 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
             let _ = std::io::stderr().flush();
             last = line;
         }
-        if started.elapsed() >= args.timeout {
-            if tty {
-                eprintln!();
+        // The next change of this object, or the deadline.
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => {
+                    if tty {
+                        eprintln!();
+                    }
+                    eprintln!(
+                        "error: timed out after {:?} waiting for {key} ({progress})",
+                        args.timeout
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                Ok(None) => anyhow::bail!("the watch of {key} ended"),
+                Ok(Some(ev)) => {
+                    let ev = ev?;
+                    if ev.object.metadata.name != key.name {
+                        continue;
+                    }
+                    current = (ev.type_ != ChangeType::Deleted).then_some(ev.object);
+                    break;
+                }
             }
-            eprintln!(
-                "error: timed out after {:?} waiting for {key} ({progress})",
-                args.timeout
-            );
-            return Ok(ExitCode::FAILURE);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
