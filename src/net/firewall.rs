@@ -28,7 +28,7 @@ pub enum FirewallError {
         op: &'static str,
         table: String,
         #[source]
-        source: nftables::helper::NftablesError,
+        source: Box<nftables::helper::NftablesError>,
     },
     #[error("building the nftables request for table ip {table}: {source}")]
     Build {
@@ -259,7 +259,7 @@ impl Firewall {
         .map_err(|source| FirewallError::Nft {
             op: "list",
             table: t.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let v = serde_json::to_value(&got).map_err(|source| FirewallError::Build {
             table: t.clone(),
@@ -358,7 +358,7 @@ fn run(table: &str, op: &'static str, req: Value) -> Result<(), FirewallError> {
     nftables::helper::apply_ruleset(&nft).map_err(|source| FirewallError::Nft {
         op,
         table: table.to_string(),
-        source,
+        source: Box::new(source),
     })
 }
 
