@@ -115,3 +115,26 @@ async fn installed_ports(
     }
     Ok(out)
 }
+
+/// A [`PortDriver`] that records what each container has published, for unit tests.
+#[derive(Default)]
+pub struct RecordingPorts {
+    pub published: Mutex<HashMap<String, Vec<PortRule>>>,
+}
+
+#[async_trait]
+impl PortDriver for RecordingPorts {
+    async fn publish(&self, uid: &str, rules: Vec<PortRule>) -> Result<(), Error> {
+        let mut p = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if rules.is_empty() {
+            p.remove(uid);
+        } else {
+            p.insert(uid.to_string(), rules);
+        }
+        Ok(())
+    }
+
+    async fn verify(&self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+}
