@@ -236,7 +236,7 @@ fn published_ports_reach_the_container_and_stay_published() {
     let net = format!("10.{a}.{b}");
     let (p_lo, p_any, p_udp, p_any2) = (host_port(1), host_port(2), host_port(3), host_port(4));
     let hairpin_out = dir.path().join("hairpin.out");
-    let d = Daemon::start(&["--resync-seconds", "2"]);
+    let mut d = Daemon::start(&["--resync-seconds", "2"]);
     let inst = d.instance();
     d.apply(&format!(
         r#"
@@ -451,6 +451,33 @@ spec:
         4,
         "web2: 2 ports × prerouting+output"
     );
+
+    // Orphans: a rule of this instance whose container is gone (left by a crashed daemon) is
+    // swept at start; the live container publishes its ports again.
+    d.kill9();
+    apply_nft(json!({"nftables": [{"add": {"rule": {
+        "family": "ip", "table": table_name(&inst), "chain": "prerouting", "comment": "gone-uid",
+        "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                "right": host_port(5)}},
+            {"dnat": {"addr": format!("{net}.99"), "port": 80}},
+        ]
+    }}}]}));
+    assert_eq!(rules_of(&inst, "gone-uid").len(), 1);
+    d.spawn();
+    let deadline = Instant::now() + common::scaled(t);
+    while !(rules_of(&inst, "gone-uid").is_empty() && rules_of(&inst, &uid2).len() == 4) {
+        assert!(
+            Instant::now() < deadline,
+            "after restart: {:#?}\n{}",
+            table(&inst),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    until("GET web2 after the daemon restarted", t, || {
+        http_get(lo, "/cgi-bin/addr")
+    });
 
     let out = d.tend(&["delete", "container", "--all", "--wait", "--timeout", "60"]);
     assert!(
