@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 # qemu-system-x86, cpio and binutils (strip) are for the cgroup v2 VM suite (deploy/vm-test.sh);
 # systemd gives systemd-analyze, which checks deploy/tend.service.
 packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3
-  podman crun runc qemu-system-x86 cpio binutils systemd)
+  nftables podman crun runc qemu-system-x86 cpio binutils systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,6 +33,19 @@ if ! docker info >/dev/null 2>&1; then
     sleep 1
   done
   docker info >/dev/null 2>&1 || { echo "setup-host: dockerd did not start; see /var/log/tend-dockerd.log" >&2; exit 1; }
+fi
+
+# Docker sets the iptables FORWARD policy to DROP, and in nftables a drop in any table is final:
+# tend's own table cannot let traffic through it. As the operator, allow (in DOCKER-USER, the
+# chain Docker keeps for its users) traffic between tend's bridges and the published-port
+# (DNATed) traffic to and from them. See docs/ports.md.
+if iptables -L DOCKER-USER -n >/dev/null 2>&1; then
+  for rule in "-i tnd-+ -o tnd-+ -j ACCEPT" \
+              "-o tnd-+ -m conntrack --ctstate DNAT -j ACCEPT" \
+              "-i tnd-+ -m conntrack --ctstate DNAT -j ACCEPT"; do
+    # shellcheck disable=SC2086
+    iptables -C DOCKER-USER $rule 2>/dev/null || iptables -I DOCKER-USER $rule
+  done
 fi
 
 # cargo-fuzz for deploy/fuzz.sh (runs on stable with RUSTC_BOOTSTRAP=1).

@@ -2,12 +2,12 @@
 
 use super::backend::Backend;
 use crate::runtime_native::cli::parse_duration;
+use futures::StreamExt;
 use std::io::Write;
 use std::process::ExitCode;
-use futures::StreamExt;
 use std::time::{Duration, Instant};
-use tend_schema::store::ChangeType;
 use tend_schema::meta::CommonStatus;
+use tend_schema::store::ChangeType;
 use tend_schema::{Kind, ObjectKey};
 
 #[derive(Debug, clap::Args)]

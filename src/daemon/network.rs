@@ -14,10 +14,11 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::DaemonConfig;
 use crate::net::adapter::NetlinkNetworkDriver;
-use crate::net::{firewall, names, NetDriver, NetEvent, NetMonitor};
+use crate::net::firewall::{self, Firewall, NftPorts};
+use crate::net::{names, NetDriver, NetEvent, NetMonitor};
 use crate::util::dirwatch::{DirEvent, DirWatch};
 
-/// Registers the Network controller: the iptables forwarding rule, the netlink driver on
+/// Registers the Network controller: tend's nftables table (forwarding, published ports), the netlink driver on
 /// `/run/netns`, the Network reconciler, the attachment repairer (a second controller on
 /// Containers), and the monitor that triggers both.
 ///
@@ -27,16 +28,29 @@ pub async fn register_network(
     runtime: &mut Runtime,
     cfg: &DaemonConfig,
 ) -> anyhow::Result<Arc<Attacher>> {
-    match crate::util::blocking(firewall::ensure_bridge_forwarding).await {
-        Ok(firewall::FirewallOutcome::NoIptables) => {
-            tracing::warn!("iptables not found; not adding the tend-bridges FORWARD rule")
+    let instance = cfg.instance.clone();
+    let firewall = match crate::util::blocking(move || Firewall::start(&instance)).await {
+        Ok(fw) => Some(Arc::new(fw)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no nftables table: bridge forwarding rule and published ports unavailable");
+            None
         }
-        Ok(o) => tracing::debug!(outcome = ?o, "tend-bridges FORWARD rule"),
-        Err(e) => tracing::warn!(error = %e, "could not ensure the tend-bridges FORWARD rule"),
-    }
+    };
     let net = NetDriver::with_default_dir()?;
     let driver: Arc<dyn NetworkDriver> = Arc::new(NetlinkNetworkDriver::new(net.clone()));
-    let attacher = Arc::new(Attacher::new(driver, cfg.instance.clone()));
+    let mut attacher = Attacher::new(driver, cfg.instance.clone());
+    if let Some(fw) = &firewall {
+        attacher = attacher.with_ports(Arc::new(NftPorts(fw.clone())));
+        match firewall::watch_ruleset() {
+            Ok(changes) => {
+                tokio::spawn(keep_table(changes, fw.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no nftables events; the table is checked at resync")
+            }
+        }
+    }
+    let attacher = Arc::new(attacher);
     // Inside the namespaces is looked at on (nearly) every resync; the host ends on every wake.
     let inspect_every = cfg.controller.resync.mul_f64(0.9);
     let repairer = AttachmentReconciler::new(attacher.clone(), inspect_every);
@@ -67,6 +81,23 @@ pub async fn register_network(
         attachments,
     ));
     Ok(attacher)
+}
+
+/// Puts tend's nftables table back whenever the ruleset changed and it no longer matches.
+async fn keep_table(mut changes: tokio::sync::mpsc::Receiver<()>, fw: Arc<Firewall>) {
+    while changes.recv().await.is_some() {
+        let started = std::time::Instant::now();
+        let fw = fw.clone();
+        match crate::util::blocking(move || fw.verify_blocking()).await {
+            Ok(Some(problem)) => tracing::info!(
+                %problem,
+                took_ms = started.elapsed().as_millis() as u64,
+                "nftables table repaired"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "checking the nftables table"),
+        }
+    }
 }
 
 /// Turns link/address events on tend's interfaces into reconciles: a bridge's Network, a

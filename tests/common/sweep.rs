@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// Removes what is left of the instance of `state_dir`: shims and workloads, named network
-/// namespaces, cgroups, links, Docker containers, the embedded btrfs image; and makes the
+/// namespaces, cgroups, links, its nftables table, Docker containers, the embedded btrfs image; and makes the
 /// copy backend's immutable trees removable, so the temp dir can go.
 pub fn instance_leftovers(state_dir: &Path) {
     let Ok(inst) = std::fs::read_to_string(state_dir.join("instance-id")) else {
@@ -15,6 +15,10 @@ pub fn instance_leftovers(state_dir: &Path) {
     };
     let inst = inst.trim();
     tend::shim::kill_recorded(&state_dir.join("containers"));
+    // tend's nftables table (`ip tend-<instance>`) outlives its daemon by design.
+    if let Err(e) = tend::net::firewall::Firewall::delete_table(inst) {
+        eprintln!("sweep: nftables table of {inst} left: {e}");
+    }
     for e in std::fs::read_dir("/run/netns")
         .into_iter()
         .flatten()

@@ -297,7 +297,10 @@ impl ContainerReconciler {
         let mut st = s.c.status.clone();
         self.watch(rt, &s.uid, &r);
         let networks = match self.attach(s.c, &s.uid).await? {
-            Attach::Ready { networks, .. } => networks,
+            Attach::Ready { networks, .. } => {
+                st.ports = s.c.spec.ports.clone();
+                networks
+            }
             Attach::Waiting { .. } => st.networks.clone(),
         };
         let w = self.workload(s.c, None, None);
@@ -341,6 +344,7 @@ impl ContainerReconciler {
         let (netns, networks) = match self.attach(s.c, uid).await? {
             Attach::Ready { netns, networks } => (netns, networks),
             Attach::Waiting { reason, message } => {
+                st.ports.clear();
                 status::pending(&mut st, generation, &reason, &message);
                 return s.write(&st, Action::await_change()).await;
             }
@@ -361,6 +365,7 @@ impl ContainerReconciler {
             }
         };
         self.watch(rt, uid, &r);
+        st.ports = s.c.spec.ports.clone();
         st.restart_count += restarts;
         status::running(&mut st, generation, &r, networks, rt.name());
         st.container_id = rt.container_id(uid);

@@ -4,6 +4,7 @@
 //! (`repair.rs`) uses it to put back attachments that drifted.
 
 use super::driver::{AttachConfig, NetworkDriver};
+use super::ports::{Claims, PortDriver, PortRule};
 use super::NetworkError;
 use crate::context::Context;
 use crate::runtime::Trigger;
@@ -42,6 +43,9 @@ pub enum AttachError {
     /// The Container object cannot be read as a Container.
     #[error("container {container}: {message}")]
     Invalid { container: String, message: String },
+    /// A published port's host socket is held by another Container (named in `holder`).
+    #[error("port {port} is already published by container {holder}")]
+    PortConflict { port: String, holder: String },
     #[error(transparent)]
     Network(#[from] NetworkError),
 }
@@ -54,6 +58,7 @@ impl AttachError {
             AttachError::SubnetExhausted { .. } => "SubnetExhausted",
             AttachError::AddressUnavailable { .. } => "AddressUnavailable",
             AttachError::Invalid { .. } => "InvalidSpec",
+            AttachError::PortConflict { .. } => "PortConflict",
             AttachError::Network(_) => "NetworkError",
         }
     }
@@ -106,6 +111,9 @@ pub struct Attacher {
     pub(crate) inspected: Mutex<HashMap<String, Instant>>,
     /// Wakes a Network whose leases changed (its `status.leases`), once registered.
     networks: OnceLock<Trigger>,
+    /// Published ports: the host rules (none: ports are refused) and who holds which.
+    ports: Option<Arc<dyn PortDriver>>,
+    claims: Claims,
 }
 
 impl Attacher {
@@ -116,6 +124,22 @@ impl Attacher {
             locks: Mutex::default(),
             inspected: Mutex::default(),
             networks: OnceLock::new(),
+            ports: None,
+            claims: Claims::default(),
+        }
+    }
+
+    /// Publishes Containers' `spec.ports` through `ports`.
+    pub fn with_ports(mut self, ports: Arc<dyn PortDriver>) -> Self {
+        self.ports = Some(ports);
+        self
+    }
+
+    /// Checks the published-port rules and puts back what drifted (see [`PortDriver::verify`]).
+    pub async fn verify_ports(&self) -> Result<Option<String>, crate::action::Error> {
+        match &self.ports {
+            Some(p) => p.verify().await,
+            None => Ok(None),
         }
     }
 
@@ -177,6 +201,7 @@ impl Attacher {
     ) -> Result<Vec<NetworkStatusEntry>, AttachError> {
         let (uid, spec, status) = container_parts(container)?;
         if spec.networks.is_empty() {
+            // Admission refuses ports without networks; nothing to forward to.
             let held = ctx.store.list_leases(&owner_filter(&uid)).await?;
             if !held.is_empty() {
                 self.remove_by_uid(ctx, &uid).await?;
@@ -188,6 +213,22 @@ impl Attacher {
             nets.push(resolve_ready(ctx, container.metadata.ns(), &n.name).await?);
         }
         let _guard = self.lock(&uid).await;
+        let name = format!("{}/{}", container.metadata.ns(), container.metadata.name);
+        if let Err(c) = self.claims.claim(ctx, &uid, &name, &spec.ports).await? {
+            // Nothing of this container's ports is installed (an earlier set goes too).
+            self.claims.release(&uid);
+            self.publish(&uid, vec![]).await?;
+            return Err(AttachError::PortConflict {
+                port: c.port,
+                holder: c.holder,
+            });
+        }
+        if !spec.ports.is_empty() && self.ports.is_none() {
+            return Err(AttachError::Invalid {
+                container: name,
+                message: "spec.ports: this daemon cannot publish ports".into(),
+            });
+        }
         let held = ctx.store.list_leases(&owner_filter(&uid)).await?;
         let mut dropped = false;
         for l in held
@@ -211,6 +252,7 @@ impl Attacher {
             .await
             .map_err(NetworkError::driver("create netns", &netns))?;
         let mut entries = Vec::with_capacity(nets.len());
+        let mut rules = Vec::with_capacity(spec.ports.len());
         for (i, net) in nets.iter().enumerate() {
             let requested = spec.networks[i].ip.as_deref();
             let cfg = self.config(ctx, &uid, i, net, requested).await?;
@@ -223,6 +265,14 @@ impl Attacher {
             } else {
                 self.attach(&cfg).await?;
             }
+            if i == 0 {
+                rules.extend(spec.ports.iter().map(|p| PortRule {
+                    port: p.clone(),
+                    host: p.host_addr().unwrap_or(Ipv4Addr::UNSPECIFIED),
+                    address: cfg.address,
+                    bridge: net.bridge.clone(),
+                }));
+            }
             entries.push(NetworkStatusEntry {
                 name: net.name.clone(),
                 interface: cfg.ifname.clone(),
@@ -232,6 +282,7 @@ impl Attacher {
                 self.leases_changed(&net.uid);
             }
         }
+        self.publish(&uid, rules).await?;
         self.mark_inspected(&uid);
         if dropped {
             for j in nets.len()..16 {
@@ -262,6 +313,8 @@ impl Attacher {
     pub async fn remove_by_uid(&self, ctx: &Context, uid: &str) -> Result<(), AttachError> {
         {
             let _guard = self.lock(uid).await;
+            self.publish(uid, vec![]).await?;
+            self.claims.release(uid);
             let netns = self.netns_name(uid);
             self.driver
                 .delete_netns(&netns)
@@ -277,6 +330,15 @@ impl Attacher {
             .unwrap_or_else(|p| p.into_inner())
             .remove(uid);
         self.forget_inspection(uid);
+        Ok(())
+    }
+
+    async fn publish(&self, uid: &str, rules: Vec<PortRule>) -> Result<(), AttachError> {
+        if let Some(p) = &self.ports {
+            p.publish(uid, rules)
+                .await
+                .map_err(NetworkError::driver("publish ports", uid))?;
+        }
         Ok(())
     }
 

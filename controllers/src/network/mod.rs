@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod driver;
 pub mod fake;
+pub mod ports;
 mod repair;
 mod sweep;
 #[cfg(test)]
@@ -14,6 +15,7 @@ pub use attach::{link_alias, parse_alias, AttachError, Attacher, ResolvedNetwork
 pub use driver::{
     AttachConfig, AttachObserved, BridgeConfig, BridgeObserved, HostLink, NetworkDriver,
 };
+pub use ports::{PortDriver, PortRule};
 pub use repair::AttachmentReconciler;
 
 use crate::action::{Action, Error};
@@ -113,6 +115,15 @@ impl NetworkReconciler {
             .map_err(|e| invalid(&obj, e.to_string()))?;
         let generation = obj.metadata.generation;
         let uid = obj.metadata.uid.clone().unwrap_or_default();
+        // Published ports are checked (and put back) at every Network resync too.
+        match self.attacher.verify_ports().await {
+            Ok(Some(problem)) => {
+                tracing::info!(%problem, "published-port rules repaired");
+                ctx.drift_repaired();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "checking published-port rules"),
+        }
         let spec_changed = t.status.common.observed_generation != generation;
         let mut status = t.status.clone();
         let mut rebuilt = spec_changed;

@@ -271,3 +271,76 @@ async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
     s.ctx.index.upsert(&c);
     assert_eq!(s.reconcile("n").await.leases, 0);
 }
+
+#[tokio::test]
+async fn a_held_port_is_a_conflict_naming_the_holder_and_installs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
+        .await
+        .unwrap();
+    let ctx = Context {
+        store: Arc::new(store),
+        index: Arc::new(Index::new()),
+        metrics: Arc::new(ControllerMetrics::default()),
+    };
+    let ports = Arc::new(ports::RecordingPorts::default());
+    let attacher =
+        Arc::new(Attacher::new(Arc::new(FakeDriver::new()), "abcd0123").with_ports(ports.clone()));
+    let (rec, _) = reconcilers(ctx.store.clone(), &attacher);
+    let create = |name: &str, spec: serde_json::Value| {
+        let ctx = ctx.clone();
+        let name = name.to_string();
+        async move {
+            let o = ctx
+                .store
+                .create(AnyObject::new(Kind::Container, "default", &name, spec))
+                .await
+                .unwrap();
+            ctx.index.upsert(&o);
+            o
+        }
+    };
+    let n = ctx
+        .store
+        .create(AnyObject::new(
+            Kind::Network,
+            "default",
+            "n",
+            json!({"subnet": "10.8.0.0/24"}),
+        ))
+        .await
+        .unwrap();
+    ctx.index.upsert(&n);
+    rec.reconcile(&ctx, &ObjectKey::new(Kind::Network, "default", "n"))
+        .await
+        .unwrap();
+    let spec = |port: u32, ip: &str| {
+        json!({"command": ["/bin/true"], "networks": [{"name": "n"}],
+               "ports": [{"containerPort": 80, "hostPort": port, "hostIP": ip}]})
+    };
+    let a = create("a", spec(8080, "0.0.0.0")).await;
+    attacher.ensure_attachments(&ctx, &a).await.unwrap();
+    let a_uid = a.metadata.uid.clone().unwrap();
+    let rules = ports.published.lock().unwrap()[&a_uid].clone();
+    assert_eq!(
+        rules[0].address,
+        "10.8.0.2".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+
+    // 127.0.0.1:8080 overlaps 0.0.0.0:8080: b waits, names a, and has nothing installed.
+    let b = create("b", spec(8080, "127.0.0.1")).await;
+    let err = attacher.ensure_attachments(&ctx, &b).await.unwrap_err();
+    assert_eq!(err.reason(), "PortConflict");
+    assert!(err.is_waiting());
+    assert!(err.to_string().contains("default/a"), "{err}");
+    let b_uid = b.metadata.uid.clone().unwrap();
+    assert!(!ports.published.lock().unwrap().contains_key(&b_uid));
+
+    // Another port is fine; once a is gone, b gets 8080.
+    let c = create("c", spec(8081, "127.0.0.1")).await;
+    attacher.ensure_attachments(&ctx, &c).await.unwrap();
+    attacher.remove_attachments(&ctx, &a).await.unwrap();
+    assert!(!ports.published.lock().unwrap().contains_key(&a_uid));
+    attacher.ensure_attachments(&ctx, &b).await.unwrap();
+    assert!(ports.published.lock().unwrap().contains_key(&b_uid));
+}

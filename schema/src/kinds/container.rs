@@ -42,6 +42,71 @@ pub struct ContainerSpec {
     pub host_network: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// Host ports forwarded (DNAT) to the container's address on its first network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+}
+
+/// One published port: `hostIP:hostPort` on the host reaches `containerPort` in the container.
+/// Ports are `u32` so an out-of-range number is a validation error naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPort {
+    pub container_port: u32,
+    pub host_port: u32,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// The host address to listen on; omitted means every address (`0.0.0.0`).
+    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+impl ContainerPort {
+    /// The host address, `0.0.0.0` (every local address) when unset; `None` when it does not
+    /// parse (admission refuses that).
+    pub fn host_addr(&self) -> Option<Ipv4Addr> {
+        match &self.host_ip {
+            None => Some(Ipv4Addr::UNSPECIFIED),
+            Some(s) => s.parse().ok(),
+        }
+    }
+
+    /// Whether two published ports want the same host socket: same protocol and port, and
+    /// the same address or one of them on every address.
+    pub fn overlaps(&self, other: &ContainerPort) -> bool {
+        let (a, b) = (self.host_addr(), other.host_addr());
+        self.protocol == other.protocol
+            && self.host_port == other.host_port
+            && (a == b || a == Some(Ipv4Addr::UNSPECIFIED) || b == Some(Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// `hostIP:hostPort/protocol`, for messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}:{}/{}",
+            self.host_ip.as_deref().unwrap_or("0.0.0.0"),
+            self.host_port,
+            self.protocol.as_str()
+        )
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum Protocol {
+    #[default]
+    TCP,
+    UDP,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::TCP => "TCP",
+            Protocol::UDP => "UDP",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +307,7 @@ impl ContainerSpec {
         if let Some(sc) = &self.security_context {
             sc.validate(&mut errs);
         }
+        self.validate_ports(&mut errs);
         if self.networks.len() > 16 {
             errs.push("spec.networks", "at most 16 networks");
         }
@@ -251,6 +317,45 @@ impl ContainerSpec {
             }
         }
         errs.into_result()
+    }
+}
+
+impl ContainerSpec {
+    fn validate_ports(&self, errs: &mut FieldErrors) {
+        if !self.ports.is_empty() && self.networks.is_empty() {
+            errs.push(
+                "spec.ports",
+                "needs spec.networks: a port is forwarded to the address on the first network",
+            );
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            for (field, v) in [
+                ("containerPort", p.container_port),
+                ("hostPort", p.host_port),
+            ] {
+                if !(1..=65535).contains(&v) {
+                    errs.push(
+                        format!("spec.ports[{i}].{field}"),
+                        format!("{v} is not in 1..65535"),
+                    );
+                }
+            }
+            if p.host_addr().is_none() {
+                errs.push(
+                    format!("spec.ports[{i}].hostIP"),
+                    format!(
+                        "{:?} is not an IPv4 address",
+                        p.host_ip.as_deref().unwrap_or("")
+                    ),
+                );
+            }
+            if let Some(j) = self.ports[..i].iter().position(|q| q.overlaps(p)) {
+                errs.push(
+                    format!("spec.ports[{i}].hostPort"),
+                    format!("{} is already published by spec.ports[{j}]", p.describe()),
+                );
+            }
+        }
     }
 }
 
@@ -281,6 +386,9 @@ pub struct ContainerStatus {
     pub last_state: Option<LastState>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<NetworkStatusEntry>,
+    /// The published ports installed on the host (empty until they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -350,6 +458,36 @@ mod tests {
         let mut plain = obj(&"a".repeat(63));
         plain.spec = json!({"command": ["sh"]});
         plain.validate().unwrap();
+    }
+
+    #[test]
+    fn port_errors_name_the_field() {
+        let nets = json!([{"name": "backend"}]);
+        let spec = json!({"command": ["sh"], "networks": nets, "ports": [
+            {"containerPort": 80, "hostPort": 8080},
+            {"containerPort": 81, "hostPort": 70000, "protocol": "UDP"},
+            {"containerPort": 82, "hostPort": 8080, "hostIP": "127.0.0.1"},
+            {"containerPort": 83, "hostPort": 9, "hostIP": "localhost"},
+        ]});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ports[1].hostPort",
+                "spec.ports[2].hostPort",
+                "spec.ports[3].hostIP"
+            ],
+            "{err}"
+        );
+        let spec = json!({"command": ["sh"], "ports": [{"containerPort": 80, "hostPort": 80}]});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.ports");
+        let spec = json!({"command": ["sh"], "networks": nets, "ports": [
+            {"containerPort": 53, "hostPort": 5353, "protocol": "UDP"},
+            {"containerPort": 53, "hostPort": 5353, "protocol": "TCP", "hostIP": "127.0.0.1"},
+        ]});
+        Kind::Container.validate_spec(&spec).unwrap();
     }
 
     #[test]

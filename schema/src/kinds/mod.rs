@@ -6,7 +6,7 @@ pub mod sandbox;
 pub mod security;
 pub mod state;
 
-pub use container::{ContainerSpec, ContainerStatus};
+pub use container::{ContainerPort, ContainerSpec, ContainerStatus, Protocol};
 pub use network::{NetworkSpec, NetworkStatus};
 pub use sandbox::{SandboxSpec, SandboxStatus};
 pub use state::{StateSpec, StateStatus};
