@@ -353,9 +353,165 @@ fn native_logs_and_exec_through_the_daemon() {
     );
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out.stdout), "out\n");
-    // Through the API, stderr arrives joined to stdout (one collected output).
+    // Through the API too, stderr stays stderr.
     let out = d.tend(&["exec", &name, "--", "/bin/sh", "-c", "echo err >&2"]);
-    assert_eq!(text(&out.stdout), "err\n");
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = d.tend(&["delete", "container", &name, "--wait", "--timeout", "20"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn exec_through_the_daemon_streams_both_ways_and_dies_with_its_client() {
+    if !common::privileged("exec_through_the_daemon_streams_both_ways_and_dies_with_its_client") {
+        return;
+    }
+    let d = start();
+    let name = common::unique("cdx");
+    let f = file(
+        &d,
+        "ct.yaml",
+        &format!(
+            "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec:\n  command: [/bin/sh, -c, \"exec sleep 3600\"]\n  stopGracePeriodSeconds: 1\n"
+        ),
+    );
+    assert!(d.tend(&["apply", "-f", &f]).status.success());
+    let out = d.tend(&["wait", &format!("ct/{name}"), "--timeout", "20s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Exit code, stdout and stderr apart.
+    let out = d.tend(&[
+        "exec",
+        &name,
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    // stdin round trip: every byte value, 1 MiB, comes back unchanged through `cat`.
+    let input: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    let mut child = d
+        .cmd(&["exec", "-i", &name, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(&input).unwrap();
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    feed.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), input.len());
+    assert!(out.stdout == input, "binary bytes changed on the way");
+
+    // 50 MiB of output pass through while the daemon holds no more than a few buffers.
+    let daemon = d.pid().unwrap();
+    let before = status_kib(daemon, "VmRSS");
+    std::fs::write(format!("/proc/{daemon}/clear_refs"), "5").unwrap(); // VmHWM := VmRSS
+    let size: usize = 50 << 20;
+    let mut child = d
+        .cmd(&[
+            "exec",
+            &name,
+            "--",
+            "head",
+            "-c",
+            &size.to_string(),
+            "/dev/zero",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut total, mut buf) = (0usize, vec![0u8; 4096]);
+    loop {
+        use std::io::Read;
+        let n = stdout.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == 0));
+        total += n;
+    }
+    assert!(child.wait().unwrap().success());
+    let peak = status_kib(daemon, "VmHWM");
+    eprintln!("daemon RSS before {before} KiB, peak during a 50 MiB exec {peak} KiB");
+    assert_eq!(total, size);
+    assert!(
+        peak < before + 16 * 1024,
+        "daemon grew from {before} to {peak} KiB for a 50 MiB exec"
+    );
+
+    // The client going away kills the command and what it started.
+    let mut child = d
+        .cmd(&[
+            "exec",
+            &name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 3600 & echo $$ $!; wait",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{line:?}");
+    let live = format!(
+        "for p in {} {}; do s=$(cut -d' ' -f3 /proc/$p/stat 2>/dev/null); \
+         [ -n \"$s\" ] && [ \"$s\" != Z ] && exit 1; done; exit 0",
+        pids[0], pids[1]
+    );
+    assert_eq!(
+        d.tend(&["exec", &name, "--", "/bin/sh", "-c", &live])
+            .status
+            .code(),
+        Some(1),
+        "the exec'd processes run while their client does"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = d.tend(&["exec", &name, "--", "/bin/sh", "-c", &live]);
+        if out.status.code() == Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exec'd processes {pids:?} outlived their client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let out = d.tend(&["delete", "container", &name, "--wait", "--timeout", "20"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -492,7 +492,10 @@ fn logs_and_exec_by_uid_through_the_runtime() {
             .context();
         let rt = tend::runtime_docker::DockerRuntime::new(None, &instance, ctx).unwrap();
         use tend_controllers::container::{ContainerRuntime, LogQuery};
-        let out = rt.exec(&uid, &["hostname".to_string()]).await.unwrap();
+        let out = rt
+            .exec_collected(&uid, &["hostname".to_string()], Default::default())
+            .await
+            .unwrap();
         assert_eq!(out.exit_code, 0);
         let chunks: Vec<Vec<u8>> = rt
             .logs(&uid, &LogQuery::default())
@@ -517,7 +520,10 @@ fn logs_and_exec_by_uid_through_the_runtime() {
             tend_controllers::Runtime::new(std::sync::Arc::new(s), Default::default()).context()
         })
         .unwrap();
-        assert!(other.exec(&uid, &["true".to_string()]).await.is_err());
+        assert!(other
+            .exec(&uid, &["true".to_string()], false)
+            .await
+            .is_err());
     });
 }
 

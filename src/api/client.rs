@@ -44,6 +44,9 @@ pub enum ClientError {
         path: String,
         source: hyper::http::Error,
     },
+    /// A streamed exec failed after it started (the daemon's error frame, a broken frame).
+    #[error("exec: {message}")]
+    Exec { message: String },
 }
 
 /// Where the daemon listens.
@@ -111,6 +114,16 @@ impl Client {
     }
 
     pub(crate) async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        self.connect_as().await
+    }
+
+    /// A fresh connection whose requests carry bodies of type `B` (a streamed one for exec).
+    pub(crate) async fn connect_as<B>(&self) -> Result<SendRequest<B>, ClientError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let target = self.target.to_string();
         let cerr = |source| ClientError::Connect {
             target: target.clone(),
@@ -155,6 +168,17 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Request<Full<Bytes>>, ClientError> {
+        self.build_with(method, path, content_type, Full::new(Bytes::from(body)))
+    }
+
+    /// [`Self::build`] with any body.
+    pub(crate) fn build_with<B>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: B,
+    ) -> Result<Request<B>, ClientError> {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
@@ -165,11 +189,10 @@ impl Client {
         if let Some(t) = &self.token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
-        b.body(Full::new(Bytes::from(body)))
-            .map_err(|source| ClientError::Request {
-                path: path.into(),
-                source,
-            })
+        b.body(body).map_err(|source| ClientError::Request {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Sends one request on the kept connection (one retry on a fresh one if it had closed).

@@ -3,7 +3,6 @@
 
 use super::batch::ApplyResponse;
 use super::client::{collection_path, encode, Client, ClientError};
-use super::containers::{ExecRequest, ExecResponse};
 use crate::runtime_native::cli::LogQuery;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -24,7 +23,7 @@ pub fn api_error(code: u16, body: Value) -> ClientError {
     }
 }
 
-fn container_path(namespace: &str, name: &str, sub: &str) -> String {
+pub(super) fn container_path(namespace: &str, name: &str, sub: &str) -> String {
     format!(
         "{}/{}/{sub}",
         collection_path(Kind::Container, Some(namespace)),
@@ -118,25 +117,6 @@ impl Client {
             path = format!("{path}?{}", params.join("&"));
         }
         self.stream(&path).await
-    }
-
-    /// Runs `command` in a container to completion.
-    pub async fn exec(
-        &self,
-        namespace: &str,
-        name: &str,
-        command: &[String],
-    ) -> Result<ExecResponse, ClientError> {
-        let body = ExecRequest {
-            command: command.to_vec(),
-        };
-        self.call(
-            Method::POST,
-            &container_path(namespace, name, "exec"),
-            Some("application/json"),
-            serde_json::to_vec(&body).expect("serializes"),
-        )
-        .await
     }
 
     /// GETs `path` on a connection of its own and streams the body.

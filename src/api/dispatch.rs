@@ -86,10 +86,8 @@ pub async fn exec(
     s: State<AppRef>,
     id: Extension<Identity>,
     Path((ns, plural, name)): Path<(String, String, String)>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<Response> {
     only_containers(&plural)?;
-    Ok(containers::exec(s, id, Path((ns, name)), body)
-        .await?
-        .into_response())
+    containers::exec(s, id, Path((ns, name)), body).await
 }

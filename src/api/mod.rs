@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod batch;
 pub mod client;
+pub use client_exec::ExecOutputFrame;
+mod client_exec;
 mod client_ops;
 pub mod columns;
 pub mod containers;
@@ -13,6 +15,7 @@ mod discovery;
 mod dispatch;
 pub mod error;
 pub mod events;
+pub mod exec_frames;
 pub mod metrics;
 mod objects;
 mod openapi;
@@ -313,7 +316,8 @@ fn router(state: AppRef, trusted: bool) -> Router {
         )
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/exec"),
-            axum::routing::post(dispatch::exec),
+            // stdin streams through: no body limit (the runtime's channel bounds what is held).
+            axum::routing::post(dispatch::exec).layer(DefaultBodyLimit::disable()),
         )
         .route(
             &format!("{base}/{{plural}}"),

@@ -1,10 +1,15 @@
 //! `tend exec NAME -- CMD…`: run a command inside a running container; its exit code is ours.
 
 use super::backend::{Backend, Failure};
+use crate::api::client::ClientError;
+use crate::api::ExecOutputFrame;
 use crate::runtime_native::NativeRuntime;
-use std::io::Write;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -12,6 +17,10 @@ pub struct Args {
     pub name: String,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
+    /// Pass this process's stdin to the command (without it, the command reads EOF through a
+    /// daemon; direct mode always shares the terminal's stdio).
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -33,13 +42,12 @@ fn exit_code(code: i64) -> ExitCode {
 
 pub async fn run(backend: &Backend, dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if let Backend::Daemon(c) = backend {
-        let r = c
-            .exec(&args.namespace, &args.name, &args.command)
+        let stdin = args.stdin.then(forward_stdin);
+        let frames = c
+            .exec(&args.namespace, &args.name, &args.command, stdin)
             .await
             .map_err(Failure::from)?;
-        let mut out = std::io::stdout();
-        let _ = out.write_all(r.output.as_bytes()).and_then(|_| out.flush());
-        return Ok(exit_code(r.exit_code));
+        return Ok(exit_code(print_frames(frames).await?));
     }
     let uid = super::logs::native_uid(backend, &args.namespace, &args.name).await?;
     let root = crate::daemon::Layout::new(dir).containers();
@@ -48,18 +56,58 @@ pub async fn run(backend: &Backend, dir: &Path, args: Args) -> anyhow::Result<Ex
     Ok(exit_code(code.into()))
 }
 
-/// Runs the command with its stderr joined to stdout (one pipe for the daemon to read); tend's
-/// own failure goes to the original stderr and exits 1.
+/// This process's stdin, read in chunks into a small channel (read no faster than it is sent).
+fn forward_stdin() -> tokio::sync::mpsc::Receiver<Bytes> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut input = tokio::io::stdin();
+        loop {
+            let mut buf = vec![0u8; 32 * 1024];
+            match input.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send(Bytes::from(buf)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Writes stdout and stderr frames where they belong; the exit code at the end.
+async fn print_frames(
+    mut frames: BoxStream<'static, Result<ExecOutputFrame, ClientError>>,
+) -> anyhow::Result<i64> {
+    let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+    while let Some(f) = frames.next().await {
+        match f.map_err(Failure::from)? {
+            ExecOutputFrame::Stdout(b) => {
+                out.write_all(&b).await?;
+                out.flush().await?;
+            }
+            ExecOutputFrame::Stderr(b) => {
+                err.write_all(&b).await?;
+                err.flush().await?;
+            }
+            ExecOutputFrame::Exit(code) => return Ok(code),
+        }
+    }
+    anyhow::bail!("exec: the daemon sent no exit code")
+}
+
+/// Runs the command with the daemon's pipes as its stdio. When it cannot be run, says why on
+/// stderr and exits 127 (no such command) or 126 (anything else), as a shell does.
 pub fn run_native(args: NativeArgs) -> anyhow::Result<ExitCode> {
-    use std::os::fd::AsFd;
-    let saved = nix::unistd::dup(std::io::stderr().as_fd())?;
-    nix::unistd::dup2_stderr(std::io::stdout().as_fd())?;
     match NativeRuntime::exec(&args.root, &args.uid, &args.command) {
         Ok(code) => Ok(exit_code(code.into())),
         Err(e) => {
-            let mut err = std::fs::File::from(saved);
-            let _ = writeln!(err, "{e}");
-            Ok(ExitCode::FAILURE)
+            let msg = e.to_string();
+            eprintln!("tend exec: {msg}");
+            let not_found = msg.contains("No such file or directory");
+            Ok(ExitCode::from(if not_found { 127 } else { 126 }))
         }
     }
 }

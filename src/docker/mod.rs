@@ -12,6 +12,7 @@
 mod container;
 mod error;
 mod events;
+mod exec;
 mod image;
 mod logs;
 mod spec;
@@ -26,6 +27,7 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 pub use container::{ContainerInfo, EndpointInfo, ExecOutput, OwnedContainer};
 pub use error::DockerError;
 pub use events::{ContainerEvent, ContainerEventKind, DockerEvent};
+pub use exec::{DockerExec, ExecChunk, ExecState};
 pub use image::ImportSource;
 pub use logs::{LogLine, LogStream};
 pub use spec::{

@@ -19,6 +19,7 @@
 //! breaker, so callers fail fast instead of each waiting out a timeout.
 
 mod events;
+mod exec;
 mod mapping;
 mod netns;
 mod ops;

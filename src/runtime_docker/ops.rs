@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tend_controllers::container::{
-    ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream, Observed, Running,
+    ContainerRuntime, DriverError, ExecSession, Exit, LogQuery, LogStream, Observed, Running,
     WorkloadSpec,
 };
 use tokio::sync::broadcast::error::RecvError;
@@ -298,18 +298,20 @@ impl ContainerRuntime for DockerRuntime {
         Ok(Box::pin(chunks))
     }
 
-    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError> {
+    async fn exec(
+        &self,
+        uid: &str,
+        argv: &[String],
+        stdin: bool,
+    ) -> Result<ExecSession, DriverError> {
         let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let out = self
+        let started = self
             .driver
-            .exec(&info.id, &argv)
+            .exec_start(&info.id, &argv, stdin)
             .await
             .map_err(|e| self.fault(uid, "exec", e))?;
-        Ok(ExecOutput {
-            exit_code: out.exit_code,
-            output: out.output.into_bytes(),
-        })
+        Ok(super::exec::session(self.driver.clone(), started))
     }
 
     fn exited(&self, uid: &str, r: &Running) -> Option<BoxFuture<'static, ()>> {

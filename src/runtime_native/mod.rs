@@ -7,6 +7,7 @@
 //! reconcile — i.e. on resync (`tend serve --resync-seconds`, default 60 s) or any other trigger.
 
 pub mod cli;
+mod exec;
 pub mod files;
 pub mod limits_watch;
 
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tend_controllers::container::{
-    ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream, Observed, Running,
+    ContainerRuntime, DriverError, ExecSession, Exit, LogQuery, LogStream, Observed, Running,
     WorkloadSpec,
 };
 
@@ -382,30 +383,27 @@ impl ContainerRuntime for NativeRuntime {
         Ok(Box::pin(lines))
     }
 
-    /// Runs `tend exec-native` (this binary) so the command's stdout and stderr land in one pipe
-    /// the daemon reads, not on the daemon's own output; tend's own error comes on stderr.
-    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError> {
-        let out = tokio::process::Command::new(&self.exe)
-            .arg("exec-native")
+    /// Runs `tend exec-native` (this binary) in a process group of its own, so the daemon's
+    /// own stdio is never the command's and a dropped session kills the whole group.
+    async fn exec(
+        &self,
+        uid: &str,
+        argv: &[String],
+        stdin: bool,
+    ) -> Result<ExecSession, DriverError> {
+        let dir = self.dir(uid);
+        let state = blocking(move || shim::read_state(&dir)).await;
+        if !matches!(state, Ok(ShimState::Running(_))) {
+            return Err(NativeError::NotRunning { uid: uid.into() }.into());
+        }
+        let mut cmd = tokio::process::Command::new(&self.exe);
+        cmd.arg("exec-native")
             .arg(&self.root)
             .arg(uid)
             .arg("--")
             .args(argv)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(NativeError::io("exec", &self.exe))?;
-        let failure = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if !failure.is_empty() {
-            return Err(DriverError::NotRunning { message: failure });
-        }
-        Ok(ExecOutput {
-            exit_code: out.status.code().map_or(-1, i64::from),
-            output: out.stdout,
-        })
+            .kill_on_drop(true);
+        Ok(exec::spawn(cmd, stdin)?)
     }
 
     fn exited(&self, uid: &str, r: &Running) -> Option<BoxFuture<'static, ()>> {

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tend_schema::kinds::container::{ContainerSpec, NetworkStatusEntry, Runtime};
 use tend_schema::Time;
 
+use super::exec::{ExecLimits, ExecOutput, ExecSession};
+
 /// What a runtime or attachment call failed with. The first variants are the faults the
 /// controller and the API act on (a condition, an HTTP status); everything else carries the
 /// driver's own error, shown as it is.
@@ -35,6 +37,9 @@ pub enum DriverError {
     /// The workload does not run (exec).
     #[error("{message}")]
     NotRunning { message: String },
+    /// A call bounded by a deadline did not finish in time (a collected exec).
+    #[error("{what} timed out after {after:?}")]
+    TimedOut { what: &'static str, after: Duration },
     /// Any other failure of the driver, with its own error.
     #[error(transparent)]
     Failed(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -164,14 +169,6 @@ pub struct LogQuery {
 /// A workload's output as it is read: chunks of whole lines.
 pub type LogStream = BoxStream<'static, Result<Vec<u8>, DriverError>>;
 
-/// What a command run inside a container printed, and how it ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub exit_code: i64,
-    /// stdout and stderr as they arrived.
-    pub output: Vec<u8>,
-}
-
 /// One container runtime (native: shim + cgroup; docker: a Docker container). Every method is
 /// idempotent and keyed by the Container's uid; host objects carry the daemon's instance so a
 /// runtime only ever lists and removes its own.
@@ -208,8 +205,32 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// the workload has ended and everything was sent.
     async fn logs(&self, uid: &str, q: &LogQuery) -> Result<LogStream, DriverError>;
 
-    /// Runs `argv` inside the running workload of `uid` (its namespaces and cgroup) to the end.
-    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError>;
+    /// Starts `argv` inside the running workload of `uid` (its namespaces and cgroup) and
+    /// streams it; with `stdin` the session takes the command's input, else it reads EOF.
+    /// The [`ExecSession`] guarantees (bounded reads, kill on drop) are the runtime's to keep.
+    ///
+    /// # Errors
+    /// `NotRunning`/`NotFound` when there is no running workload, before anything started. A
+    /// command that cannot be executed (no such file) is not an error: it writes why on
+    /// stderr and exits 126 or 127, as a shell would.
+    async fn exec(
+        &self,
+        uid: &str,
+        argv: &[String],
+        stdin: bool,
+    ) -> Result<ExecSession, DriverError>;
+
+    /// Runs `argv` to its end within `limits` (a probe): [`exec`](Self::exec) without stdin,
+    /// collected by [`super::exec::collect`], the command killed at the timeout.
+    async fn exec_collected(
+        &self,
+        uid: &str,
+        argv: &[String],
+        limits: ExecLimits,
+    ) -> Result<ExecOutput, DriverError> {
+        let session = self.exec(uid, argv, false).await?;
+        super::exec::collect(session, limits).await
+    }
 
     /// The runtime's own id of the workload of `uid` as last seen by `inspect`/`start` (Docker's
     /// container id; `status.containerID`). `None` for runtimes without one.

@@ -1,9 +1,10 @@
 //! Recording fakes of the Container controller's seams, for unit tests (here and in the daemon).
 
 use super::driver::{
-    Attach, Attachments, ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream,
-    Observed, Running, WorkloadSpec,
+    Attach, Attachments, ContainerRuntime, DriverError, Exit, LogQuery, LogStream, Observed,
+    Running, WorkloadSpec,
 };
+use super::exec::{ExecEvent, ExecSession};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -206,13 +207,30 @@ impl ContainerRuntime for FakeRuntime {
         Ok(Box::pin(futures::stream::iter([Ok(line)])))
     }
 
-    /// Echoes argv, exit code 0.
-    async fn exec(&self, uid: &str, argv: &[String]) -> Result<ExecOutput, DriverError> {
+    /// Echoes argv on stdout (then whatever stdin brings), exit code 0.
+    async fn exec(
+        &self,
+        uid: &str,
+        argv: &[String],
+        stdin: bool,
+    ) -> Result<ExecSession, DriverError> {
         self.check()?;
         self.record(format!("exec {uid}"));
-        Ok(ExecOutput {
-            exit_code: 0,
-            output: argv.join(" ").into_bytes(),
+        let head = futures::stream::iter([Ok::<_, DriverError>(ExecEvent::Stdout(
+            argv.join(" ").into_bytes(),
+        ))]);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let echoed = futures::stream::unfold(rx, |mut rx| async move {
+            let b = rx.recv().await?;
+            Some((Ok(ExecEvent::Stdout(b)), rx))
+        });
+        let exit = futures::stream::iter([Ok(ExecEvent::Exit(0))]);
+        Ok(ExecSession {
+            stdin: stdin.then_some(tx),
+            events: Box::pin(futures::StreamExt::chain(
+                futures::StreamExt::chain(head, echoed),
+                exit,
+            )),
         })
     }
 }

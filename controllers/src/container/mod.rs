@@ -20,6 +20,7 @@
 
 mod decide;
 mod driver;
+mod exec;
 pub mod fake;
 mod faults;
 mod network;
@@ -31,8 +32,12 @@ mod status;
 mod tests;
 
 pub use driver::{
-    Attach, Attachments, ContainerRuntime, DriverError, ExecOutput, Exit, LogQuery, LogStream,
-    NoNetworks, Observed, Running, Runtimes, WorkloadSpec,
+    Attach, Attachments, ContainerRuntime, DriverError, Exit, LogQuery, LogStream, NoNetworks,
+    Observed, Running, Runtimes, WorkloadSpec,
+};
+pub use exec::{
+    collect as collect_exec, ExecEvent, ExecLimits, ExecOutput, ExecSession, EXEC_CHANNEL_DEPTH,
+    EXEC_CHUNK,
 };
 pub use network::NetworkAttachments;
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};
