@@ -109,3 +109,44 @@ fn a_listen_port_in_use_fails_before_anything_is_set_up() {
     );
     assert!(!dir.path().join("engine.json").exists());
 }
+
+#[test]
+fn tokens_created_by_concurrent_processes_are_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 12;
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_tend"))
+                .args([
+                    "--state-dir",
+                    dir.path().to_str().unwrap(),
+                    "token",
+                    "create",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let secrets: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+    let file = tend::api::auth::TokenFile::load(&dir.path().join("tokens.json")).unwrap();
+    assert_eq!(file.tokens.len(), n, "tokens lost to a concurrent rewrite");
+    for s in &secrets {
+        assert!(
+            file.tokens.iter().any(|t| &t.secret == s),
+            "secret {s} printed but not kept"
+        );
+    }
+}

@@ -73,7 +73,46 @@ impl TokenFile {
         }
     }
 
-    /// Writes atomically (temp file 0600, then rename).
+    /// Reads the file, lets `change` edit it and writes it back, all under an exclusive
+    /// `flock` on `<path>.lock`, so concurrent `tend token` runs never lose each other's edit.
+    ///
+    /// # Guarantees
+    /// The file is replaced atomically (temp file 0600, then rename): a reader (the daemon)
+    /// sees the old or the new file, never a half-written one. Nothing is written when
+    /// `change` fails.
+    ///
+    /// # Errors
+    /// The lock file's open or lock, the read, `change`'s own error, the write.
+    pub fn update<T>(
+        path: &Path,
+        change: impl FnOnce(&mut Self) -> Result<T, AuthError>,
+    ) -> Result<T, AuthError> {
+        let _lock = Self::lock(path)?;
+        let mut f = Self::load(path)?;
+        let out = change(&mut f)?;
+        f.save(path)?;
+        Ok(out)
+    }
+
+    fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AuthError> {
+        let lock_path = path.with_extension("json.lock");
+        let werr = |source| AuthError::Write {
+            path: lock_path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(werr)?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| werr(errno.into()))
+    }
+
+    /// Writes atomically (temp file 0600, then rename); callers that read first hold the lock
+    /// ([`Self::update`]).
     pub fn save(&self, path: &Path) -> Result<(), AuthError> {
         let tmp = path.with_extension("json.tmp");
         let werr = |source| AuthError::Write {
@@ -124,13 +163,19 @@ impl TokenFile {
 
     /// The admin token, created (and the file written) if there is none yet.
     pub fn ensure_admin(path: &Path) -> Result<Token, AuthError> {
-        let mut f = Self::load(path)?;
-        if let Some(t) = f.tokens.iter().find(|t| t.id == "admin") {
-            return Ok(t.clone());
+        if let Some(t) = Self::load(path)?
+            .tokens
+            .into_iter()
+            .find(|t| t.id == "admin")
+        {
+            return Ok(t);
         }
-        let t = f.create(Some("admin".into()), vec![], false);
-        f.save(path)?;
-        Ok(t)
+        Self::update(path, |f| {
+            if let Some(t) = f.tokens.iter().find(|t| t.id == "admin") {
+                return Ok(t.clone());
+            }
+            Ok(f.create(Some("admin".into()), vec![], false))
+        })
     }
 }
 

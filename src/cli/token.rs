@@ -29,7 +29,6 @@ pub enum What {
 
 pub fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let path = crate::daemon::Layout::new(dir).tokens();
-    let mut file = TokenFile::load(&path)?;
     match args.what {
         What::Create {
             namespaces,
@@ -40,12 +39,12 @@ pub fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
                     .map_err(|m| anyhow::anyhow!("--namespace {ns:?}: {m}"))?;
             }
             std::fs::create_dir_all(dir)?;
-            let t = file.create(None, namespaces, read_only);
-            file.save(&path)?;
+            let t = TokenFile::update(&path, |f| Ok(f.create(None, namespaces, read_only)))?;
             eprintln!("created token {}", t.id);
             println!("{}", t.secret);
         }
         What::List => {
+            let file = TokenFile::load(&path)?;
             println!("{:<10} {:<10} {:<24} CREATED", "ID", "ACCESS", "NAMESPACES");
             for t in &file.tokens {
                 let ns = if t.namespaces.is_empty() {
@@ -66,8 +65,7 @@ pub fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         What::Revoke { id } => {
-            file.revoke(&id)?;
-            file.save(&path)?;
+            TokenFile::update(&path, |f| f.revoke(&id))?;
             eprintln!("revoked token {id}");
         }
     }
