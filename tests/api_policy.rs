@@ -173,6 +173,7 @@ async fn the_socket_is_private_even_in_an_existing_open_state_dir() {
     let api = tend::api::bind(tend::api::ApiConfig {
         paths: tend::daemon::lifecycle::api_paths(&tend::daemon::Layout::new(dir.path())),
         listen: None,
+        tls_sans: vec![],
         store,
         ready: Default::default(),
         metrics: None,

@@ -150,3 +150,71 @@ fn tokens_created_by_concurrent_processes_are_all_kept() {
         );
     }
 }
+
+/// Stops a daemon with SIGTERM (by pid) and waits for it, also when the test failed.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a TLS handshake with `addr` trusting only `ca` accepts the certificate for `name`.
+async fn accepts(addr: std::net::SocketAddr, ca: &str, name: &str) -> bool {
+    let cfg = tend::api::tls::client_config(ca).unwrap();
+    let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(cfg)
+        .connect(server, tcp)
+        .await
+        .is_ok()
+}
+
+#[test]
+fn the_listener_certificate_names_the_host_and_every_tls_san() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Stop(
+        Command::new(env!("CARGO_BIN_EXE_tend"))
+            .args(["--state-dir", dir.path().to_str().unwrap(), "serve"])
+            .args(["--snapshot-backend", "copy", "--listen"])
+            .arg(format!("0.0.0.0:{port}"))
+            .args(["--tls-san", "api.tend.test", "--tls-san", "10.11.12.13"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_for(|| dir.path().join("engine.json").exists()),
+        "daemon did not start"
+    );
+    let ca = std::fs::read_to_string(dir.path().join("ca.crt")).unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    // Only loopback traffic: every name is checked on a connection to 127.0.0.1.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        for name in [
+            "localhost",
+            "127.0.0.1",
+            &host,
+            "api.tend.test",
+            "10.11.12.13",
+        ] {
+            assert!(accepts(addr, &ca, name).await, "certificate lacks {name}");
+        }
+        assert!(
+            !accepts(addr, &ca, "other.tend.test").await,
+            "a name never given must not verify"
+        );
+    });
+    drop(daemon);
+}

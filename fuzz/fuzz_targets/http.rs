@@ -37,6 +37,7 @@ fn server() -> &'static Server {
             let api = tend::api::bind(tend::api::ApiConfig {
                 paths: tend::daemon::lifecycle::api_paths(&tend::daemon::Layout::new(&state_dir)),
                 listen: None,
+                tls_sans: vec![],
                 store: Arc::new(store),
                 ready: Arc::new(AtomicBool::new(true)),
                 metrics: None,

@@ -109,6 +109,9 @@ pub struct ApiConfig {
     pub paths: ApiPaths,
     /// Optional TCP listener (bearer tokens required).
     pub listen: Option<SocketAddr>,
+    /// Names and addresses the TCP listener's certificate carries besides the defaults
+    /// ([`tls::server_names`]).
+    pub tls_sans: Vec<String>,
     pub store: Arc<dyn Store>,
     /// True once the start-up observation pass is done (`/readyz`).
     pub ready: Arc<AtomicBool>,
@@ -378,7 +381,12 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
             tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::BindTcp { addr, source })?,
-            tls::server_config(&config.paths.ca_cert, &config.paths.ca_key, addr)?,
+            tls::server_config(
+                &config.paths.ca_cert,
+                &config.paths.ca_key,
+                addr,
+                &config.tls_sans,
+            )?,
         )),
     };
     let (stop, shutdown) = tokio::sync::watch::channel(false);

@@ -53,11 +53,34 @@ fn write_file(path: &Path, body: &str, mode: u32) -> Result<(), TlsError> {
     std::fs::rename(&tmp, path).map_err(ioerr)
 }
 
-/// The CA (made on first use) and a fresh server certificate for `listen`, as a rustls config.
+/// The names a server certificate for `listen` carries: `localhost`, the loopback addresses,
+/// the listen address (unless unspecified), the host name when listening on every address
+/// (`0.0.0.0`/`::`), and `extra` (`tend serve --tls-san`, names or addresses), without repeats.
+pub fn server_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if listen.ip().is_unspecified() {
+        if let Some(h) = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+        {
+            names.push(h);
+        }
+    } else {
+        names.push(listen.ip().to_string());
+    }
+    names.extend(extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| !n.is_empty() && seen.insert(n.clone()));
+    names
+}
+
+/// The CA (made on first use) and a fresh server certificate for `listen` naming
+/// [`server_names`]`(listen, extra_sans)`, as a rustls config.
 pub fn server_config(
     ca_cert: &Path,
     key_path: &Path,
     listen: SocketAddr,
+    extra_sans: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let ca_key = match std::fs::read_to_string(key_path) {
         Ok(pem) if ca_cert.exists() => rcgen::KeyPair::from_pem(&pem)?,
@@ -71,10 +94,7 @@ pub fn server_config(
     };
     // Same name and key as the stored CA, so what it signs chains to ca.crt.
     let issuer = ca_params()?.self_signed(&ca_key)?;
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-    if !listen.ip().is_unspecified() {
-        names.push(listen.ip().to_string());
-    }
+    let names = server_names(listen, extra_sans);
     let mut params = rcgen::CertificateParams::new(names)?;
     params
         .distinguished_name
@@ -182,10 +202,37 @@ mod tests {
     fn ca_is_made_once_and_server_config_builds() {
         let dir = tempfile::tempdir().unwrap();
         let (crt, key) = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
-        server_config(&crt, &key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        server_config(&crt, &key, "127.0.0.1:0".parse().unwrap(), &[]).unwrap();
         let ca = std::fs::read_to_string(&crt).unwrap();
-        server_config(&crt, &key, "127.0.0.1:0".parse().unwrap()).unwrap();
+        server_config(&crt, &key, "127.0.0.1:0".parse().unwrap(), &[]).unwrap();
         assert_eq!(std::fs::read_to_string(&crt).unwrap(), ca);
         client_config(&ca).unwrap();
+    }
+
+    #[test]
+    fn names_carry_the_listen_address_or_the_host_name_and_every_extra_once() {
+        let extra = [
+            "api.example".to_string(),
+            "192.0.2.1".into(),
+            "localhost".into(),
+        ];
+        let n = server_names("192.0.2.7:6443".parse().unwrap(), &extra);
+        assert_eq!(
+            n,
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "192.0.2.7",
+                "api.example",
+                "192.0.2.1"
+            ]
+        );
+        let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        let n = server_names("0.0.0.0:6443".parse().unwrap(), &[]);
+        assert!(
+            n.contains(&host) && !n.contains(&"0.0.0.0".to_string()),
+            "{n:?}"
+        );
     }
 }

@@ -49,6 +49,7 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
     let api = crate::api::bind(crate::api::ApiConfig {
         paths: crate::daemon::lifecycle::api_paths(&crate::daemon::Layout::new(dir)),
         listen: None,
+        tls_sans: vec![],
         store,
         ready: Arc::new(true.into()),
         metrics: None,

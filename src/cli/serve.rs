@@ -19,6 +19,11 @@ pub struct Args {
     /// Also serve the API on this TCP address (bearer token required), e.g. 127.0.0.1:6443.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// A name or address the listener's TLS certificate carries besides localhost, the
+    /// loopback addresses, the listen address and (listening on 0.0.0.0/::) the host name;
+    /// repeatable.
+    #[arg(long = "tls-san", value_name = "NAME|IP", requires = "listen")]
+    pub tls_sans: Vec<String>,
     /// Snapshot backend for States and Sandboxes: auto (btrfs, via an embedded loop image when
     /// the state dir is not on btrfs), btrfs, or copy.
     #[arg(long, default_value = "auto")]
@@ -71,6 +76,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         cfg,
         ServeOptions {
             listen: args.listen,
+            tls_sans: args.tls_sans,
             policy: tend_schema::policy::Policy::new(&args.allow_source_dirs)?,
         },
     )

@@ -103,6 +103,8 @@ impl Drop for StateLock {
 pub struct ServeOptions {
     /// Also serve the API on this TCP address (bearer tokens, TLS).
     pub listen: Option<std::net::SocketAddr>,
+    /// Extra names for the listener's certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
     /// What namespace-limited tokens may ask for (`--allow-source-dir`).
     pub policy: tend_schema::policy::Policy,
 }
@@ -134,6 +136,7 @@ pub async fn serve(
         let api = crate::api::bind(crate::api::ApiConfig {
             paths: api_paths(&layout),
             listen: opts.listen,
+            tls_sans: opts.tls_sans.clone(),
             runtimes: Some(daemon.runtimes.clone()),
             store: store.clone(),
             ready: ready.clone(),

@@ -53,6 +53,7 @@ impl Server {
         let api = tend::api::bind(ApiConfig {
             paths: tend::daemon::lifecycle::api_paths(&tend::daemon::Layout::new(dir.path())),
             listen: Some("127.0.0.1:0".parse().unwrap()),
+            tls_sans: vec![],
             store: store.clone(),
             ready: ready.clone(),
             metrics: Some(Arc::new(|| "tend_controller_test 1\n".to_string())),
