@@ -509,6 +509,63 @@ fn logs_and_exec_by_uid_through_the_runtime() {
         // stdout and stderr are separate streams: no order between them.
         lines.sort();
         assert_eq!(lines, ["hello-logs", "oops"]);
+        // Timestamps as the native runtime prints them: `<time> <stream> <text>`.
+        let q = LogQuery {
+            timestamps: true,
+            ..Default::default()
+        };
+        let chunks: Vec<Vec<u8>> = rt
+            .logs(&uid, &q)
+            .await
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect()
+            .await;
+        let text = String::from_utf8(chunks.concat()).unwrap();
+        let mut lines: Vec<(String, String)> = text
+            .lines()
+            .map(|l| {
+                let mut p = l.splitn(3, ' ');
+                let time = p.next().unwrap();
+                assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok(), "{l}");
+                (p.next().unwrap().to_string(), p.next().unwrap().to_string())
+            })
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                ("stderr".to_string(), "oops".to_string()),
+                ("stdout".to_string(), "hello-logs".to_string())
+            ]
+        );
+        // Streamed exec: binary stdin comes back through cat; stderr and the exit code apart.
+        use tend_controllers::container::ExecEvent;
+        let mut s = rt.exec(&uid, &["cat".to_string()], true).await.unwrap();
+        let all: Vec<u8> = (0..=255u8).cycle().take(64 << 10).collect();
+        s.stdin.take().unwrap().send(all.clone()).await.unwrap();
+        let (mut out, mut code) = (Vec::new(), None);
+        while let Some(ev) = s.events.next().await {
+            match ev.unwrap() {
+                ExecEvent::Stdout(b) => out.extend(b),
+                ExecEvent::Stderr(b) => panic!("stderr {b:?}"),
+                ExecEvent::Exit(c) => code = Some(c),
+            }
+        }
+        assert_eq!(code, Some(0));
+        assert!(out == all, "binary bytes changed through docker exec");
+        let argv = ["sh", "-c", "echo out; echo err >&2; exit 7"].map(String::from);
+        let s = rt.exec(&uid, &argv, false).await.unwrap();
+        let evs: Vec<ExecEvent> = s.events.map(|e| e.unwrap()).collect().await;
+        assert!(
+            evs.contains(&ExecEvent::Stdout(b"out\n".to_vec())),
+            "{evs:?}"
+        );
+        assert!(
+            evs.contains(&ExecEvent::Stderr(b"err\n".to_vec())),
+            "{evs:?}"
+        );
+        assert_eq!(evs.last(), Some(&ExecEvent::Exit(7)));
         // Another instance's runtime does not see it.
         let other = tend::runtime_docker::DockerRuntime::new(None, "00000000", {
             let s = tend_schema::store::SqliteStore::open(
@@ -525,6 +582,33 @@ fn logs_and_exec_by_uid_through_the_runtime() {
             .await
             .is_err());
     });
+    // Through the CLI and the API: --since keeps only what came after; --previous says why not.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = d.tend(&["exec", &name, "--", "sh", "-c", "echo late > /proc/1/fd/1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.tend(&["logs", &name, "--since", "2s", "--timestamps"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.trim_end().ends_with(" stdout late"), "{text}");
+    let out = d.tend(&["logs", &name, "--previous"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("restart replaces"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A dockerd of the test's own: socket, data and exec roots in a temp dir, its own containerd

@@ -25,6 +25,23 @@ pub struct LogLine {
     pub stream: LogStream,
     /// The text (invalid UTF-8 replaced).
     pub line: String,
+    /// dockerd's RFC 3339 time of the line, when asked for ([`LogOptions::timestamps`]).
+    pub time: Option<String>,
+}
+
+/// What [`DockerDriver::logs_with`] reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// The last `tail` lines (all when `None`).
+    pub tail: Option<usize>,
+    /// Then new lines until the container stops.
+    pub follow: bool,
+    /// Only lines written at or after this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Only lines written before this Unix time (seconds): an earlier run's output.
+    pub until: Option<i64>,
+    /// Fill [`LogLine::time`].
+    pub timestamps: bool,
 }
 
 /// Splits Docker's log frames (which need not end on line boundaries) into lines.
@@ -32,6 +49,8 @@ pub struct LogLine {
 struct Splitter {
     out: Vec<u8>,
     err: Vec<u8>,
+    /// Each line starts with dockerd's timestamp and a space.
+    timestamps: bool,
 }
 
 impl Splitter {
@@ -43,16 +62,14 @@ impl Splitter {
             }
             LogOutput::StdIn { .. } => return,
         };
+        let self_ts = self.timestamps;
         let buf = self.buf(stream);
         buf.extend_from_slice(&bytes);
         while let Some(i) = buf.iter().position(|b| *b == b'\n') {
             let rest = buf.split_off(i + 1);
             let mut line = std::mem::replace(buf, rest);
             line.pop();
-            lines.push(LogLine {
-                stream,
-                line: String::from_utf8_lossy(&line).into_owned(),
-            });
+            lines.push(self_line(self_ts, stream, &line));
         }
     }
 
@@ -60,10 +77,7 @@ impl Splitter {
         for stream in [LogStream::Stdout, LogStream::Stderr] {
             let buf = std::mem::take(self.buf(stream));
             if !buf.is_empty() {
-                lines.push(LogLine {
-                    stream,
-                    line: String::from_utf8_lossy(&buf).into_owned(),
-                });
+                lines.push(self_line(self.timestamps, stream, &buf));
             }
         }
     }
@@ -76,34 +90,79 @@ impl Splitter {
     }
 }
 
+/// One line as read; with `timestamps`, its leading time split off.
+fn self_line(timestamps: bool, stream: LogStream, bytes: &[u8]) -> LogLine {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    match text.split_once(' ') {
+        Some((time, rest)) if timestamps => LogLine {
+            stream,
+            line: rest.to_string(),
+            time: Some(time.to_string()),
+        },
+        _ => LogLine {
+            stream,
+            line: text,
+            time: None,
+        },
+    }
+}
+
 impl DockerDriver {
-    /// The container's output as lines: the last `tail` lines (all when `None`), then, with
-    /// `follow`, new lines until the container stops or the stream is dropped.
+    /// [`Self::logs_with`] the last `tail` lines and, with `follow`, what comes next.
     ///
     /// # Errors
-    /// `NotFound` up front for a missing container; `Unavailable` up front or as an item when the
-    /// stream breaks.
+    /// As [`Self::logs_with`].
     pub async fn logs(
         &self,
         id: &str,
         tail: Option<usize>,
         follow: bool,
     ) -> Result<BoxStream<'static, Result<LogLine, DockerError>>, DockerError> {
+        let o = LogOptions {
+            tail,
+            follow,
+            ..Default::default()
+        };
+        self.logs_with(id, &o).await
+    }
+
+    /// The container's output as lines: the last `tail` lines (all when `None`), then, with
+    /// `follow`, new lines until the container stops or the stream is dropped.
+    ///
+    /// # Errors
+    /// `NotFound` up front for a missing container; `Unavailable` up front or as an item when the
+    /// stream breaks.
+    pub async fn logs_with(
+        &self,
+        id: &str,
+        o: &LogOptions,
+    ) -> Result<BoxStream<'static, Result<LogLine, DockerError>>, DockerError> {
         // Inspect first so a missing container is an error now, not a first stream item.
         let info = self.inspect(id).await?;
-        let tail = tail.map_or_else(|| "all".to_string(), |n| n.to_string());
-        let opts = LogsOptionsBuilder::default()
+        let tail = o.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+        let mut opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .follow(follow)
-            .tail(&tail)
-            .build();
+            .follow(o.follow)
+            .timestamps(o.timestamps)
+            .tail(&tail);
+        if let Some(t) = o.since {
+            opts = opts.since(t.clamp(0, i64::from(i32::MAX)) as i32);
+        }
+        if let Some(t) = o.until {
+            opts = opts.until(t.clamp(0, i64::from(i32::MAX)) as i32);
+        }
+        let opts = opts.build();
         let ctx = self.ctx("logs", id, Target::Container);
         let docker = self.client(&ctx).await?;
         let driver = self.clone();
         let container = info.id;
         let frames = docker.logs(&container, Some(opts)).boxed();
-        let state = (frames, Splitter::default(), false);
+        let split = Splitter {
+            timestamps: o.timestamps,
+            ..Default::default()
+        };
+        let state = (frames, split, false);
         let lines = futures::stream::unfold(state, move |(mut frames, mut split, done)| {
             let driver = driver.clone();
             let container = container.clone();

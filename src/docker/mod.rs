@@ -29,7 +29,7 @@ pub use error::DockerError;
 pub use events::{ContainerEvent, ContainerEventKind, DockerEvent};
 pub use exec::{DockerExec, ExecChunk, ExecState};
 pub use image::ImportSource;
-pub use logs::{LogLine, LogStream};
+pub use logs::{LogLine, LogOptions, LogStream};
 pub use spec::{
     spec_hash, DockerSpec, NetworkAttachment, Owner, LABEL_NAME, LABEL_NAMESPACE, LABEL_SPEC_HASH,
     LABEL_UID,

@@ -4,7 +4,7 @@
 
 use super::mapping::{self, container_name, ImageSource, LABEL_INSTANCE};
 use super::{lock, DockerRuntime, DockerRuntimeError, Wake};
-use crate::docker::{spec_hash, ContainerInfo, DockerError, DockerSpec, ImportSource};
+use crate::docker::{spec_hash, ContainerInfo, DockerError, DockerSpec, ImportSource, LogOptions};
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -274,27 +274,42 @@ impl ContainerRuntime for DockerRuntime {
         )])
     }
 
-    /// The container's output through dockerd (`tail`, `follow`); `previous`, `since` and
-    /// `timestamps` are refused: Docker keeps one run's log per container.
+    /// The container's output through dockerd (`tail`, `follow`, `since`, `timestamps`, the
+    /// latter as the native runtime prints them: `<time> <stream> <text>`); `previous` is
+    /// refused: a restart replaces the Docker container, so there is no earlier run's log.
     async fn logs(&self, uid: &str, q: &LogQuery) -> Result<LogStream, DriverError> {
-        if q.previous || q.since.is_some() || q.timestamps {
+        if q.previous {
+            // A restart replaces the Docker container, and its log goes with it.
             return Err(DriverError::Refused {
                 reason: "Unsupported",
-                message:
-                    "previous, sinceSeconds and timestamps are not supported for docker containers"
-                        .into(),
+                message: "previous is not supported for docker containers: a restart replaces \
+                          the Docker container and dockerd drops its log"
+                    .into(),
             });
         }
         let info = self.find(uid).await?.ok_or_else(|| not_found(uid))?;
+        let since = q.since.map(|d| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            now.saturating_sub(d).as_secs() as i64
+        });
+        let o = LogOptions {
+            tail: q.tail,
+            follow: q.follow,
+            since,
+            until: None,
+            timestamps: q.timestamps,
+        };
         let lines = self
             .driver
-            .logs(&info.id, q.tail, q.follow)
+            .logs_with(&info.id, &o)
             .await
             .map_err(|e| self.fault(uid, "logs", e))?;
         let chunks = lines
             .take_while(|l| std::future::ready(l.is_ok()))
             .filter_map(|l| std::future::ready(l.ok()))
-            .map(|l| Ok(format!("{}\n", l.line).into_bytes()));
+            .map(|l| Ok(log_line(&l).into_bytes()));
         Ok(Box::pin(chunks))
     }
 
@@ -344,4 +359,18 @@ impl ContainerRuntime for DockerRuntime {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// One line as `tend logs` prints it.
+fn log_line(l: &crate::docker::LogLine) -> String {
+    match &l.time {
+        Some(t) => {
+            let stream = match l.stream {
+                crate::docker::LogStream::Stdout => "stdout",
+                crate::docker::LogStream::Stderr => "stderr",
+            };
+            format!("{t} {stream} {}\n", l.line)
+        }
+        None => format!("{}\n", l.line),
+    }
 }
