@@ -22,7 +22,8 @@ struct KillGroup {
 
 impl Drop for KillGroup {
     fn drop(&mut self) {
-        if !self.ended.load(Ordering::SeqCst) {
+        // pgid 0 would be the daemon's own group: never signal that.
+        if self.pgid > 0 && !self.ended.load(Ordering::SeqCst) {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(self.pgid),
                 nix::sys::signal::Signal::SIGKILL,
