@@ -19,14 +19,19 @@
 //! re-adopted by their first reconcile, which re-attaches the exit watcher.
 
 mod decide;
+mod depends;
 mod driver;
 pub mod fake;
 mod faults;
 mod network;
+pub mod probe;
+mod prober;
 mod reconcile;
 mod rootfs;
 mod status;
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +40,7 @@ pub use driver::{
     NoNetworks, Observed, Running, Runtimes, WorkloadSpec,
 };
 pub use network::NetworkAttachments;
+pub use probe::{ProbeOutcome, ProbeRunner, ProbeTarget};
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};
 pub use status::restart_delay;
 
