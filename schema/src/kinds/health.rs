@@ -283,8 +283,9 @@ pub fn find_cycle<E>(
     // Depth-first, each name expanded once: a path back to `start` is a cycle through the
     // object being written; cycles elsewhere were refused when they were written.
     let mut visited = BTreeSet::new();
+    let first: Vec<String> = first.to_vec();
     let mut stack: Vec<(Vec<String>, std::vec::IntoIter<String>)> =
-        vec![(vec![start.to_string()], first.to_vec().into_iter())];
+        vec![(vec![start.to_string()], first.into_iter())];
     while let Some((path, next)) = stack.last_mut() {
         let Some(n) = next.next() else {
             stack.pop();
