@@ -68,24 +68,26 @@ fn httpd_is_ready_only_once_it_answers() {
         m = marker.display(),
         w = www.display()
     );
-    let probes =
-        "  probes:\n    readiness: {httpGet: {path: /healthz, port: 18080}, periodSeconds: 1}\n";
+    let probes = "  probes:\n    startup: {tcpSocket: {port: 18080}, periodSeconds: 1, failureThreshold: 30}\n    readiness: {httpGet: {path: /healthz, port: 18080}, periodSeconds: 1}\n";
     d.apply(&container("web", &script, probes));
     let v = d.wait("container", "web", "running", |v| {
         v["status"]["phase"] == "Running"
     });
     if !marker.exists() {
         assert_eq!(condition(&v, "Ready"), "False", "{v:#}");
-        assert_eq!(condition(&v, "Started"), "True", "{v:#}");
+        assert_eq!(condition(&v, "Started"), "False", "{v:#}");
     }
     let v = d.wait_ready("container", "web", Duration::from_secs(20));
-    let since = time(&cond(&v, "Ready")["lastTransitionTime"]);
-    // Seconds resolution on the condition: Ready no earlier than the second httpd came up.
-    assert!(
-        since.timestamp() >= mtime(&marker).timestamp(),
-        "Ready at {since}, httpd started at {}",
-        mtime(&marker)
-    );
+    // Seconds resolution on the conditions: Started (the tcpSocket startup probe) and Ready
+    // (httpGet) no earlier than the second httpd came up.
+    for t in ["Started", "Ready"] {
+        let since = time(&cond(&v, t)["lastTransitionTime"]);
+        assert!(
+            since.timestamp() >= mtime(&marker).timestamp(),
+            "{t} at {since}, httpd started at {}",
+            mtime(&marker)
+        );
+    }
     assert_eq!(v["status"]["restartCount"], 0);
 }
 
