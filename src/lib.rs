@@ -12,6 +12,7 @@ pub mod docker;
 /// Failpoints for fault-injection tests (defined in `tend-schema` so the store can use them).
 pub use tend_schema::failpoint;
 pub mod net;
+pub mod probe;
 pub mod runtime_docker;
 pub mod runtime_native;
 pub mod shim;

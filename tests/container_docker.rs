@@ -761,3 +761,33 @@ fn a_real_dockerd_stopped_and_started_again_gets_its_container_back() {
         "containers left"
     );
 }
+
+#[test]
+fn probes_are_run_by_tend_for_a_docker_container() {
+    if !common::privileged("probes_are_run_by_tend_for_a_docker_container") {
+        return;
+    }
+    let d = docker_daemon(None);
+    let name = common::unique("dkp");
+    // httpd on the container's own loopback; readiness over HTTP inside its namespace, liveness
+    // an exec of `cat` on a file the test deletes.
+    let script = "mkdir -p /tmp/www; echo ok > /tmp/www/healthz; touch /tmp/healthy; exec httpd -f -p 127.0.0.1:8080 -h /tmp/www";
+    let probes = "  probes:\n    readiness: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}\n    liveness: {exec: {command: [cat, /tmp/healthy]}, periodSeconds: 1, failureThreshold: 2}\n";
+    d.apply(&container(&name, IMAGE, script, probes));
+    let v = d.wait_ready("container", &name, Duration::from_secs(30));
+    assert_eq!(v["status"]["restartCount"], 0);
+    docker_ok(&["exec", &cid(&v), "sh", "-c", "rm /tmp/healthy"]);
+    let v = d.wait("container", &name, "restarted by liveness", |v| {
+        v["status"]["restartCount"] == 1
+    });
+    assert_eq!(v["status"]["lastState"]["reason"], "Unhealthy", "{v:#}");
+    let events = d.tend(&["get", "events"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("Unhealthy") && l.contains("liveness probe failed")),
+        "{events}"
+    );
+    d.wait_ready("container", &name, Duration::from_secs(30));
+}

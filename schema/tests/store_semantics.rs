@@ -333,3 +333,63 @@ async fn readonly_query_cannot_write() {
     assert_eq!(rows.len(), 2);
     assert!(s.query("DELETE FROM meta".into()).await.is_err());
 }
+
+fn ct(name: &str, deps: &[&str]) -> AnyObject {
+    let deps: Vec<_> = deps.iter().map(|d| json!({"container": d})).collect();
+    AnyObject::new(
+        Kind::Container,
+        "default",
+        name,
+        json!({"command": ["sleep", "1"], "dependsOn": deps}),
+    )
+}
+
+fn cycle_message(r: Result<AnyObject>) -> String {
+    match r {
+        Err(StoreError::Invalid(e)) => {
+            assert_eq!(e.0[0].field, "spec.dependsOn");
+            e.0[0].message.clone()
+        }
+        other => panic!("expected a refused cycle, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dependency_cycles_are_refused_on_every_write_path_and_named() {
+    let (_d, s) = open().await;
+    assert_eq!(
+        cycle_message(s.create(ct("a", &["a"])).await),
+        "dependency cycle: a → a"
+    );
+    s.create(ct("a", &["b"])).await.unwrap();
+    assert_eq!(
+        cycle_message(s.create(ct("b", &["a"])).await),
+        "dependency cycle: b → a → b"
+    );
+    // A dependency that does not exist yet is fine; closing the loop later is not.
+    s.create(ct("b", &["c"])).await.unwrap();
+    let c = s.create(ct("c", &[])).await.unwrap();
+    let mut closing = ct("c", &["a"]);
+    closing.metadata.resource_version = c.metadata.resource_version.clone();
+    assert_eq!(
+        cycle_message(s.update(closing).await),
+        "dependency cycle: c → a → b → c"
+    );
+    let patch = json!({"spec": {"dependsOn": [{"container": "b"}]}});
+    assert_eq!(
+        cycle_message(
+            s.merge_patch(&ObjectKey::new(Kind::Container, "default", "c"), patch)
+                .await
+        ),
+        "dependency cycle: c → b → c"
+    );
+    match s.apply(vec![ct("c", &["a"])], false).await {
+        Err(e) => assert!(
+            e.to_string().contains("dependency cycle: c → a → b → c"),
+            "{e}"
+        ),
+        Ok(r) => panic!("applied a cycle: {r:?}"),
+    }
+    // Diamonds are not cycles.
+    s.create(ct("d", &["a", "b", "c"])).await.unwrap();
+}

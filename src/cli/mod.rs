@@ -15,6 +15,7 @@ mod logs;
 pub(crate) mod output;
 pub mod serve;
 mod token;
+mod tree;
 mod wait;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +72,8 @@ pub enum Command {
     Exec(exec::Args),
     /// Wait until an object has a condition (or is deleted), showing progress.
     Wait(wait::Args),
+    /// Show what an object uses (dependencies, Sandbox/State, Networks), each with its Ready.
+    Tree(tree::Args),
     /// Internal: what the daemon runs to serve a native container's exec.
     #[command(hide = true)]
     ExecNative(exec::NativeArgs),
@@ -116,6 +119,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(a) => logs::run(&backend().await?, &dir, a).await,
         Command::Exec(a) => exec::run(&backend().await?, &dir, a).await,
         Command::Wait(a) => wait::run(&backend().await?, a).await,
+        Command::Tree(a) => tree::run(&backend().await?, a).await,
         Command::ExecNative(a) => exec::run_native(a),
     }
 }

@@ -51,6 +51,7 @@ pub fn register_containers(
         )
         .with_limits_watch(watch.clone()),
     );
+    let probes = Arc::new(crate::probe::HostProbes::new()?);
     let set = Runtimes {
         native,
         docker: Some(docker.clone() as Arc<dyn ContainerRuntime>),
@@ -58,13 +59,16 @@ pub fn register_containers(
     let trigger: Trigger = runtime.register_with(
         tend_schema::Kind::Container,
         |trigger| {
-            Arc::new(ContainerReconciler::new(
-                set.native.clone(),
-                set.docker.clone(),
-                attachments,
-                ContainerConfig::default(),
-                Some(trigger),
-            ))
+            Arc::new(
+                ContainerReconciler::new(
+                    set.native.clone(),
+                    set.docker.clone(),
+                    attachments,
+                    ContainerConfig::default(),
+                    Some(trigger),
+                )
+                .with_probes(probes),
+            )
         },
         cfg.controller.clone(),
     );

@@ -19,15 +19,20 @@
 //! re-adopted by their first reconcile, which re-attaches the exit watcher.
 
 mod decide;
+mod depends;
 mod driver;
 mod exec;
 pub mod fake;
 mod faults;
 mod network;
+pub mod probe;
+mod prober;
 mod reconcile;
 mod rootfs;
 mod status;
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod tests;
 
@@ -40,6 +45,7 @@ pub use exec::{
     EXEC_CHUNK,
 };
 pub use network::NetworkAttachments;
+pub use probe::{ProbeOutcome, ProbeRunner, ProbeTarget};
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};
 pub use status::restart_delay;
 

@@ -2,10 +2,13 @@
 //! ([`super::decide`]) → act (keep and repair, start, replace, back off, finish); and delete.
 
 use super::decide::{decide, exit_of, Decision, Facts};
+use super::depends;
 use super::driver::{
     Attach, Attachments, ContainerRuntime, Exit, Observed, Running, Runtimes, WorkloadSpec,
 };
 use super::faults::{drv, fault_of, store_err};
+use super::probe::{Health, ProbeRunner, ProbeTarget};
+use super::prober::{Prober, RunId, Seed};
 use super::rootfs::{self, RootfsState};
 use super::status;
 use super::ContainerError;
@@ -19,7 +22,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tend_schema::kinds::container::{ContainerSpec, ContainerStatus};
+use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, CrashLoopStatus};
 use tend_schema::store::EventType;
 use tend_schema::{AnyObject, Kind, Object, ObjectKey};
 
@@ -49,15 +52,6 @@ impl Default for ContainerConfig {
     }
 }
 
-/// Runs of one container in a row that ended before the reset window. Kept in memory: after a
-/// daemon restart a crash loop starts again from an immediate restart (never a missed one).
-#[derive(Debug, Default, Clone)]
-struct CrashLoop {
-    crashes: u32,
-    /// The exit last counted, so a reconcile repeated on the same exit does not count it twice.
-    counted: Option<(i64, Option<tend_schema::Time>)>,
-}
-
 /// The Container controller.
 pub struct ContainerReconciler {
     runtimes: Runtimes,
@@ -67,7 +61,8 @@ pub struct ContainerReconciler {
     trigger: Option<Trigger>,
     /// uid → (pid, start time) of the workload an exit watcher waits on.
     watched: Arc<Mutex<HashMap<String, (u32, u64)>>>,
-    loops: Mutex<HashMap<String, CrashLoop>>,
+    /// The probe workers of running workloads.
+    prober: Prober,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -89,10 +84,17 @@ impl ContainerReconciler {
             runtimes: Runtimes { native, docker },
             attachments,
             cfg,
-            trigger,
             watched: Arc::default(),
-            loops: Mutex::default(),
+            prober: Prober::new(None, trigger.clone()),
+            trigger,
         }
+    }
+
+    /// Runs the declared probes through `runner`. Without one, a Container that declares
+    /// probes never becomes Started/Ready (the daemon cannot tell).
+    pub fn with_probes(mut self, runner: Arc<dyn ProbeRunner>) -> Self {
+        self.prober = Prober::new(Some(runner), self.trigger.clone());
+        self
     }
 
     fn runtimes(&self) -> Vec<&Arc<dyn ContainerRuntime>> {
@@ -127,17 +129,17 @@ impl ContainerReconciler {
         });
     }
 
-    /// Counts `e` into the crash loop of `uid` (once) and returns the crashes in a row.
-    fn count_crash(&self, uid: &str, e: &Exit) -> u32 {
-        let mut loops = lock(&self.loops);
-        let l = loops.entry(uid.to_string()).or_default();
-        let id = (e.generation, e.finished_at);
-        if l.counted != Some(id) {
-            l.counted = Some(id);
+    /// Counts `e` into the crash loop recorded in `st` (once per exit) and returns the loop
+    /// as it now stands. The loop lives in the status, so a daemon restart does not reset it.
+    fn count_crash(&self, st: &ContainerStatus, e: &Exit) -> CrashLoopStatus {
+        let mut l = st.crash_loop.clone().unwrap_or_default();
+        if (l.generation, l.finished_at) != (e.generation, e.finished_at) || l.crashes == 0 {
             let long_run = e.ran_for().is_some_and(|d| d >= self.cfg.backoff_reset);
             l.crashes = if long_run { 1 } else { l.crashes + 1 };
+            l.generation = e.generation;
+            l.finished_at = e.finished_at;
         }
-        l.crashes
+        l
     }
 
     /// Observe → decide → act for one Container that is not being deleted.
@@ -168,9 +170,10 @@ impl ContainerReconciler {
             .await
             .map_err(drv(&s.uid, rt.name(), "inspect"))?;
         // Decide.
-        let decision = decide(observed.clone(), &self.facts(&s, &c, observed));
+        let (facts, crash_loop) = self.facts(&s, &c, observed.clone());
+        let decision = decide(observed, &facts);
         // Act.
-        self.act(&s, &rt, decision).await
+        self.act(&s, &rt, decision, crash_loop).await
     }
 
     /// A runtime switch leaves the old runtime's workload behind: stop and remove it. An
@@ -203,7 +206,12 @@ impl ContainerReconciler {
 
     /// What the decision needs besides the observation: the crash loop is counted only for an
     /// ended run of the current generation.
-    fn facts(&self, s: &Step<'_>, c: &Container, observed: Observed) -> Facts {
+    fn facts(
+        &self,
+        s: &Step<'_>,
+        c: &Container,
+        observed: Observed,
+    ) -> (Facts, Option<CrashLoopStatus>) {
         let ended = match &observed {
             Observed::Exited(e) => e.generation == s.generation,
             Observed::Lost { generation } => *generation == s.generation,
@@ -216,18 +224,19 @@ impl ContainerReconciler {
                     .finished_at
                     .and_then(|f| (chrono::Utc::now() - f).to_std().ok())
                     .unwrap_or(Duration::MAX);
-                (self.count_crash(&s.uid, &e), since)
+                (Some(self.count_crash(&c.status, &e)), since)
             }
-            false => (0, Duration::MAX),
+            false => (None, Duration::MAX),
         };
-        Facts {
+        let facts = Facts {
             generation: s.generation,
             policy: c.spec.restart_policy,
-            crashes,
+            crashes: crashes.as_ref().map_or(0, |l| l.crashes),
             backoff_base: self.cfg.backoff_base,
             backoff_max: self.cfg.backoff_max,
             since_exit,
-        }
+        };
+        (facts, crashes)
     }
 
     async fn act(
@@ -235,9 +244,16 @@ impl ContainerReconciler {
         s: &Step<'_>,
         rt: &Arc<dyn ContainerRuntime>,
         decision: Decision,
+        crash_loop: Option<CrashLoopStatus>,
     ) -> Result<Action, Error> {
         let (uid, generation) = (&s.uid, s.generation);
         let mut st = s.c.status.clone();
+        if crash_loop.is_some() {
+            st.crash_loop = crash_loop;
+        }
+        if !matches!(decision, Decision::Keep(_)) {
+            self.prober.forget(uid);
+        }
         let start = match decision {
             Decision::Keep(r) => return self.keep(s, rt, r).await,
             Decision::AwaitExit => return Ok(Action::requeue(Duration::from_millis(20))),
@@ -278,7 +294,7 @@ impl ContainerReconciler {
             },
         };
         if start.new_loop {
-            lock(&self.loops).remove(uid);
+            st.crash_loop = None;
         }
         if let Some(e) = &start.last {
             st.last_state = Some(status::last_state(e));
@@ -319,9 +335,69 @@ impl ContainerReconciler {
                 )
                 .await;
         }
-        status::running(&mut st, s.generation, &r, networks, rt.name());
+        let h = self.health(s, rt, &r, Seed::resumed_from(&s.c.status, &r));
+        if let Some(why) = &h.unhealthy {
+            return self.restart_unhealthy(s, rt, st, why).await;
+        }
+        status::running(&mut st, s.generation, &r, networks, rt.name(), &h);
         st.container_id = rt.container_id(&s.uid);
         s.write(&st, Action::await_change()).await
+    }
+
+    /// The health of the run `r`, from its probe worker (started here when it has none).
+    fn health(
+        &self,
+        s: &Step<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+        r: &Running,
+        seed: Seed,
+    ) -> Health {
+        let target = ProbeTarget {
+            uid: s.uid.clone(),
+            pid: r.pid,
+            runtime: rt.clone(),
+        };
+        let run = RunId {
+            generation: r.generation,
+            pid: r.pid,
+            start_time: r.start_time,
+        };
+        self.prober.health(target, run, &s.c.spec.probes(), seed)
+    }
+
+    /// A liveness (or startup) probe failed for good: a Warning event with its output, stop the
+    /// workload, and start it again per the restart policy, counted in `restartCount` and shown
+    /// as `lastState.reason: Unhealthy`.
+    async fn restart_unhealthy(
+        &self,
+        s: &Step<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+        mut st: ContainerStatus,
+        why: &str,
+    ) -> Result<Action, Error> {
+        let uid = &s.uid;
+        self.prober.forget(uid);
+        s.ctx
+            .event(s.obj, EventType::Warning, "Unhealthy", why.to_string())
+            .await;
+        let exit = rt
+            .stop(uid, grace(&s.c.spec))
+            .await
+            .map_err(drv(uid, rt.name(), "stop"))?;
+        let exit = exit.unwrap_or_else(|| exit_of(Observed::Absent, s.generation));
+        let mut last = status::last_state(&exit);
+        last.reason = "Unhealthy".into();
+        st.last_state = Some(last);
+        if !status::should_restart(s.c.spec.restart_policy, &exit) {
+            status::finished(&mut st, s.generation, &exit);
+            if let Some(l) = st.last_state.as_mut() {
+                l.reason = "Unhealthy".into();
+            }
+            status::not_ready(&mut st, s.generation, "Unhealthy", why);
+            return s.write(&st, Action::await_change()).await;
+        }
+        status::not_ready(&mut st, s.generation, "Unhealthy", why);
+        self.start(s, rt, st, 1).await
     }
 
     /// Starts the workload (first run, restart, replacement) once its rootfs and networks are
@@ -334,6 +410,10 @@ impl ContainerReconciler {
         restarts: u32,
     ) -> Result<Action, Error> {
         let (uid, generation) = (&s.uid, s.generation);
+        if let Some(why) = depends::unmet(s.ctx, &self.runtimes, s.c).await {
+            status::pending(&mut st, generation, "WaitingForDependency", &why);
+            return s.write(&st, Action::await_change()).await;
+        }
         let rootfs = match rootfs::resolve(s.ctx, s.c).await? {
             RootfsState::Ready(p) => p,
             RootfsState::Waiting(msg) => {
@@ -367,7 +447,8 @@ impl ContainerReconciler {
         self.watch(rt, uid, &r);
         st.ports = s.c.spec.ports.clone();
         st.restart_count += restarts;
-        status::running(&mut st, generation, &r, networks, rt.name());
+        let h = self.health(s, rt, &r, Seed::Fresh);
+        status::running(&mut st, generation, &r, networks, rt.name(), &h);
         st.container_id = rt.container_id(uid);
         s.write(&st, Action::await_change()).await
     }
@@ -430,7 +511,7 @@ impl ContainerReconciler {
             .remove(&uid)
             .await
             .map_err(drv(&uid, "attachments", "remove"))?;
-        lock(&self.loops).remove(&uid);
+        self.prober.forget(&uid);
         lock(&self.watched).remove(&uid);
         Ok(Cleanup::Done)
     }

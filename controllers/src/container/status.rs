@@ -1,6 +1,7 @@
 //! Restart policy, backoff, and the status a Container shows in each situation.
 
 use super::driver::{Exit, Running};
+use super::probe::{Health, Verdict};
 use std::time::Duration;
 use tend_schema::kinds::container::{
     ContainerStatus, LastState, NetworkStatusEntry, RestartPolicy,
@@ -43,30 +44,80 @@ pub(crate) fn pending(s: &mut ContainerStatus, generation: i64, reason: &str, me
     s.common.phase = Some("Pending".into());
     s.common.observed_generation = generation;
     s.pid = None;
+    not_started(s, generation, reason, message);
+}
+
+/// `Ready` and `Started` False: nothing runs.
+fn not_started(s: &mut ContainerStatus, generation: i64, reason: &str, message: &str) {
+    not_ready(s, generation, reason, message);
+    s.common.set_condition(
+        "Started",
+        ConditionStatus::False,
+        reason,
+        message,
+        generation,
+    );
+}
+
+/// `Ready` False with a reason.
+pub(crate) fn not_ready(s: &mut ContainerStatus, generation: i64, reason: &str, message: &str) {
     s.common
         .set_condition("Ready", ConditionStatus::False, reason, message, generation);
 }
 
-/// Running with its pid and networks.
+/// Running with its pid and networks; `Started` and `Ready` as its probes say.
 pub(crate) fn running(
     s: &mut ContainerStatus,
     generation: i64,
     r: &Running,
     networks: Vec<NetworkStatusEntry>,
     runtime: &str,
+    h: &Health,
 ) {
     s.common.phase = Some("Running".into());
     s.common.observed_generation = generation;
     s.pid = Some(r.pid);
     s.started_at = r.started_at;
     s.networks = networks;
-    s.common.set_condition(
-        "Ready",
-        ConditionStatus::True,
-        "Running",
-        &format!("pid {} ({runtime})", r.pid),
-        generation,
-    );
+    let running = format!("pid {} ({runtime})", r.pid);
+    let (started, reason, message) = match h.started {
+        true => (ConditionStatus::True, "Started", running.clone()),
+        false => (
+            ConditionStatus::False,
+            "WaitingForProbe",
+            "the startup probe has not passed yet".into(),
+        ),
+    };
+    s.common
+        .set_condition("Started", started, reason, &message, generation);
+    let output = |o: &str| match o.is_empty() {
+        true => String::new(),
+        false => format!(": {o}"),
+    };
+    let (ready, reason, message) = match (&h.unhealthy, h.started, h.ready) {
+        (Some(why), _, _) => (ConditionStatus::False, "Unhealthy", why.clone()),
+        (None, false, _) => (
+            ConditionStatus::False,
+            "WaitingForProbe",
+            "waiting for the startup probe".into(),
+        ),
+        (None, true, Verdict::Success) => (ConditionStatus::True, "Running", running),
+        (None, true, Verdict::Unknown) => (
+            ConditionStatus::False,
+            "WaitingForProbe",
+            format!(
+                "the readiness probe has not passed yet{}",
+                output(&h.readiness_output)
+            ),
+        ),
+        (None, true, Verdict::Failure) => (
+            ConditionStatus::False,
+            "ProbeFailed",
+            format!("readiness probe failed{}", output(&h.readiness_output)),
+        ),
+    };
+    s.common
+        .set_condition("Ready", ready, reason, &message, generation);
 }
 
 /// Ended for good (no restart under the policy): Succeeded or Failed.
@@ -81,13 +132,7 @@ pub(crate) fn finished(s: &mut ContainerStatus, generation: i64, e: &Exit) {
         (None, None, Some(sig)) => format!("killed by signal {sig}"),
         _ => "exit status unknown".into(),
     };
-    s.common.set_condition(
-        "Ready",
-        ConditionStatus::False,
-        e.reason(),
-        &message,
-        generation,
-    );
+    not_started(s, generation, e.reason(), &message);
 }
 
 /// Waiting out a restart backoff.
@@ -96,17 +141,12 @@ pub(crate) fn backing_off(s: &mut ContainerStatus, generation: i64, e: &Exit, wa
     s.common.observed_generation = generation;
     s.pid = None;
     s.last_state = Some(last_state(e));
-    s.common.set_condition(
-        "Ready",
-        ConditionStatus::False,
-        "CrashLoopBackOff",
-        &format!(
-            "back-off {:.1}s restarting failed container ({})",
-            wait.as_secs_f64(),
-            e.reason()
-        ),
-        generation,
+    let message = format!(
+        "back-off {:.1}s restarting failed container ({})",
+        wait.as_secs_f64(),
+        e.reason()
     );
+    not_started(s, generation, "CrashLoopBackOff", &message);
 }
 
 /// Being deleted.

@@ -14,15 +14,15 @@ use tend_schema::kinds::container::ContainerStatus;
 use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
-struct H {
-    ctx: Context,
-    rt: Arc<FakeRuntime>,
-    att: Arc<FakeAttachments>,
-    r: ContainerReconciler,
-    _dir: tempfile::TempDir,
+pub(super) struct H {
+    pub ctx: Context,
+    pub rt: Arc<FakeRuntime>,
+    pub att: Arc<FakeAttachments>,
+    pub r: ContainerReconciler,
+    pub _dir: tempfile::TempDir,
 }
 
-fn cfg() -> ContainerConfig {
+pub(super) fn cfg() -> ContainerConfig {
     ContainerConfig {
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_secs(1),
@@ -30,7 +30,7 @@ fn cfg() -> ContainerConfig {
     }
 }
 
-async fn harness() -> H {
+pub(super) async fn harness() -> H {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
@@ -55,7 +55,7 @@ async fn harness() -> H {
 }
 
 impl H {
-    async fn create(&self, kind: Kind, name: &str, spec: serde_json::Value) -> AnyObject {
+    pub async fn create(&self, kind: Kind, name: &str, spec: serde_json::Value) -> AnyObject {
         let o = self
             .ctx
             .store
@@ -66,24 +66,24 @@ impl H {
         o
     }
 
-    async fn reconcile(&self, name: &str) -> crate::Action {
+    pub async fn reconcile(&self, name: &str) -> crate::Action {
         self.r
             .reconcile(&self.ctx, &key(name))
             .await
             .expect("reconcile")
     }
 
-    async fn status(&self, name: &str) -> ContainerStatus {
+    pub async fn status(&self, name: &str) -> ContainerStatus {
         let o = self.ctx.store.get(&key(name)).await.unwrap();
         serde_json::from_value(o.status).unwrap()
     }
 }
 
-fn key(name: &str) -> ObjectKey {
+pub(super) fn key(name: &str) -> ObjectKey {
     ObjectKey::new(Kind::Container, "default", name)
 }
 
-fn reason(s: &ContainerStatus) -> String {
+pub(super) fn reason(s: &ContainerStatus) -> String {
     s.common.condition("Ready").unwrap().reason.clone()
 }
 

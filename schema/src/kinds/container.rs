@@ -1,5 +1,6 @@
 //! Container: a workload with its rootfs, resources, networks and restart policy.
 
+pub use super::health::{Dependency, DependencyCondition, Probe, Probes};
 pub use super::security::SecurityContext;
 use crate::field::{check_dns1123_label, FieldErrors};
 use crate::meta::{CommonStatus, Time};
@@ -45,6 +46,12 @@ pub struct ContainerSpec {
     /// Host ports forwarded (DNAT) to the container's address on its first network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    /// Startup, liveness and readiness probes, run by tend for every runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Probes>,
+    /// Containers (same namespace) that must meet their condition before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Dependency>,
 }
 
 /// One published port: `hostIP:hostPort` on the host reaches `containerPort` in the container.
@@ -188,6 +195,11 @@ impl ContainerSpec {
         self.security_context.clone().unwrap_or_default()
     }
 
+    /// The declared probes (none when absent).
+    pub fn probes(&self) -> Probes {
+        self.probes.clone().unwrap_or_default()
+    }
+
     pub fn grace_period_seconds(&self) -> u32 {
         self.stop_grace_period_seconds.unwrap_or(10)
     }
@@ -308,6 +320,10 @@ impl ContainerSpec {
             sc.validate(&mut errs);
         }
         self.validate_ports(&mut errs);
+        if let Some(p) = &self.probes {
+            p.validate(&mut errs);
+        }
+        super::health::validate_dependencies(&self.depends_on, &mut errs);
         if self.networks.len() > 16 {
             errs.push("spec.networks", "at most 16 networks");
         }
@@ -389,6 +405,22 @@ pub struct ContainerStatus {
     /// The published ports installed on the host (empty until they are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ContainerPort>,
+    /// The crash loop so far, kept in the store so a daemon restart does not reset its backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_loop: Option<CrashLoopStatus>,
+}
+
+/// Runs in a row that ended before the backoff reset window, and the exit last counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrashLoopStatus {
+    pub crashes: u32,
+    /// Generation of the exit last counted.
+    pub generation: i64,
+    /// When the exit last counted happened (with the generation, so a reconcile repeated on
+    /// the same exit does not count it twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

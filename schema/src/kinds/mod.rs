@@ -1,6 +1,7 @@
 //! The four kinds: their specs, statuses, validation and naming (plural, short names).
 
 pub mod container;
+pub mod health;
 pub mod network;
 pub mod sandbox;
 pub mod security;
@@ -141,6 +142,12 @@ pub fn references(kind: Kind, namespace: &str, spec: &serde_json::Value) -> Vec<
                     add(Kind::Network, n.get("name"));
                 }
             }
+            // A dependent wakes when its dependency's status changes.
+            if let Some(deps) = spec.get("dependsOn").and_then(|d| d.as_array()) {
+                for d in deps {
+                    add(Kind::Container, d.get("container"));
+                }
+            }
         }
     }
     out
@@ -152,10 +159,19 @@ mod ref_tests {
 
     #[test]
     fn container_references() {
-        let spec = serde_json::json!({"rootfs": {"sandbox": "dev"}, "networks": [{"name": "a"}, {"name": "b"}]});
+        let spec = serde_json::json!({"rootfs": {"sandbox": "dev"}, "networks": [{"name": "a"}, {"name": "b"}],
+            "dependsOn": [{"container": "db", "condition": "Ready"}]});
         let refs = references(Kind::Container, "ns", &spec);
         let names: Vec<String> = refs.iter().map(|k| k.to_string()).collect();
-        assert_eq!(names, ["sandbox/ns/dev", "network/ns/a", "network/ns/b"]);
+        assert_eq!(
+            names,
+            [
+                "sandbox/ns/dev",
+                "network/ns/a",
+                "network/ns/b",
+                "container/ns/db"
+            ]
+        );
         assert!(references(Kind::Network, "ns", &serde_json::json!({})).is_empty());
     }
 }

@@ -313,6 +313,7 @@ impl Store for SqliteStore {
                     return Err(StoreError::Invalid(errs));
                 }
                 desired.validate().map_err(StoreError::Invalid)?;
+                check_dependencies(tx, &desired)?;
                 match merge_user_fields(current.clone(), desired, false) {
                     Some(next) => save(tx, o, next),
                     None => Ok(Some(current)),

@@ -18,6 +18,43 @@ pub(super) fn load(c: &Connection, key: &ObjectKey) -> Result<Option<AnyObject>>
     body.map(|b| parse_body(&key.to_string(), &b)).transpose()
 }
 
+/// Refuses a Container whose `dependsOn` closes a cycle through the stored Containers of its
+/// namespace (a dependency on itself included), naming the cycle.
+pub(super) fn check_dependencies(c: &Connection, obj: &AnyObject) -> Result<()> {
+    let Ok(key) = obj.key() else { return Ok(()) };
+    if key.kind != Kind::Container {
+        return Ok(());
+    }
+    let first = dependency_names(&obj.spec);
+    if first.is_empty() {
+        return Ok(());
+    }
+    let found = crate::kinds::health::find_cycle(&key.name, &first, |n| {
+        let other = ObjectKey::new(Kind::Container, &key.namespace, n);
+        Ok::<_, StoreError>(load(c, &other)?.map_or_else(Vec::new, |o| dependency_names(&o.spec)))
+    })?;
+    match found {
+        None => Ok(()),
+        Some(cycle) => {
+            let mut errs = FieldErrors::default();
+            errs.push(
+                "spec.dependsOn",
+                format!("dependency cycle: {}", cycle.join(" → ")),
+            );
+            Err(StoreError::Invalid(errs))
+        }
+    }
+}
+
+fn dependency_names(spec: &serde_json::Value) -> Vec<String> {
+    spec.get("dependsOn")
+        .and_then(|d| d.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get("container")?.as_str().map(str::to_string))
+        .collect()
+}
+
 pub(super) fn load_existing(c: &Connection, key: &ObjectKey) -> Result<AnyObject> {
     load(c, key)?.ok_or_else(|| StoreError::NotFound(key.clone()))
 }
@@ -97,6 +134,7 @@ pub(super) fn do_create(
     mut obj: AnyObject,
 ) -> Result<AnyObject> {
     obj.validate().map_err(StoreError::Invalid)?;
+    check_dependencies(tx, &obj)?;
     let key = obj.key().map_err(StoreError::Invalid)?;
     if load(tx, &key)?.is_some() {
         return Err(StoreError::AlreadyExists(key));
@@ -143,6 +181,7 @@ pub(super) fn do_update(
     obj: AnyObject,
 ) -> Result<Option<AnyObject>> {
     obj.validate().map_err(StoreError::Invalid)?;
+    check_dependencies(tx, &obj)?;
     let key = obj.key().map_err(StoreError::Invalid)?;
     let current = load_existing(tx, &key)?;
     check_rv(&key, obj.metadata.resource_version.as_deref(), &current)?;
@@ -166,6 +205,7 @@ pub(super) fn do_apply_one(
     obj: AnyObject,
 ) -> Result<ApplyResult> {
     obj.validate().map_err(StoreError::Invalid)?;
+    check_dependencies(tx, &obj)?;
     let key = obj.key().map_err(StoreError::Invalid)?;
     let Some(current) = load(tx, &key)? else {
         let object = do_create(tx, opts, obj)?;

@@ -1,0 +1,77 @@
+//! The probe runner tend uses for every runtime: `exec` through the runtime's own exec (the
+//! container's namespaces and cgroup), `httpGet` and `tcpSocket` over a socket created inside
+//! the workload's network namespace ([`netns`]) and driven on the async executor. Every probe
+//! ends within its `timeoutSeconds`; output is capped. Decides nothing: the Container
+//! controller reads the outcomes.
+
+mod http;
+mod netns;
+
+use async_trait::async_trait;
+use std::net::{Ipv4Addr, SocketAddr};
+use tend_controllers::container::{ProbeOutcome, ProbeRunner, ProbeTarget};
+use tend_schema::kinds::container::Probe;
+use tend_schema::kinds::health::Handler;
+
+pub use netns::SocketFactory;
+
+/// Runs probes for the daemon: one [`SocketFactory`] thread for every network probe.
+pub struct HostProbes {
+    sockets: SocketFactory,
+}
+
+impl HostProbes {
+    /// Starts the socket factory thread.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            sockets: SocketFactory::start()?,
+        })
+    }
+}
+
+fn addr(host: Option<&str>, port: u16) -> SocketAddr {
+    let ip = host
+        .and_then(|h| h.parse::<Ipv4Addr>().ok())
+        .unwrap_or(Ipv4Addr::LOCALHOST);
+    SocketAddr::from((ip, port))
+}
+
+#[async_trait]
+impl ProbeRunner for HostProbes {
+    async fn run(&self, t: &ProbeTarget, probe: &Probe) -> ProbeOutcome {
+        let timeout = probe.timeout();
+        let work = async {
+            match probe.handler() {
+                Some(Handler::Exec(e)) => match t.runtime.exec(&t.uid, &e.command).await {
+                    Ok(out) => ProbeOutcome::new(
+                        out.exit_code == 0,
+                        match out.output.is_empty() {
+                            true => format!("exit code {}", out.exit_code),
+                            false => String::from_utf8_lossy(&out.output).into_owned(),
+                        },
+                    ),
+                    Err(e) => ProbeOutcome::new(false, e.to_string()),
+                },
+                Some(Handler::TcpSocket(s)) => {
+                    let to = addr(s.host.as_deref(), s.port);
+                    match self.sockets.connect(t.pid, to).await {
+                        Ok(_) => ProbeOutcome::new(true, format!("connected to {to}")),
+                        Err(e) => ProbeOutcome::new(false, format!("connect {to}: {e}")),
+                    }
+                }
+                Some(Handler::HttpGet(h)) => {
+                    let to = addr(h.host.as_deref(), h.port);
+                    match self.sockets.connect(t.pid, to).await {
+                        Ok(stream) => http::get(stream, to, &h.path).await,
+                        Err(e) => ProbeOutcome::new(false, format!("connect {to}: {e}")),
+                    }
+                }
+                None => ProbeOutcome::new(false, "the probe has no handler"),
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(out) => out,
+            Err(_) => ProbeOutcome::new(false, format!("timed out after {}s", timeout.as_secs())),
+        }
+    }
+}
