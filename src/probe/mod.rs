@@ -9,7 +9,9 @@ mod netns;
 
 use async_trait::async_trait;
 use std::net::{Ipv4Addr, SocketAddr};
-use tend_controllers::container::{ProbeOutcome, ProbeRunner, ProbeTarget};
+use tend_controllers::container::{
+    ExecLimits, ProbeOutcome, ProbeRunner, ProbeTarget, PROBE_OUTPUT,
+};
 use tend_schema::kinds::container::Probe;
 use tend_schema::kinds::health::Handler;
 
@@ -42,7 +44,18 @@ impl ProbeRunner for HostProbes {
         let timeout = probe.timeout();
         let work = async {
             match probe.handler() {
-                Some(Handler::Exec(e)) => match t.runtime.exec(&t.uid, &e.command).await {
+                Some(Handler::Exec(e)) => match t
+                    .runtime
+                    .exec_collected(
+                        &t.uid,
+                        &e.command,
+                        ExecLimits {
+                            timeout,
+                            max_output: PROBE_OUTPUT,
+                        },
+                    )
+                    .await
+                {
                     Ok(out) => ProbeOutcome::new(
                         out.exit_code == 0,
                         match out.output.is_empty() {

@@ -45,7 +45,7 @@ pub use exec::{
     EXEC_CHUNK,
 };
 pub use network::NetworkAttachments;
-pub use probe::{ProbeOutcome, ProbeRunner, ProbeTarget};
+pub use probe::{ProbeOutcome, ProbeRunner, ProbeTarget, MAX_OUTPUT as PROBE_OUTPUT};
 pub use reconcile::{ContainerConfig, ContainerReconciler, FINALIZER};
 pub use status::restart_delay;
 
