@@ -612,20 +612,33 @@ fn logs_and_exec_by_uid_through_the_runtime() {
 }
 
 /// A dockerd of the test's own: socket, data and exec roots in a temp dir, its own containerd
-/// namespace, no bridge and no iptables rules, so it touches nothing of the host's dockerd.
-/// Started and stopped by PID; the real daemon going away and coming back.
+/// namespace, its own bridge and no iptables rules, so it touches nothing of the host's dockerd.
+/// (With `--bridge=none` dockerd deletes the host's `docker0` at start: it is given a bridge of
+/// the test's instead.) Started and stopped by PID; the real daemon going away and coming back.
 struct OwnDockerd {
     dir: tempfile::TempDir,
     ns: String,
+    bridge: String,
     child: Option<std::process::Child>,
 }
 
 impl OwnDockerd {
     fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("tdkd").tempdir().unwrap();
+        let bridge = common::unique("tdkb");
+        let out = Command::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip link add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut d = OwnDockerd {
             dir,
             ns: common::unique("tend-test-dockerd"),
+            bridge,
             child: None,
         };
         d.start();
@@ -662,7 +675,12 @@ impl OwnDockerd {
             .arg(p.join("exec"))
             .arg("--pidfile")
             .arg(p.join("docker.pid"))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args([
+                "--bridge",
+                &self.bridge,
+                "--iptables=false",
+                "--ip6tables=false",
+            ])
             .args(["--containerd-namespace", &self.ns])
             .args([
                 "--containerd-plugins-namespace",
@@ -705,6 +723,9 @@ impl Drop for OwnDockerd {
             }
         }
         self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }
 

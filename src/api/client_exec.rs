@@ -2,7 +2,7 @@
 //! is read from a channel, output handed out frame by frame as it arrives.
 
 use super::client::{Client, ClientError};
-use super::client_ops::{api_error, container_path};
+use super::client_ops::{container_path, failed_response};
 use super::containers::ExecRequest;
 use super::exec_frames::{self, Decoder};
 use bytes::Bytes;
@@ -11,7 +11,6 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::Method;
-use serde_json::Value;
 
 /// One piece of a running exec's output, as the client receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,17 +63,7 @@ impl Client {
             .await
             .map_err(http)?;
         if !resp.status().is_success() {
-            let code = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(api_error(
-                code,
-                serde_json::from_slice(&body).unwrap_or(Value::Null),
-            ));
+            return Err(failed_response(resp).await);
         }
         let st = Reader {
             data: resp.into_body().into_data_stream(),

@@ -23,6 +23,18 @@ pub fn api_error(code: u16, body: Value) -> ClientError {
     }
 }
 
+/// The [`ClientError::Api`] of a response that is not a success, from its `Status` body.
+pub(super) async fn failed_response(resp: hyper::Response<hyper::body::Incoming>) -> ClientError {
+    let code = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    api_error(code, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
 pub(super) fn container_path(namespace: &str, name: &str, sub: &str) -> String {
     format!(
         "{}/{}/{sub}",
@@ -134,17 +146,7 @@ impl Client {
                 source,
             })?;
         if !resp.status().is_success() {
-            let code = resp.status().as_u16();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            return Err(api_error(
-                code,
-                serde_json::from_slice(&body).unwrap_or(Value::Null),
-            ));
+            return Err(failed_response(resp).await);
         }
         let frames = resp.into_body().into_data_stream();
         // The sender rides along so the connection lives as long as the stream.

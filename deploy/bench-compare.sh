@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Before/after on one machine: runs `tend bench container` of two tend binaries alternately
+# (ROUNDS times each, A B A B …, so load drifts hit both alike) and writes the median of each
+# figure into docs/benchmarks.md between the `bench-compare` markers. Nothing is typed by hand.
+# Usage: deploy/bench-compare.sh OLD-BIN OLD-LABEL NEW-BIN NEW-LABEL [ROUNDS] [BENCH ARGS…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
+old=$1 old_label=$2 new=$3 new_label=$4 rounds=${5:-3}
+shift $(($# < 5 ? $# : 5))
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(--single 30 --bulk 100 --kills 20)
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+for r in $(seq 1 "$rounds"); do
+  for side in old new; do
+    bin=$old; [ "$side" = new ] && bin=$new
+    echo "bench-compare: round $r, $side" >&2
+    (cd /tmp && "$bin" bench container "${args[@]}") >"$out/$side.$r.txt" 2>&1
+  done
+done
+python3 - "$out" "$rounds" "$old_label" "$new_label" "${args[*]}" <<'EOF'
+import re, statistics, sys, pathlib
+out, rounds, old_label, new_label, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+def figures(text):
+    setup, got = None, {}
+    for line in text.splitlines():
+        if line.startswith("tend bench container ("):
+            setup = "full setup" if "Sandbox" in line else "host filesystem"
+            continue
+        m = re.match(r"(apply -> Running \(1 container\)|kill -9 -> restarted)\s+n=\d+\s+p50=\s*([\d.]+)µs\s+p99=\s*([\d.]+)µs", line)
+        if m and setup:
+            got[(setup, m.group(1), "p50")] = float(m.group(2)) / 1000
+            got[(setup, m.group(1), "p99")] = float(m.group(3)) / 1000
+        m = re.match(r"apply of many -> all Running.*= (\d+) containers/s", line)
+        if m and setup:
+            got[(setup, "apply of many", "per s")] = float(m.group(1))
+    return got
+runs = {s: [figures(pathlib.Path(out, f"{s}.{r}.txt").read_text()) for r in range(1, rounds + 1)] for s in ("old", "new")}
+keys = sorted({k for s in runs for f in runs[s] for k in f})
+rows = [f"`tend bench container {args}`, {rounds} runs of each binary, alternating; the median of each figure (ms, or containers/s):", "",
+        f"| setup | figure | {old_label} | {new_label} |", "|---|---|---|---|"]
+for k in keys:
+    vals = []
+    for s in ("old", "new"):
+        xs = [f[k] for f in runs[s] if k in f]
+        vals.append(f"{statistics.median(xs):.1f}" if xs else "–")
+    rows.append(f"| {k[0]} | {k[1]} {k[2]} | {vals[0]} | {vals[1]} |")
+block = "\n".join(rows)
+print(block)
+doc = pathlib.Path("docs/benchmarks.md")
+text = doc.read_text()
+begin, end = "<!-- bench-compare:begin -->", "<!-- bench-compare:end -->"
+if begin in text:
+    text = text[: text.index(begin) + len(begin)] + "\n" + block + "\n" + text[text.index(end):]
+else:
+    text += f"\n## Before and after the architecture change — `deploy/bench-compare.sh`\n\n{begin}\n{block}\n{end}\n"
+doc.write_text(text)
+EOF
