@@ -28,11 +28,13 @@ def figures(text):
         if line.startswith("tend bench container ("):
             setup = "full setup" if "Sandbox" in line else "host filesystem"
             continue
-        m = re.match(r"(apply -> Running \(1 container\)|kill -9 -> restarted)\s+n=\d+\s+p50=\s*([\d.]+)µs\s+p99=\s*([\d.]+)µs", line)
+        # Both output formats: the old one in µs, the current one in ms with the setup named.
+        ms = lambda v, unit: float(v) / 1000 if unit == "µs" else float(v)
+        m = re.match(r"(apply -> Running \(1 container\)|kill -9 -> restarted)[^=]*?n=\d+\s+p50=\s*([\d.]+)(µs|ms)\s+p99=\s*([\d.]+)(µs|ms)", line)
         if m and setup:
-            got[(setup, m.group(1), "p50")] = float(m.group(2)) / 1000
-            got[(setup, m.group(1), "p99")] = float(m.group(3)) / 1000
-        m = re.match(r"apply of many -> all Running.*= (\d+) containers/s", line)
+            got[(setup, m.group(1), "p50")] = ms(m.group(2), m.group(3))
+            got[(setup, m.group(1), "p99")] = ms(m.group(4), m.group(5))
+        m = re.match(r"apply of many -> all Running.*= ([\d.]+)(?: containers)?/s", line)
         if m and setup:
             got[(setup, "apply of many", "per s")] = float(m.group(1))
     return got
