@@ -34,16 +34,21 @@ fn reconcilers(
     (NetworkReconciler::new(attacher.clone(), trigger), repairer)
 }
 
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
+/// A context over a fresh store in `dir`.
+async fn context(dir: &std::path::Path) -> Context {
+    let store = SqliteStore::open(dir.join("t.db"), OpenOptions::default())
         .await
         .unwrap();
-    let ctx = Context {
+    Context {
         store: Arc::new(store),
         index: Arc::new(Index::new()),
         metrics: Arc::new(ControllerMetrics::default()),
-    };
+    }
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path()).await;
     let driver = Arc::new(FakeDriver::new());
     let attacher = Arc::new(Attacher::new(driver.clone(), "abcd0123"));
     let (rec, repairer) = reconcilers(ctx.store.clone(), &attacher);
@@ -275,14 +280,7 @@ async fn repairs_look_inside_only_when_due_or_after_a_bridge_rebuild() {
 #[tokio::test]
 async fn a_held_port_is_a_conflict_naming_the_holder_and_installs_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("t.db"), OpenOptions::default())
-        .await
-        .unwrap();
-    let ctx = Context {
-        store: Arc::new(store),
-        index: Arc::new(Index::new()),
-        metrics: Arc::new(ControllerMetrics::default()),
-    };
+    let ctx = context(dir.path()).await;
     let ports = Arc::new(ports::RecordingPorts::default());
     let attacher =
         Arc::new(Attacher::new(Arc::new(FakeDriver::new()), "abcd0123").with_ports(ports.clone()));
