@@ -121,6 +121,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
             resync,
         },
         snapshot: Default::default(),
+        probe_timings: None,
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

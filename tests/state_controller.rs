@@ -101,6 +101,7 @@ impl Env {
                 btrfs_root: None,
                 orphan_grace: Duration::from_secs(1),
             },
+            probe_timings: None,
         };
         let d = Daemon::build(self.store.clone(), &cfg).await.unwrap();
         let mut ready = d.runtime.ready();

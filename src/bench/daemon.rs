@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tend_controllers::network::Attacher;
 use tend_schema::store::{DeleteOptions, ListQuery, OpenOptions, Propagation, SqliteStore, Store};
 use tend_schema::Kind;
 
@@ -21,6 +22,8 @@ pub struct BenchOptions {
     /// Resync period: long, so figures measure events, not resync.
     pub resync: Duration,
     pub concurrency: usize,
+    /// Where the daemon records every probe run (`tend bench probes`).
+    pub probe_timings: Option<Arc<crate::probe::ProbeTimings>>,
 }
 
 impl Default for BenchOptions {
@@ -32,6 +35,7 @@ impl Default for BenchOptions {
             },
             resync: Duration::from_secs(600),
             concurrency: 8,
+            probe_timings: None,
         }
     }
 }
@@ -56,11 +60,39 @@ pub struct BenchDaemon {
     pub dir: PathBuf,
     pub store: Arc<SqliteStore>,
     pub daemon_cfg: DaemonConfig,
-    pub attacher: Arc<tend_controllers::network::Attacher>,
+    pub attacher: Arc<Attacher>,
     /// The running controllers' context (store, index), for benches that call components.
     pub ctx: tend_controllers::Context,
+    running: Option<Running>,
+}
+
+/// The controllers of one daemon, running until `stop` is sent.
+struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tend_schema::store::StoreError>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Builds the daemon on `store` and `cfg` and runs its controllers.
+async fn launch(
+    store: &Arc<SqliteStore>,
+    cfg: &DaemonConfig,
+) -> anyhow::Result<(Arc<Attacher>, tend_controllers::Context, Running)> {
+    let Daemon {
+        runtime, attacher, ..
+    } = Daemon::build(store.clone(), cfg).await?;
+    let ctx = runtime.context();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(runtime.run(async {
+        let _ = stopped.await;
+    }));
+    Ok((attacher, ctx, Running { stop, task }))
 }
 
 impl BenchDaemon {
@@ -94,21 +126,33 @@ impl BenchDaemon {
             resync: opts.resync,
         };
         cfg.snapshot = opts.snapshot;
-        let daemon = Daemon::build(store.clone(), &cfg).await?;
-        let ctx = daemon.runtime.context();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(daemon.runtime.run(async {
-            let _ = stopped.await;
-        }));
+        cfg.probe_timings = opts.probe_timings;
+        let (attacher, ctx, running) = launch(&store, &cfg).await?;
         Ok(Self {
             dir,
             store,
             daemon_cfg: cfg,
-            attacher: daemon.attacher,
+            attacher,
             ctx,
-            stop,
-            task,
+            running: Some(running),
         })
+    }
+
+    /// Stops the controllers without deleting anything — the workloads keep running under
+    /// their shims, as through a restart of `tend serve` — and starts a new daemon on the same
+    /// state dir and store. Returns when the new daemon's controllers run.
+    ///
+    /// # Errors
+    /// The new daemon cannot be built.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(old) = self.running.take() {
+            old.stop().await;
+        }
+        let (attacher, ctx, running) = launch(&self.store, &self.daemon_cfg).await?;
+        self.running = Some(running);
+        self.attacher = attacher;
+        self.ctx = ctx;
+        Ok(())
     }
 
     /// The daemon's state dir.
@@ -155,8 +199,9 @@ impl BenchDaemon {
     /// Deletes everything, stops the controllers, releases the image and removes the dir.
     pub async fn stop(self) -> anyhow::Result<()> {
         let deleted = self.delete_all(Duration::from_secs(120)).await;
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        if let Some(r) = self.running {
+            r.stop().await;
+        }
         crate::snapshot::choose::release(self.daemon_cfg.layout.root());
         drop(self.store);
         remove_scratch(&self.dir);

@@ -11,6 +11,8 @@ pub mod drift;
 pub mod netlink;
 pub mod network;
 pub mod peers;
+pub mod ports;
+pub mod probes;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshots;
@@ -34,6 +36,15 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn sort_percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
     percentile(v, p)
+}
+
+/// CPU time (user + system) used so far by this process (`RUSAGE_SELF`) or by its children
+/// it has waited for (`RUSAGE_CHILDREN`).
+pub fn cpu_time(who: nix::sys::resource::UsageWho) -> Duration {
+    let u = nix::sys::resource::getrusage(who).expect("getrusage");
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    tv(u.user_time()) + tv(u.system_time())
 }
 
 /// Calls `check` every `every` until it returns true or `limit` has passed; says which.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::{emit, note, Figure, TempDir};
 
 /// The image deploy/docker-test-image.sh builds: /bin/busybox with its applet links.
-const DOCKER_IMAGE: &str = "tend-test/busybox:latest";
+pub(super) const DOCKER_IMAGE: &str = "tend-test/busybox:latest";
 /// Give up on one command (a run, a removal) after this long.
 const LIMIT: Duration = Duration::from_secs(60);
 

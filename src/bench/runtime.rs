@@ -38,14 +38,6 @@ impl Reconciler for NoOp {
     }
 }
 
-fn cpu_time() -> Duration {
-    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
-        .expect("getrusage");
-    let tv =
-        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-    tv(u.user_time()) + tv(u.system_time())
-}
-
 pub async fn run(n: usize, idle_seconds: u64) -> anyhow::Result<()> {
     let dir = TempDir::new("runtime")?;
     let store = Arc::new(SqliteStore::open(dir.0.join("tend.db"), OpenOptions::default()).await?);
@@ -115,9 +107,15 @@ pub async fn run(n: usize, idle_seconds: u64) -> anyhow::Result<()> {
     report("store write -> reconcile start", samples);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let (cpu0, wall0) = (
+        super::cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF),
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
-    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let (cpu, wall) = (
+        super::cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF) - cpu0,
+        wall0.elapsed(),
+    );
     emit(&Figure::scalar(
         format!(
             "idle CPU, {} objects, {:.0} s (resync 60 s)",

@@ -82,6 +82,32 @@ pub enum What {
     },
     /// The REST API: GET p50/p99 and req/s with keep-alive clients, create p99, watch delivery.
     Api(crate::bench::api::Args),
+    /// Probes: daemon CPU and probe latency with many probed containers, and the time a
+    /// restarted daemon takes to confirm every one Ready again. Needs root.
+    Probes {
+        /// Containers with a 1 s exec readiness probe.
+        #[arg(long, default_value_t = 500)]
+        exec: usize,
+        /// Containers (busybox httpd) with a 1 s tcpSocket readiness probe.
+        #[arg(long, default_value_t = 500)]
+        tcp: usize,
+        /// How long each CPU window lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Published ports: HTTP requests/s and latency through tend's published port, straight
+    /// to the container, and through `docker run -p` of the same httpd. Needs root.
+    Ports {
+        /// Requests per target.
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Rounds the targets alternate in.
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+    },
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
     Sandbox {
         /// Sandboxes applied one after another for the latency figures.
@@ -108,6 +134,8 @@ impl What {
             What::Docker { .. } => "docker",
             What::Api(_) => "api",
             What::Sandbox { .. } => "sandbox",
+            What::Probes { .. } => "probes",
+            What::Ports { .. } => "ports",
         }
     }
 }
@@ -155,6 +183,14 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             kills,
             no_isolation,
         } => crate::bench::container::run(single, bulk, kills, !no_isolation).await?,
+        What::Probes { exec, tcp, seconds } => {
+            crate::bench::probes::run(exec, tcp, seconds).await?
+        }
+        What::Ports {
+            requests,
+            clients,
+            rounds,
+        } => crate::bench::ports::run(requests, clients, rounds).await?,
         What::Sandbox {
             latency,
             burst,

@@ -51,7 +51,7 @@ pub fn register_containers(
         )
         .with_limits_watch(watch.clone()),
     );
-    let probes = Arc::new(crate::probe::HostProbes::new()?);
+    let probes = Arc::new(crate::probe::HostProbes::new()?.with_timings(cfg.probe_timings.clone()));
     let set = Runtimes {
         native,
         docker: Some(docker.clone() as Arc<dyn ContainerRuntime>),

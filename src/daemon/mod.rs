@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     pub controller: ControllerConfig,
     /// Snapshot backend choice for States and Sandboxes.
     pub snapshot: crate::snapshot::choose::SnapshotConfig,
+    /// Where every probe run is recorded (`tend bench probes`); `None` records nothing.
+    pub probe_timings: Option<Arc<crate::probe::ProbeTimings>>,
 }
 
 impl DaemonConfig {
@@ -47,6 +49,7 @@ impl DaemonConfig {
             exe: std::env::current_exe()?,
             controller: ControllerConfig::default(),
             snapshot: Default::default(),
+            probe_timings: None,
         })
     }
 }

@@ -9,6 +9,8 @@ mod netns;
 
 use async_trait::async_trait;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tend_controllers::container::{
     ExecLimits, ProbeOutcome, ProbeRunner, ProbeTarget, PROBE_OUTPUT,
 };
@@ -20,6 +22,7 @@ pub use netns::SocketFactory;
 /// Runs probes for the daemon: one [`SocketFactory`] thread for every network probe.
 pub struct HostProbes {
     sockets: SocketFactory,
+    timings: Option<Arc<ProbeTimings>>,
 }
 
 impl HostProbes {
@@ -27,7 +30,44 @@ impl HostProbes {
     pub fn new() -> std::io::Result<Self> {
         Ok(Self {
             sockets: SocketFactory::start()?,
+            timings: None,
         })
+    }
+
+    /// Records every probe run in `timings` (`tend bench probes`).
+    pub fn with_timings(mut self, timings: Option<Arc<ProbeTimings>>) -> Self {
+        self.timings = timings;
+        self
+    }
+}
+
+/// One probe run as [`ProbeTimings`] keeps it.
+#[derive(Debug, Clone)]
+pub struct ProbeSample {
+    /// The Container's uid.
+    pub uid: String,
+    /// `exec`, `tcpSocket` or `httpGet`.
+    pub handler: &'static str,
+    /// When the run ended.
+    pub at: Instant,
+    /// How long it took, timeout included.
+    pub took: Duration,
+    pub success: bool,
+}
+
+/// Every probe run of a daemon, in order: what `tend bench probes` reads its latency and
+/// ready-after-restart figures from. A daemon without one records nothing.
+#[derive(Debug, Default)]
+pub struct ProbeTimings(Mutex<Vec<ProbeSample>>);
+
+impl ProbeTimings {
+    fn push(&self, s: ProbeSample) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+    }
+
+    /// Takes the runs recorded so far, leaving none.
+    pub fn take(&self) -> Vec<ProbeSample> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -41,6 +81,28 @@ fn addr(host: Option<&str>, port: u16) -> SocketAddr {
 #[async_trait]
 impl ProbeRunner for HostProbes {
     async fn run(&self, t: &ProbeTarget, probe: &Probe) -> ProbeOutcome {
+        let begun = Instant::now();
+        let out = self.run_one(t, probe).await;
+        if let Some(timings) = &self.timings {
+            timings.push(ProbeSample {
+                uid: t.uid.clone(),
+                handler: match probe.handler() {
+                    Some(Handler::Exec(_)) => "exec",
+                    Some(Handler::TcpSocket(_)) => "tcpSocket",
+                    Some(Handler::HttpGet(_)) => "httpGet",
+                    None => "none",
+                },
+                at: Instant::now(),
+                took: begun.elapsed(),
+                success: out.success,
+            });
+        }
+        out
+    }
+}
+
+impl HostProbes {
+    async fn run_one(&self, t: &ProbeTarget, probe: &Probe) -> ProbeOutcome {
         let timeout = probe.timeout();
         let work = async {
             match probe.handler() {

@@ -136,6 +136,15 @@ impl Prober {
     }
 }
 
+impl Drop for Prober {
+    /// A dropped prober (its controller stopped) leaves no worker probing on.
+    fn drop(&mut self) {
+        for (_, w) in lock(&self.workers).drain() {
+            w.task.abort();
+        }
+    }
+}
+
 /// One run's probing, until its liveness or startup probe fails for good or it is aborted.
 async fn work(
     runner: Arc<dyn ProbeRunner>,
