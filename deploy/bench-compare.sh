@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Before/after on one machine: runs `tend bench container` of two tend binaries alternately
-# (ROUNDS times each, A B A B …, so load drifts hit both alike) and writes the median of each
+# Before/after on one machine: runs `tend bench container` of two or more tend binaries in turn
+# (ROUNDS times each, A B C A B C …, so load drifts hit all alike) and writes the median of each
 # figure into docs/benchmarks.md between the `bench-compare` markers. Nothing is typed by hand.
-# Usage: deploy/bench-compare.sh OLD-BIN OLD-LABEL NEW-BIN NEW-LABEL [ROUNDS] [BENCH ARGS…]
+# Usage: deploy/bench-compare.sh [--rounds N] BIN LABEL BIN LABEL [BIN LABEL …] [-- BENCH ARGS…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
-old=$1 old_label=$2 new=$3 new_label=$4 rounds=${5:-3}
-shift $(($# < 5 ? $# : 5))
+rounds=3
+if [ "${1:-}" = --rounds ]; then rounds=$2; shift 2; fi
+bins=() labels=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do
+  [ $# -ge 2 ] || { echo "bench-compare: $1 has no label" >&2; exit 2; }
+  bins+=("$1") labels+=("$2"); shift 2
+done
+[ "${1:-}" = -- ] && shift
+[ ${#bins[@]} -ge 2 ] || { echo "usage: $0 [--rounds N] BIN LABEL BIN LABEL [BIN LABEL …] [-- BENCH ARGS…]" >&2; exit 2; }
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--single 30 --bulk 100 --kills 20)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
-  for side in old new; do
-    bin=$old; [ "$side" = new ] && bin=$new
-    echo "bench-compare: round $r, $side" >&2
-    (cd /tmp && "$bin" bench container "${args[@]}") >"$out/$side.$r.txt" 2>&1
+  for i in "${!bins[@]}"; do
+    echo "bench-compare: round $r, ${labels[$i]}" >&2
+    (cd /tmp && "${bins[$i]}" bench container "${args[@]}") >"$out/$i.$r.txt" 2>&1
   done
 done
-python3 - "$out" "$rounds" "$old_label" "$new_label" "${args[*]}" <<'EOF'
+python3 - "$out" "$rounds" "${args[*]}" "${labels[@]}" <<'EOF'
 import re, statistics, sys, pathlib
-out, rounds, old_label, new_label, args = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+out, rounds, args, labels = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 def figures(text):
     setup, got = None, {}
     for line in text.splitlines():
@@ -38,16 +44,16 @@ def figures(text):
         if m and setup:
             got[(setup, "apply of many", "per s")] = float(m.group(1))
     return got
-runs = {s: [figures(pathlib.Path(out, f"{s}.{r}.txt").read_text()) for r in range(1, rounds + 1)] for s in ("old", "new")}
-keys = sorted({k for s in runs for f in runs[s] for k in f})
-rows = [f"`tend bench container {args}`, {rounds} runs of each binary, alternating; the median of each figure (ms, or containers/s):", "",
-        f"| setup | figure | {old_label} | {new_label} |", "|---|---|---|---|"]
+runs = [[figures(pathlib.Path(out, f"{i}.{r}.txt").read_text()) for r in range(1, rounds + 1)] for i in range(len(labels))]
+keys = sorted({k for s in runs for f in s for k in f})
+rows = [f"`tend bench container {args}`, {rounds} runs of each binary, in turn; the median of each figure (ms, or containers/s):", "",
+        "| setup | figure | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
 for k in keys:
     vals = []
-    for s in ("old", "new"):
-        xs = [f[k] for f in runs[s] if k in f]
+    for s in runs:
+        xs = [f[k] for f in s if k in f]
         vals.append(f"{statistics.median(xs):.1f}" if xs else "–")
-    rows.append(f"| {k[0]} | {k[1]} {k[2]} | {vals[0]} | {vals[1]} |")
+    rows.append(f"| {k[0]} | {k[1]} {k[2]} | " + " | ".join(vals) + " |")
 block = "\n".join(rows)
 print(block)
 doc = pathlib.Path("docs/benchmarks.md")

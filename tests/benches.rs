@@ -91,3 +91,14 @@ fn the_ports_bench_reaches_the_container_through_tend_and_docker() {
         .unwrap_or_else(|| panic!("no Docker peer in {:#?}", f.keys()));
     assert_eq!(f[docker]["n"], 64);
 }
+
+#[test]
+fn the_usage_bench_samples_every_container_in_one_pass() {
+    if !common::privileged("bench usage") {
+        return;
+    }
+    // The bench fails unless each pass read every container's group.
+    let f = bench(&["usage", "--containers", "5", "--passes", "3"]);
+    assert_eq!(f["sampling pass, 5 containers (wall)"]["n"], 3);
+    assert!(scalar(&f, "sampling CPU at the default 10 s interval, 5 containers") > 0.0);
+}

@@ -122,6 +122,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
         },
         snapshot: Default::default(),
         probe_timings: None,
+        usage_interval: Duration::from_secs(10),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

@@ -102,6 +102,7 @@ impl Env {
                 orphan_grace: Duration::from_secs(1),
             },
             probe_timings: None,
+            usage_interval: Duration::from_secs(10),
         };
         let d = Daemon::build(self.store.clone(), &cfg).await.unwrap();
         let mut ready = d.runtime.ready();

@@ -23,6 +23,7 @@ pub mod request;
 mod ssa;
 mod table;
 pub mod tls;
+mod usage;
 mod watch;
 
 pub use auth::{Identity, Token, TokenFile};
@@ -285,6 +286,7 @@ async fn metrics_text(State(s): State<AppRef>) -> Response {
     if let Some(extra) = &s.extra_metrics {
         text.push_str(&extra());
     }
+    text.push_str(&usage::metrics(&s).await);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

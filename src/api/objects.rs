@@ -56,7 +56,7 @@ pub async fn get_one(
 ) -> ApiResult<Response> {
     let key = request::key(&plural, &ns, &name)?;
     id.check(Some(&ns), false)?;
-    let obj = s.store.get(&key).await?;
+    let obj = super::usage::with_usage(&s, s.store.get(&key).await?);
     Ok(respond(StatusCode::OK, &headers, obj))
 }
 
@@ -101,7 +101,7 @@ async fn list(
         .items
         .into_iter()
         .filter(|o| id.sees(o.metadata.ns()))
-        .map(ssa::present)
+        .map(|o| ssa::present(super::usage::with_usage(&s, o)))
         .collect();
     let rv = list.revision.to_string();
     if request::wants_table(&headers) {

@@ -16,6 +16,7 @@ pub mod probes;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshots;
+pub mod usage;
 
 use futures::StreamExt;
 use std::sync::{Arc, OnceLock};

@@ -22,7 +22,7 @@ mod v2;
 use std::path::{Path, PathBuf};
 
 pub use fs::{CgroupError, Result};
-pub use stats::{Pressure, PsiLine, Stats};
+pub use stats::{Pressure, PsiLine, Stats, Usage};
 pub use v1::V1Manager;
 pub use v2::V2Manager;
 
@@ -163,6 +163,11 @@ pub trait CgroupManager: Send + Sync {
     /// Pressure stall information of the group (v2 `*.pressure`; all `None` on v1).
     fn stats(&self, name: &str) -> Result<Stats>;
 
+    /// What the group has used so far: CPU time, memory and working set, tasks, and PSI on v2
+    /// ([`Usage`]). A handful of small reads; a group (or file) that does not exist reads as
+    /// `None` figures.
+    fn usage(&self, name: &str) -> Result<Usage>;
+
     /// Limits device access to `allow` (`devices.allow` lines such as `c 1:3 rwm`): v1 denies
     /// everything in the group's devices controller, then allows each rule; v2 does nothing
     /// (device filtering there is an eBPF program tend does not load: it exposes no device
@@ -271,6 +276,9 @@ impl CgroupManager for AnyCgroupManager {
     }
     fn stats(&self, name: &str) -> Result<Stats> {
         self.inner().stats(name)
+    }
+    fn usage(&self, name: &str) -> Result<Usage> {
+        self.inner().usage(name)
     }
     fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()> {
         self.inner().restrict_devices(name, allow)

@@ -43,6 +43,66 @@ pub struct Stats {
     pub io: Option<Pressure>,
 }
 
+/// What a group has used, read in one pass over its files. Each field is `None` where the host
+/// has no such file (a controller not mounted or not enabled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    /// CPU time of every task that ran in the group, nanoseconds (v1 `cpuacct.usage`, v2
+    /// `cpu.stat` `usage_usec`).
+    pub cpu_ns: Option<u64>,
+    /// Memory charged to the group, page cache included (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`).
+    pub memory_bytes: Option<u64>,
+    /// `memory_bytes` less the inactive file cache: cAdvisor's working set, what memory
+    /// pressure and the OOM killer act on.
+    pub working_set_bytes: Option<u64>,
+    /// Tasks (threads) in the group (`pids.current`).
+    pub pids: Option<u64>,
+    /// Pressure stall information (v2 only).
+    pub pressure: Stats,
+}
+
+impl Usage {
+    /// `memory_bytes` less the `inactive` file cache (never below zero).
+    pub(crate) fn with_inactive_file(mut self, inactive: Option<u64>) -> Self {
+        self.working_set_bytes = self
+            .memory_bytes
+            .map(|m| m.saturating_sub(inactive.unwrap_or(0)));
+        self
+    }
+}
+
+/// Reads a file holding one number; `Ok(None)` when the file does not exist.
+pub(crate) fn read_number(path: &Path) -> Result<Option<u64>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => t.trim().parse().map(Some).map_err(|_| CgroupError::Parse {
+            path: path.to_path_buf(),
+            content: t,
+        }),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Reads `key` from a `key value` per line file (cpu.stat, memory.stat); `Ok(None)` when the
+/// file or the key does not exist.
+pub(crate) fn read_key(path: &Path, key: &str) -> Result<Option<u64>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Reads a pressure file; `Ok(None)` when it does not exist (no PSI on this kernel or hierarchy).
 /// A file that exists but cannot be read (PSI disabled: EOPNOTSUPP) is also `None`.
 pub(crate) fn read_pressure(path: &Path) -> Result<Option<Pressure>> {

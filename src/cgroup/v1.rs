@@ -4,11 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use super::fs::{self, CgroupError, Result};
-use super::{CgroupManager, Limits, Resource, Stats, CPU_PERIOD_US, PARENT};
+use super::stats::{read_key, read_number};
+use super::{CgroupManager, Limits, Resource, Stats, Usage, CPU_PERIOD_US, PARENT};
 
 /// The v1 hierarchies tend puts a group in; the freezer is only used to stop forks in `kill_all`,
-/// devices to limit device access ([`CgroupManager::restrict_devices`]).
-const CONTROLLERS: [&str; 5] = ["memory", "cpu", "pids", "freezer", "devices"];
+/// devices to limit device access ([`CgroupManager::restrict_devices`]), cpuacct to read CPU
+/// time ([`CgroupManager::usage`]) where it is not mounted together with cpu.
+const CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
 
 /// v1 reports "unlimited" memory as a huge page-aligned number (PAGE_COUNTER_MAX pages).
 const MEMORY_UNLIMITED_FROM: u64 = 1 << 62;
@@ -26,12 +28,15 @@ impl V1Manager {
         V1Manager { root: root.into() }
     }
 
-    /// Controllers among [`CONTROLLERS`] that are mounted under the root.
+    /// Controllers among [`CONTROLLERS`] that are mounted under the root, each hierarchy once
+    /// (`cpu` and `cpuacct` are often one mount, `cpu,cpuacct`, linked under both names).
     fn present(&self) -> Vec<&'static str> {
         let root = &self.root;
+        let mut seen = std::collections::HashSet::new();
         CONTROLLERS
             .into_iter()
             .filter(|c| root.join(c).is_dir())
+            .filter(|c| seen.insert(std::fs::canonicalize(root.join(c)).unwrap_or(root.join(c))))
             .collect()
     }
 
@@ -234,6 +239,25 @@ impl CgroupManager for V1Manager {
     fn stats(&self, name: &str) -> Result<Stats> {
         fs::check_name(name)?;
         Ok(Stats::default())
+    }
+
+    fn usage(&self, name: &str) -> Result<Usage> {
+        fs::check_name(name)?;
+        let memory = self.group("memory", name);
+        let u = Usage {
+            // In cpu's own group when the two are one mount (`cpu,cpuacct`), else cpuacct's.
+            cpu_ns: match read_number(&self.group("cpu", name).join("cpuacct.usage"))? {
+                Some(ns) => Some(ns),
+                None => read_number(&self.group("cpuacct", name).join("cpuacct.usage"))?,
+            },
+            memory_bytes: read_number(&memory.join("memory.usage_in_bytes"))?,
+            pids: read_number(&self.group("pids", name).join("pids.current"))?,
+            ..Default::default()
+        };
+        Ok(u.with_inactive_file(read_key(
+            &memory.join("memory.stat"),
+            "total_inactive_file",
+        )?))
     }
 
     fn restrict_devices(&self, name: &str, allow: &[&str]) -> Result<()> {

@@ -15,7 +15,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::fs::{self, CgroupError, Result, DRAIN_TIMEOUT};
-use super::stats::{read_pressure, Stats};
+use super::stats::{read_key, read_number, read_pressure, Stats, Usage};
 use super::{CgroupManager, Limits, Resource, CPU_PERIOD_US, PARENT};
 
 /// Failpoint checked before every limit write (`cgroup.v2.write=error` in a daemon's failpoints
@@ -232,6 +232,18 @@ impl CgroupManager for V2Manager {
             memory: read_pressure(&group.join("memory.pressure"))?,
             io: read_pressure(&group.join("io.pressure"))?,
         })
+    }
+
+    fn usage(&self, name: &str) -> Result<Usage> {
+        let group = self.group(name)?;
+        let u = Usage {
+            cpu_ns: read_key(&group.join("cpu.stat"), "usage_usec")?.map(|us| us * 1000),
+            memory_bytes: read_number(&group.join("memory.current"))?,
+            pids: read_number(&group.join("pids.current"))?,
+            pressure: self.stats(name)?,
+            ..Default::default()
+        };
+        Ok(u.with_inactive_file(read_key(&group.join("memory.stat"), "inactive_file")?))
     }
 
     fn restrict_devices(&self, name: &str, _allow: &[&str]) -> Result<()> {

@@ -108,6 +108,14 @@ pub enum What {
         #[arg(long, default_value_t = 4)]
         rounds: usize,
     },
+    /// Usage sampling: time and CPU of one pass over many containers' cgroups, and the share
+    /// of a core that makes at the default interval. Needs root.
+    Usage {
+        #[arg(long, default_value_t = 1000)]
+        containers: usize,
+        #[arg(long, default_value_t = 20)]
+        passes: usize,
+    },
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
     Sandbox {
         /// Sandboxes applied one after another for the latency figures.
@@ -136,6 +144,7 @@ impl What {
             What::Sandbox { .. } => "sandbox",
             What::Probes { .. } => "probes",
             What::Ports { .. } => "ports",
+            What::Usage { .. } => "usage",
         }
     }
 }
@@ -191,6 +200,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             clients,
             rounds,
         } => crate::bench::ports::run(requests, clients, rounds).await?,
+        What::Usage { containers, passes } => crate::bench::usage::run(containers, passes).await?,
         What::Sandbox {
             latency,
             burst,

@@ -15,6 +15,7 @@ mod logs;
 pub(crate) mod output;
 pub mod serve;
 mod token;
+mod top;
 mod tree;
 mod wait;
 
@@ -74,6 +75,8 @@ pub enum Command {
     Wait(wait::Args),
     /// Show what an object uses (dependencies, Sandbox/State, Networks), each with its Ready.
     Tree(tree::Args),
+    /// Show what each running Container uses (CPU, memory, tasks), sorted; `-w` to follow.
+    Top(top::Args),
     /// Internal: what the daemon runs to serve a native container's exec.
     #[command(hide = true)]
     ExecNative(exec::NativeArgs),
@@ -120,6 +123,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => exec::run(&backend().await?, &dir, a).await,
         Command::Wait(a) => wait::run(&backend().await?, a).await,
         Command::Tree(a) => tree::run(&backend().await?, a).await,
+        Command::Top(a) => top::run(&backend().await?, a).await,
         Command::ExecNative(a) => exec::run_native(a),
     }
 }

@@ -46,6 +46,10 @@ pub struct Args {
     /// never looks for the file.
     #[arg(long)]
     pub failpoints: bool,
+    /// How often the usage of native containers is sampled (`status.usage`, `tend top`,
+    /// `/metrics`), seconds; one pass over every cgroup each time.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub usage_interval: u64,
 }
 
 /// Runs the daemon on the state dir `dir` with these flags.
@@ -65,6 +69,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         resync: Duration::from_secs(args.resync_seconds),
     };
+    cfg.usage_interval = Duration::from_secs(args.usage_interval);
     cfg.snapshot = crate::snapshot::choose::SnapshotConfig {
         mode: args.snapshot_backend,
         image_size: args.btrfs_image_size.value(),

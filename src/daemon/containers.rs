@@ -12,6 +12,7 @@ use tend_controllers::{Context, Runtime, Trigger};
 use super::DaemonConfig;
 use crate::runtime_docker::DockerRuntime;
 use crate::runtime_native::limits_watch::LimitsWatch;
+use crate::runtime_native::usage::UsageSampler;
 use crate::runtime_native::NativeRuntime;
 
 /// Connects the Docker runtime (`TEND_DOCKER_SOCKET`, else `DOCKER_HOST`, else the default
@@ -42,6 +43,8 @@ pub fn register_containers(
         "container controller: native runtime"
     );
     let watch = LimitsWatch::new(cgroups.clone())?;
+    let usage = Arc::new(UsageSampler::new(cgroups.clone(), &cfg.instance));
+    tokio::spawn(usage.clone().run(cfg.usage_interval));
     let native: Arc<dyn ContainerRuntime> = Arc::new(
         NativeRuntime::new(
             cfg.exe.clone(),
@@ -49,7 +52,8 @@ pub fn register_containers(
             &cfg.instance,
             cgroups,
         )
-        .with_limits_watch(watch.clone()),
+        .with_limits_watch(watch.clone())
+        .with_usage(usage),
     );
     let probes = Arc::new(crate::probe::HostProbes::new()?.with_timings(cfg.probe_timings.clone()));
     let set = Runtimes {

@@ -34,6 +34,8 @@ pub struct DaemonConfig {
     pub snapshot: crate::snapshot::choose::SnapshotConfig,
     /// Where every probe run is recorded (`tend bench probes`); `None` records nothing.
     pub probe_timings: Option<Arc<crate::probe::ProbeTimings>>,
+    /// How often native workloads' usage is sampled (`tend serve --usage-interval`).
+    pub usage_interval: std::time::Duration,
 }
 
 impl DaemonConfig {
@@ -50,6 +52,7 @@ impl DaemonConfig {
             controller: ControllerConfig::default(),
             snapshot: Default::default(),
             probe_timings: None,
+            usage_interval: crate::runtime_native::usage::DEFAULT_INTERVAL,
         })
     }
 }

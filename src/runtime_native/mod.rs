@@ -10,6 +10,7 @@ pub mod cli;
 mod exec;
 pub mod files;
 pub mod limits_watch;
+pub mod usage;
 
 use crate::cgroup::{AnyCgroupManager, CgroupError, CgroupManager, DEFAULT_DEVICES};
 use crate::shim::{self, LogLimits, PidFd, ShimError, ShimState};
@@ -88,6 +89,7 @@ pub struct NativeRuntime {
     cgroups: Arc<AnyCgroupManager>,
     log: LogLimits,
     limits_watch: Option<Arc<LimitsWatch>>,
+    usage: Option<Arc<usage::UsageSampler>>,
 }
 
 fn time(s: &str) -> Option<tend_schema::Time> {
@@ -112,6 +114,7 @@ impl NativeRuntime {
             cgroups,
             log: LogLimits::default(),
             limits_watch: None,
+            usage: None,
         }
     }
 
@@ -119,6 +122,12 @@ impl NativeRuntime {
     /// the Container at once (see [`limits_watch`]).
     pub fn with_limits_watch(mut self, w: Arc<LimitsWatch>) -> Self {
         self.limits_watch = Some(w);
+        self
+    }
+
+    /// Serves `status.usage` from `sampler`'s last pass.
+    pub fn with_usage(mut self, sampler: Arc<usage::UsageSampler>) -> Self {
+        self.usage = Some(sampler);
         self
     }
 
@@ -236,6 +245,10 @@ fn exit_of(generation: i64, rec: shim::ExitRecord) -> Exit {
 
 #[async_trait]
 impl ContainerRuntime for NativeRuntime {
+    fn usage(&self, uid: &str) -> Option<tend_schema::kinds::container::ContainerUsage> {
+        self.usage.as_ref()?.get(uid)
+    }
+
     fn name(&self) -> &'static str {
         "native"
     }

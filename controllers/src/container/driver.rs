@@ -237,6 +237,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn container_id(&self, _uid: &str) -> Option<String> {
         None
     }
+
+    /// The last usage sample of the workload of `uid` (`status.usage`), from the runtime's own
+    /// periodic sampler; `None` when it has none (not running, not sampled yet, or a runtime
+    /// that does not sample).
+    fn usage(&self, _uid: &str) -> Option<tend_schema::kinds::container::ContainerUsage> {
+        None
+    }
 }
 
 /// The runtimes of one daemon, and the one place that decides which serves a Container: the

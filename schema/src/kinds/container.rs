@@ -408,6 +408,41 @@ pub struct ContainerStatus {
     /// The crash loop so far, kept in the store so a daemon restart does not reset its backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_loop: Option<CrashLoopStatus>,
+    /// What the running workload uses, from the daemon's last sample. Served with every read of
+    /// the object, never stored (a sample is not a change of the object; watches do not carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ContainerUsage>,
+}
+
+/// A sample of a running workload's use (`status.usage`, `tend top`, the `container_*` series
+/// of `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerUsage {
+    /// CPU time used by the workload's cgroup so far.
+    pub cpu_seconds: f64,
+    /// CPU used between the last two samples, in cores (0.5 = half of one core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
+    /// Memory charged to the cgroup, page cache included.
+    pub memory_bytes: u64,
+    /// `memoryBytes` less inactive file cache (cAdvisor's working set).
+    pub working_set_bytes: u64,
+    /// Tasks (threads) in the cgroup.
+    pub pids: u64,
+    /// Share of the last 10 s some task was stalled (PSI `some avg10`, percent), cgroup v2 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<PressureSample>,
+    pub sampled_at: Time,
+}
+
+/// PSI `some avg10` (percent) per resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PressureSample {
+    pub cpu: f64,
+    pub memory: f64,
+    pub io: f64,
 }
 
 /// Runs in a row that ended before the backoff reset window, and the exit last counted.

@@ -1,0 +1,126 @@
+//! Usage of Containers as the API serves it: `status.usage` filled in on every read of a
+//! Container from its runtime's last sample ([`ContainerRuntime::usage`]), and per-container
+//! series on `/metrics` under the names cAdvisor uses, so existing dashboards and alerts work.
+//! Samples are never written to the store.
+
+use super::AppState;
+use std::fmt::Write;
+use tend_controllers::container::ContainerRuntime;
+use tend_schema::kinds::container::{ContainerSpec, ContainerUsage};
+use tend_schema::store::ListQuery;
+use tend_schema::{AnyObject, Kind};
+
+/// The last usage sample of Container `obj`, from the runtime that serves it.
+fn sample(s: &AppState, obj: &AnyObject) -> Option<ContainerUsage> {
+    if obj.kind().ok() != Some(Kind::Container) {
+        return None;
+    }
+    let uid = obj.metadata.uid.as_deref()?;
+    let spec: ContainerSpec = serde_json::from_value(obj.spec.clone()).ok()?;
+    let rt: &std::sync::Arc<dyn ContainerRuntime> = s.runtimes.as_ref()?.serving(&spec)?;
+    rt.usage(uid)
+}
+
+/// `obj` with `status.usage` set from the last sample, when it is a sampled Container.
+pub(crate) fn with_usage(s: &AppState, mut obj: AnyObject) -> AnyObject {
+    if let Some(u) = sample(s, &obj) {
+        if !obj.status.is_object() {
+            obj.status = serde_json::json!({});
+        }
+        if let (Some(st), Ok(v)) = (obj.status.as_object_mut(), serde_json::to_value(u)) {
+            st.insert("usage".into(), v);
+        }
+    }
+    obj
+}
+
+/// One value with a Prometheus label set: label values escaped as the text format asks.
+fn series(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+        .collect();
+    let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+}
+
+/// The `container_*` series of every sampled Container (cAdvisor's names and meanings).
+pub(crate) async fn metrics(s: &AppState) -> String {
+    let Ok(list) = s
+        .store
+        .list(&ListQuery {
+            kind: Some(Kind::Container),
+            ..Default::default()
+        })
+        .await
+    else {
+        return String::new();
+    };
+    let sampled: Vec<(AnyObject, ContainerUsage)> = list
+        .items
+        .into_iter()
+        .filter_map(|o| sample(s, &o).map(|u| (o, u)))
+        .collect();
+    let mut out = String::new();
+    type Get = fn(&ContainerUsage) -> Option<f64>;
+    let families: [(&str, &str, &str, Get); 6] = [
+        (
+            "container_cpu_usage_seconds_total",
+            "counter",
+            "Cumulative CPU time consumed, seconds.",
+            |u| Some(u.cpu_seconds),
+        ),
+        (
+            "container_memory_usage_bytes",
+            "gauge",
+            "Current memory usage, page cache included, bytes.",
+            |u| Some(u.memory_bytes as f64),
+        ),
+        (
+            "container_memory_working_set_bytes",
+            "gauge",
+            "Current working set (usage less inactive file cache), bytes.",
+            |u| Some(u.working_set_bytes as f64),
+        ),
+        (
+            "container_threads",
+            "gauge",
+            "Number of tasks (threads) in the container's cgroup.",
+            |u| Some(u.pids as f64),
+        ),
+        (
+            "container_pressure_cpu_waiting_percent_avg10",
+            "gauge",
+            "PSI some avg10 of cpu.pressure (cgroup v2), percent.",
+            |u| u.pressure.as_ref().map(|p| p.cpu),
+        ),
+        (
+            "container_pressure_memory_waiting_percent_avg10",
+            "gauge",
+            "PSI some avg10 of memory.pressure (cgroup v2), percent.",
+            |u| u.pressure.as_ref().map(|p| p.memory),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let mut body = String::new();
+        for (o, u) in &sampled {
+            let Some(v) = get(u) else { continue };
+            let labels = [
+                ("namespace", o.metadata.ns()),
+                ("name", o.metadata.name.as_str()),
+                ("container", o.metadata.name.as_str()),
+                ("id", o.metadata.uid.as_deref().unwrap_or_default()),
+            ];
+            series(&mut body, name, &labels, v);
+        }
+        if !body.is_empty() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&body);
+        }
+    }
+    out
+}
