@@ -100,5 +100,10 @@ fn the_usage_bench_samples_every_container_in_one_pass() {
     // The bench fails unless each pass read every container's group.
     let f = bench(&["usage", "--containers", "5", "--passes", "3"]);
     assert_eq!(f["sampling pass, 5 containers (wall)"]["n"], 3);
-    assert!(scalar(&f, "sampling CPU at the default 10 s interval, 5 containers") > 0.0);
+    assert!(
+        scalar(
+            &f,
+            "sampling CPU at the default 10 s interval, 5 containers"
+        ) > 0.0
+    );
 }

@@ -123,6 +123,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
         snapshot: Default::default(),
         probe_timings: None,
         usage_interval: Duration::from_secs(10),
+        log: Default::default(),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

@@ -50,6 +50,13 @@ pub struct Args {
     /// `/metrics`), seconds; one pass over every cgroup each time.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub usage_interval: u64,
+    /// Native containers' logs are rotated when they would grow past this (`spec.logs.maxSize`
+    /// overrides it per container).
+    #[arg(long, default_value = "10Mi", value_parser = tend_schema::Quantity::parse)]
+    pub log_max_size: tend_schema::Quantity,
+    /// Log files kept per container, the current one included (`spec.logs.maxFiles`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub log_max_files: u32,
 }
 
 /// Runs the daemon on the state dir `dir` with these flags.
@@ -70,6 +77,15 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         resync: Duration::from_secs(args.resync_seconds),
     };
     cfg.usage_interval = Duration::from_secs(args.usage_interval);
+    anyhow::ensure!(
+        args.log_max_size.value() >= tend_schema::kinds::container::MIN_LOG_SIZE,
+        "--log-max-size {} is below the smallest size, 4Ki",
+        args.log_max_size
+    );
+    cfg.log = crate::shim::LogLimits {
+        max_bytes: args.log_max_size.value(),
+        max_files: args.log_max_files,
+    };
     cfg.snapshot = crate::snapshot::choose::SnapshotConfig {
         mode: args.snapshot_backend,
         image_size: args.btrfs_image_size.value(),

@@ -53,6 +53,7 @@ pub fn register_containers(
             cgroups,
         )
         .with_limits_watch(watch.clone())
+        .with_log_limits(cfg.log)
         .with_usage(usage),
     );
     let probes = Arc::new(crate::probe::HostProbes::new()?.with_timings(cfg.probe_timings.clone()));

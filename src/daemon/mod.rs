@@ -36,6 +36,8 @@ pub struct DaemonConfig {
     pub probe_timings: Option<Arc<crate::probe::ProbeTimings>>,
     /// How often native workloads' usage is sampled (`tend serve --usage-interval`).
     pub usage_interval: std::time::Duration,
+    /// Log rotation of native containers without `spec.logs` (`--log-max-size/--log-max-files`).
+    pub log: crate::shim::LogLimits,
 }
 
 impl DaemonConfig {
@@ -53,6 +55,7 @@ impl DaemonConfig {
             snapshot: Default::default(),
             probe_timings: None,
             usage_interval: crate::runtime_native::usage::DEFAULT_INTERVAL,
+            log: Default::default(),
         })
     }
 }

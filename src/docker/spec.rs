@@ -111,12 +111,33 @@ pub struct DockerSpec {
     /// Docker's `ReadonlyRootfs`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub readonly_rootfs: bool,
+    /// json-file log rotation (`max-size` in bytes, `max-file`), from `spec.logs`; unset keeps
+    /// dockerd's own default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_files: Option<u32>,
 }
 
 impl DockerSpec {
     /// `cpu_millicores` as Docker `NanoCpus` (1 millicore = 1,000,000 nano CPUs).
     pub fn nano_cpus(&self) -> Option<i64> {
         self.cpu_millicores.map(|m| m * 1_000_000)
+    }
+
+    /// The json-file driver with tend's rotation, when `spec.logs` set one.
+    fn log_config(&self) -> Option<bollard::models::HostConfigLogConfig> {
+        let mut config = HashMap::new();
+        if let Some(b) = self.log_max_size {
+            config.insert("max-size".to_string(), b.to_string());
+        }
+        if let Some(n) = self.log_max_files {
+            config.insert("max-file".to_string(), n.to_string());
+        }
+        (!config.is_empty()).then(|| bollard::models::HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(config),
+        })
     }
 
     /// The Engine API create body for this spec, with tend's labels for `owner`. Docker's restart
@@ -163,6 +184,7 @@ impl DockerSpec {
                 cap_drop: (!self.cap_drop.is_empty()).then(|| self.cap_drop.clone()),
                 security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
                 readonly_rootfs: Some(self.readonly_rootfs),
+                log_config: self.log_config(),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,

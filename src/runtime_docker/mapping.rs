@@ -60,6 +60,12 @@ pub fn docker_spec(w: &WorkloadSpec, image: String, instance: &str) -> DockerSpe
             (LABEL_INSTANCE.to_string(), instance.to_string()),
             (LABEL_GENERATION.to_string(), w.generation.to_string()),
         ]),
+        log_max_size: s
+            .logs
+            .as_ref()
+            .and_then(|l| l.max_size.as_ref())
+            .map(|q| q.value()),
+        log_max_files: s.logs.as_ref().and_then(|l| l.max_files),
         ..security(s)
     }
 }

@@ -125,6 +125,12 @@ impl NativeRuntime {
         self
     }
 
+    /// Rotates every container's log at these limits unless its `spec.logs` says otherwise.
+    pub fn with_log_limits(mut self, log: LogLimits) -> Self {
+        self.log = log;
+        self
+    }
+
     /// Serves `status.usage` from `sampler`'s last pass.
     pub fn with_usage(mut self, sampler: Arc<usage::UsageSampler>) -> Self {
         self.usage = Some(sampler);
@@ -179,7 +185,8 @@ impl NativeRuntime {
         }
         self.watch_limits(&w.uid, limits(&w.spec));
         files::rotate_previous(&dir)?;
-        let config = files::shim_config(w, &self.cgroups, &name, self.log);
+        let log = self.log.with_spec(w.spec.logs.as_ref());
+        let config = files::shim_config(w, &self.cgroups, &name, log);
         write_json(&dir.join("config.json"), &config)?;
         let meta = Meta {
             uid: w.uid.clone(),

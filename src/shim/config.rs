@@ -66,10 +66,22 @@ pub struct LogLimits {
 }
 
 impl Default for LogLimits {
+    /// 10 MiB × 5 files, as `tend serve --log-max-size/--log-max-files` default to.
     fn default() -> Self {
         Self {
             max_bytes: 10 << 20,
-            max_files: 3,
+            max_files: 5,
+        }
+    }
+}
+
+impl LogLimits {
+    /// These limits with what `spec.logs` sets instead.
+    pub fn with_spec(self, o: Option<&tend_schema::kinds::container::LogOptions>) -> Self {
+        let Some(o) = o else { return self };
+        Self {
+            max_bytes: o.max_size.as_ref().map_or(self.max_bytes, |q| q.value()),
+            max_files: o.max_files.unwrap_or(self.max_files),
         }
     }
 }

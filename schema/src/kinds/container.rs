@@ -52,7 +52,28 @@ pub struct ContainerSpec {
     /// Containers (same namespace) that must meet their condition before this one starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Dependency>,
+    /// How much output is kept: the log is rotated at `maxSize`, `maxFiles` files in all. Unset
+    /// fields take the daemon's defaults (`tend serve --log-max-size 10Mi --log-max-files 5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogOptions>,
 }
+
+/// `spec.logs`: size-bounded rotation of a container's output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogOptions {
+    /// Rotate when the log would grow past this (at least 4Ki).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<Quantity>,
+    /// Files kept, the current one included (1–99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u32>,
+}
+
+/// The smallest `spec.logs.maxSize`: a line longer than the limit still goes into one file.
+pub const MIN_LOG_SIZE: u64 = 4 << 10;
+/// The most files `spec.logs.maxFiles` keeps (`log`, `log.1` … `log.98`).
+pub const MAX_LOG_FILES: u32 = 99;
 
 /// One published port: `hostIP:hostPort` on the host reaches `containerPort` in the container.
 /// Ports are `u32` so an out-of-range number is a validation error naming the field.
@@ -320,6 +341,7 @@ impl ContainerSpec {
             sc.validate(&mut errs);
         }
         self.validate_ports(&mut errs);
+        self.validate_logs(&mut errs);
         if let Some(p) = &self.probes {
             p.validate(&mut errs);
         }
@@ -337,6 +359,26 @@ impl ContainerSpec {
 }
 
 impl ContainerSpec {
+    fn validate_logs(&self, errs: &mut FieldErrors) {
+        let Some(l) = &self.logs else { return };
+        if let Some(q) = &l.max_size {
+            if q.value() < MIN_LOG_SIZE {
+                errs.push(
+                    "spec.logs.maxSize",
+                    format!("{q} is below the smallest size, 4Ki"),
+                );
+            }
+        }
+        if let Some(n) = l.max_files {
+            if !(1..=MAX_LOG_FILES).contains(&n) {
+                errs.push(
+                    "spec.logs.maxFiles",
+                    format!("{n} is not in 1..{MAX_LOG_FILES}"),
+                );
+            }
+        }
+    }
+
     fn validate_ports(&self, errs: &mut FieldErrors) {
         if !self.ports.is_empty() && self.networks.is_empty() {
             errs.push(
@@ -494,6 +536,27 @@ mod tests {
             err.to_string(),
             r#"spec.resources.memory: "12XB" is not a quantity"#
         );
+    }
+
+    #[test]
+    fn log_rotation_limits_name_the_field() {
+        let err = |logs: serde_json::Value| {
+            let spec = json!({"command": ["sh"], "logs": logs});
+            Kind::Container
+                .validate_spec(&spec)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        assert_eq!(
+            err(json!({"maxSize": "1Ki"})),
+            "spec.logs.maxSize: 1Ki is below the smallest size, 4Ki"
+        );
+        assert_eq!(
+            err(json!({"maxFiles": 0})),
+            "spec.logs.maxFiles: 0 is not in 1..99"
+        );
+        assert!(err(json!({"maxfiles": 2})).starts_with("spec.logs.maxfiles: unknown field"));
+        assert_eq!(err(json!({"maxSize": "4Ki", "maxFiles": 2})), "");
     }
 
     #[test]
