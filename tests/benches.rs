@@ -82,6 +82,7 @@ fn the_ports_bench_reaches_the_container_through_tend_and_docker() {
     for target in [
         "direct to the container's address",
         "tend published port, 127.0.0.1 (nftables DNAT)",
+        "direct to the docker container's address",
     ] {
         assert_eq!(f[&format!("requests, {target}")]["n"], 64, "{target}");
     }

@@ -7,7 +7,9 @@
 //! Docker's userland proxy (`docker-proxy`) when dockerd runs with it, and the label says which
 //! it was. Every request is a new connection (busybox httpd answers HTTP/1.0 and closes), from
 //! `--clients` concurrent clients; latency is connect → last byte, the rate is requests over the
-//! whole run. The three targets alternate in rounds so load drift hits them alike.
+//! whole run. The Docker container is also asked straight at its bridge address, so each
+//! published path can be set against its own server's direct figure. The targets alternate in
+//! rounds so load drift hits them alike.
 
 use super::daemon::{until_status, BenchDaemon, BenchOptions};
 use super::{emit, note, Figure};
@@ -117,6 +119,21 @@ impl DockerPeer {
         Ok(Self { name })
     }
 
+    /// The container's address on Docker's default bridge.
+    async fn address(&self) -> Option<std::net::Ipv4Addr> {
+        let out = tokio::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{.NetworkSettings.IPAddress}}",
+                &self.name,
+            ])
+            .output()
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
     /// Whether a `docker-proxy` process serves `port` (dockerd's userland proxy).
     fn proxied(port: u16) -> bool {
         let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -224,6 +241,13 @@ async fn figures(
                     false => "no userland proxy",
                 };
                 targets.push(Target::new(format!("docker run -p, 127.0.0.1 ({how})"), to));
+                // The same Docker container without the published port: what its path adds.
+                if let Some(ip) = p.address().await {
+                    targets.push(Target::new(
+                        "direct to the docker container's address",
+                        SocketAddr::from((ip, 80)),
+                    ));
+                }
             } else {
                 emit(&Figure::skipped(
                     "docker run -p",
