@@ -250,6 +250,71 @@ fn web_starts_only_after_db_is_ready_also_after_a_crash_and_a_reboot() {
 }
 
 #[test]
+fn a_completed_dependency_waits_for_exit_0_and_a_failed_one_keeps_waiting() {
+    if !common::privileged("a_completed_dependency_waits_for_exit_0_and_a_failed_one_keeps_waiting")
+    {
+        return;
+    }
+    let d = daemon();
+    let (done, log) = (d.path().join("migrated"), d.path().join("app.log"));
+    let migrate = container(
+        "migrate",
+        &format!("sleep 1; touch {}; exit 0", done.display()),
+        "  restartPolicy: Never
+",
+    );
+    let broken = container(
+        "broken",
+        "exit 3",
+        "  restartPolicy: Never
+",
+    );
+    let app = container(
+        "app",
+        &web_script(&done, &log),
+        "  dependsOn: [{container: migrate, condition: Completed}]
+",
+    );
+    let stuck = container(
+        "stuck",
+        "exec sleep 3600",
+        "  dependsOn: [{container: broken, condition: Completed}]
+",
+    );
+    d.apply(&format!(
+        "{app}---
+{migrate}---
+{stuck}---
+{broken}"
+    ));
+    let a = d.wait("container", "app", "running", |v| {
+        v["status"]["phase"] == "Running"
+    });
+    let m = d.get("container", "migrate").unwrap();
+    assert_eq!(m["status"]["phase"], "Succeeded", "{m:#}");
+    assert!(
+        time(&a["status"]["startedAt"]) >= time(&m["status"]["lastState"]["finishedAt"]),
+        "app started before migrate completed: {a:#} {m:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
+
+    // `broken` exited 3: Failed, not Completed; `stuck` waits and says why.
+    d.wait("container", "broken", "failed", |v| {
+        v["status"]["phase"] == "Failed"
+    });
+    let s = d.wait("container", "stuck", "says it waits for broken", |v| {
+        let c = cond(v, "Ready");
+        c["reason"] == "WaitingForDependency"
+            && c["message"].as_str().unwrap_or("").contains("\"broken\"")
+            && c["message"].as_str().unwrap_or("").contains("Failed")
+    });
+    assert!(
+        s["status"]["pid"].is_null(),
+        "stuck must not have started: {s:#}"
+    );
+}
+
+#[test]
 fn dependency_cycles_are_refused_naming_the_cycle() {
     if !common::privileged("dependency_cycles_are_refused_naming_the_cycle") {
         return;
