@@ -353,6 +353,7 @@ impl Backend {
                     namespace: namespace.map(str::to_string),
                     object: object.cloned(),
                     limit,
+                    ..Default::default()
                 })
                 .await?),
             Backend::Daemon(c) => {
