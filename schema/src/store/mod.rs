@@ -138,6 +138,9 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// Refuse unless the object is still at this resourceVersion.
     pub resource_version: Option<String>,
+    /// SIGTERM-to-SIGKILL grace for the object's workload (0: SIGKILL now), recorded as
+    /// `metadata.deletionGracePeriodSeconds`. A later delete may shorten it, never lengthen it.
+    pub grace_period_seconds: Option<u32>,
 }
 
 /// Result of a delete: the row is gone, or it waits for finalizers.

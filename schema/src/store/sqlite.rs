@@ -412,6 +412,24 @@ impl Store for SqliteStore {
                 Propagation::Foreground => Some(FOREGROUND_FINALIZER),
                 Propagation::Orphan => Some(ORPHAN_FINALIZER),
             };
+            let grace = dopts.grace_period_seconds.map(i64::from);
+            let shorter = grace.filter(|g| {
+                current
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .is_none_or(|have| *g < have)
+            });
+            if current.metadata.is_terminating()
+                && extra.is_none_or(|f| current.metadata.has_finalizer(f))
+            {
+                if let Some(g) = shorter {
+                    // A second delete may shorten the grace (kubectl delete --force after a
+                    // plain delete); the owning loop's next attempt uses it.
+                    current.metadata.deletion_grace_period_seconds = Some(g);
+                    commit_change(tx, o, &mut current, ChangeType::Modified)?;
+                    return Ok(Deleted::Terminating(current));
+                }
+            }
             if current.metadata.is_terminating() {
                 // Deleting again with foreground or orphan switches the propagation, as in
                 // Kubernetes (an object held Terminating by its users can still be taken
@@ -428,6 +446,7 @@ impl Store for SqliteStore {
                 return Ok(Deleted::Terminating(current));
             }
             current.metadata.deletion_timestamp = Some(now());
+            current.metadata.deletion_grace_period_seconds = grace;
             if let Some(f) = extra {
                 if !current.metadata.has_finalizer(f) {
                     current.metadata.finalizers.push(f.to_string());
