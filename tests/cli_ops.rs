@@ -218,3 +218,83 @@ fn apply_wait_returns_once_ready_and_names_what_cannot_start() {
         "{err}"
     );
 }
+
+/// Processes in the pid namespace of `pid` (host pids), each with its state letter.
+fn in_pid_ns(pid: i32) -> Vec<(i32, char)> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .unwrap_or('?');
+        out.push((p, state));
+    }
+    out
+}
+
+/// Waits until the namespace of `pid` has exactly `n` processes that are not zombies.
+fn settle(pid: i32, n: usize) -> Vec<(i32, char)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let procs = in_pid_ns(pid);
+        if procs.iter().filter(|(_, s)| *s != 'Z').count() == n {
+            return procs;
+        }
+        assert!(Instant::now() < deadline, "never settled: {procs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn init_forwards_sigterm_to_the_command_and_reaps_zombies() {
+    if !common::privileged("init_forwards_sigterm_to_the_command_and_reaps_zombies") {
+        return;
+    }
+    let d = start();
+    // A subshell leaves an orphan that exits soon after; the command then is `sleep`, which
+    // never reaps anything and ignores SIGTERM as PID 1.
+    let cmd = "[/bin/sh, -c, '(sleep 0.3 &); exec sleep 300']";
+    let (with, without) = (common::unique("init"), common::unique("noinit"));
+    let yaml = container(&with, "app: ops", cmd, 30)
+        .replace("  command:", "  init: true\n  command:")
+        + &container(&without, "app: ops", cmd, 0);
+    ok(apply(&d, &yaml, &["--wait", "--timeout", "60s"]));
+    let (init_pid, bare_pid) = (pid(&d, &with), pid(&d, &without));
+    // Once the orphan has exited: under the init, it was reaped (the init and sleep remain);
+    // with sleep as PID 1, it stays a zombie.
+    let procs = settle(init_pid, 2);
+    assert!(
+        procs.iter().all(|(_, s)| *s != 'Z'),
+        "zombie under init: {procs:?}"
+    );
+    let procs = settle(bare_pid, 1);
+    assert!(
+        procs.iter().any(|(_, s)| *s == 'Z'),
+        "without init the orphan should stay a zombie: {procs:?}"
+    );
+    let sleep_pid = procs.iter().find(|(_, s)| *s != 'Z').unwrap().0;
+    assert_eq!(sleep_pid, bare_pid, "sleep is PID 1 without init");
+    // SIGTERM reaches sleep through the init: the delete does not wait out the spec's 30 s.
+    let t = Instant::now();
+    ok(d.tend(&["delete", "container", &with, "--wait", "--timeout", "60"]));
+    let took = t.elapsed();
+    assert!(!alive(init_pid));
+    assert!(
+        took < Duration::from_secs(15),
+        "stop under init took {took:?}"
+    );
+}

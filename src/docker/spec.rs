@@ -117,6 +117,9 @@ pub struct DockerSpec {
     pub log_max_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_files: Option<u32>,
+    /// Docker's `Init`: its own init as PID 1 (signals forwarded, zombies reaped).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 impl DockerSpec {
@@ -185,6 +188,7 @@ impl DockerSpec {
                 security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
                 readonly_rootfs: Some(self.readonly_rootfs),
                 log_config: self.log_config(),
+                init: self.init.then_some(true),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,
