@@ -60,7 +60,7 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let Some((failed, error)) = failure else {
         if args.wait && !args.dry_run {
             let keys: Vec<_> = applied.iter().map(|r| r.key.clone()).collect();
-            if let Err(e) = super::ready::wait_ready(backend, &keys, args.timeout).await {
+            if let Err(e) = super::ready::wait_ready(backend, &keys, args.timeout, true).await {
                 eprintln!("error: {e:#}");
                 return Ok(ExitCode::FAILURE);
             }

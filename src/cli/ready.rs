@@ -66,12 +66,13 @@ fn label(k: &ObjectKey) -> String {
     format!("{}/{}", k.kind.singular(), k.name)
 }
 
-/// Waits until every object in `keys` is Ready. Prints one line per object as it turns Ready;
-/// returns Err with the object and its condition when one fails or `timeout` passes.
+/// Waits until every object in `keys` is Ready. With `print`, says so per object and at the
+/// end; returns Err with the object and its condition when one fails or `timeout` passes.
 pub async fn wait_ready(
     backend: &Backend,
     keys: &[ObjectKey],
     timeout: Duration,
+    print: bool,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
@@ -80,14 +81,26 @@ pub async fn wait_ready(
     kinds.dedup();
     let first_ns = keys.first().map(|k| k.namespace.clone());
     let ns = first_ns.filter(|n| keys.iter().all(|k| k.namespace == *n));
-    // All kinds at one revision when they share a namespace; else every namespace.
-    let list = backend.list(None, ns.as_deref(), "", None).await?;
-    let mut state: BTreeMap<ObjectKey, Standing> = BTreeMap::new();
-    for k in keys {
-        let obj = list.items.iter().find(|o| o.key().ok().as_ref() == Some(k));
-        state.insert(k.clone(), standing(obj));
+    // One list per kind (each at its own revision); the watch starts at the oldest of them, and
+    // a change no newer than what an object's list showed is skipped.
+    let mut items = Vec::new();
+    let mut from = u64::MAX;
+    for kind in &kinds {
+        let list = backend.list(Some(*kind), ns.as_deref(), "", None).await?;
+        from = from.min(list.revision);
+        items.extend(list.items);
     }
-    let mut stream = backend.watch(&kinds, ns.as_deref(), list.revision).await?;
+    let mut state: BTreeMap<ObjectKey, Standing> = BTreeMap::new();
+    let mut seen: BTreeMap<ObjectKey, u64> = BTreeMap::new();
+    for k in keys {
+        let obj = items.iter().find(|o| o.key().ok().as_ref() == Some(k));
+        state.insert(k.clone(), standing(obj));
+        seen.insert(
+            k.clone(),
+            obj.and_then(|o| o.metadata.revision()).unwrap_or(0),
+        );
+    }
+    let mut stream = backend.watch(&kinds, ns.as_deref(), from).await?;
     loop {
         if let Some((k, why)) = state.iter().find_map(|(k, s)| match s {
             Standing::Failed(why) => Some((k, why)),
@@ -103,6 +116,9 @@ pub async fn wait_ready(
             })
             .collect();
         if waiting.is_empty() {
+            if !print {
+                return Ok(());
+            }
             println!(
                 "{} object(s) Ready after {:.3}s",
                 keys.len(),
@@ -125,9 +141,14 @@ pub async fn wait_ready(
         };
         let Ok(k) = change.object.key() else { continue };
         let Some(old) = state.get(&k) else { continue };
+        let rev = change.object.metadata.revision().unwrap_or(u64::MAX);
+        if change.type_ != ChangeType::Deleted && rev <= seen.get(&k).copied().unwrap_or(0) {
+            continue; // older than what the list showed
+        }
+        seen.insert(k.clone(), rev);
         let obj = (change.type_ != ChangeType::Deleted).then_some(&change.object);
         let new = standing(obj);
-        if new == Standing::Ready && *old != Standing::Ready {
+        if print && new == Standing::Ready && *old != Standing::Ready {
             println!("{} Ready", label(&k));
         }
         state.insert(k, new);
