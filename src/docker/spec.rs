@@ -261,6 +261,24 @@ mod tests {
     }
 
     #[test]
+    fn init_asks_docker_for_its_init_and_is_part_of_the_hash() {
+        let owner = Owner {
+            uid: "u1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let plain = spec().to_create_body(&owner).host_config.unwrap();
+        assert_eq!(plain.init, None);
+        let mut s = spec();
+        s.init = true;
+        assert_ne!(spec_hash(&s), spec_hash(&spec()));
+        assert_eq!(
+            s.to_create_body(&owner).host_config.unwrap().init,
+            Some(true)
+        );
+    }
+
+    #[test]
     fn create_body_carries_labels_limits_and_no_restart() {
         let owner = Owner {
             uid: "u1".into(),
