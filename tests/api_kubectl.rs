@@ -169,3 +169,179 @@ fn kubectl_drives_tend() {
         "{text}"
     );
 }
+
+/// Lines of a long-running kubectl, read on a thread.
+fn follow(kc: &Path, home: &Path, args: &[&str]) -> (Kill, std::sync::mpsc::Receiver<String>) {
+    let mut child = Kill(
+        Command::new("kubectl")
+            .env("KUBECONFIG", kc)
+            .env("HOME", home)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Applies a host-rootfs Container whose command does not exist: tend records StartFailed.
+fn failing_container(server: &Daemon, name: &str) {
+    let spec = server.path().join(format!("{name}.yaml"));
+    std::fs::write(
+        &spec,
+        format!("apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: {name}}}\nspec: {{command: [/nonexistent/{name}]}}\n"),
+    )
+    .unwrap();
+    let out = server.tend(&["apply", "-f", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Events `kubectl get events -o json` lists about `name` (core v1).
+fn events_about(kc: &Path, name: &str) -> Vec<serde_json::Value> {
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(kc, &["get", "events", "-o", "json"])).unwrap();
+    json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == name)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn kubectl_shows_tend_events() {
+    if !kubectl_present("kubectl_shows_tend_events") {
+        return;
+    }
+    let (server, kc) = start();
+    failing_container(&server, "evbad");
+    failing_container(&server, "evother");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events_about(&kc, "evbad").is_empty() || events_about(&kc, "evother").is_empty() {
+        assert!(Instant::now() < deadline, "no events: {}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let uid = |n: &str| {
+        ok(
+            &kc,
+            &["get", "container", n, "-o", "jsonpath={.metadata.uid}"],
+        )
+    };
+    let (bad_uid, other_uid) = (uid("evbad"), uid("evother"));
+    let ev = &events_about(&kc, "evbad")[0];
+    assert_eq!(ev["involvedObject"]["uid"], bad_uid.as_str());
+    assert_eq!(ev["involvedObject"]["kind"], "Container");
+    assert_eq!(ev["reason"], "StartFailed");
+    assert_eq!(ev["type"], "Warning");
+    // The printed table, as kube-apiserver's columns.
+    let table = ok(&kc, &["get", "events"]);
+    assert!(
+        table.contains("REASON")
+            && table.lines().any(|l| l.contains("StartFailed")
+                && l.contains("container/evbad")
+                && l.contains(&bad_uid)),
+        "{table}"
+    );
+    // kubectl events --for: only evbad's.
+    let for_one = ok(&kc, &["events", "--for", "container/evbad"]);
+    assert!(
+        for_one.contains("StartFailed") && for_one.contains(&bad_uid),
+        "{for_one}"
+    );
+    assert!(!for_one.contains(&other_uid), "{for_one}");
+    // kubectl describe: an Events section with them (found by involvedObject name/uid/kind).
+    let described = ok(&kc, &["describe", "container", "evbad"]);
+    let events = described
+        .split("\nEvents:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Events section: {described}"));
+    assert!(
+        events.contains("StartFailed") && events.contains("tend") && !events.contains("<none>"),
+        "{described}"
+    );
+    assert!(!events.contains(&other_uid), "{described}");
+    // events.k8s.io/v1 with its own selector names.
+    let v1: serde_json::Value = serde_json::from_str(&ok(
+        &kc,
+        &[
+            "get",
+            "events.v1.events.k8s.io",
+            "--field-selector",
+            "regarding.name=evother",
+            "-o",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let items = v1["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{v1}");
+    for e in items {
+        assert_eq!(e["apiVersion"], "events.k8s.io/v1", "{e}");
+        assert_eq!(e["regarding"]["name"], "evother", "{e}");
+        assert!(e["note"].as_str().unwrap().contains(&other_uid), "{e}");
+    }
+    // Get by name, as listed.
+    let name = ev["metadata"]["name"].as_str().unwrap();
+    let one = ok(&kc, &["get", "event", name, "-o", "jsonpath={.reason}"]);
+    assert_eq!(one, "StartFailed");
+    // A garbage field selector is a 400 naming the field.
+    let (good, text) = kubectl(&kc, &["get", "events", "--field-selector", "spec.bogus=1"]);
+    assert!(
+        !good && text.contains("BadRequest") && text.contains("spec.bogus"),
+        "{text}"
+    );
+    // Writes are refused and change nothing.
+    let (good, text) = kubectl(&kc, &["delete", "event", name]);
+    assert!(!good && text.contains("MethodNotAllowed"), "{text}");
+    assert_eq!(
+        ok(&kc, &["get", "event", name, "-o", "name"]).trim(),
+        format!("event/{name}")
+    );
+    // get -w follows new events as tend records them.
+    let (watch, rx) = follow(
+        &kc,
+        server.path(),
+        &[
+            "get",
+            "events",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            "custom-columns=EVENT:.type,OBJ:.object.involvedObject.name,REASON:.object.reason",
+        ],
+    );
+    let mut lines = Vec::new();
+    // The current events come first (a positive signal that the watch is open).
+    while !lines.iter().any(|l: &String| l.contains("evbad")) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "{lines:?}"
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    failing_container(&server, "evlate");
+    let late = Instant::now() + Duration::from_secs(20);
+    while !lines
+        .iter()
+        .any(|l| l.contains("evlate") && l.contains("StartFailed"))
+    {
+        assert!(Instant::now() < late, "evlate never watched: {lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    drop(watch);
+}

@@ -1,6 +1,7 @@
 //! The benches a person runs by hand still run, at a small size, and what they report holds:
 //! `tend bench probes` (no container restarted or seen not Ready across a daemon restart, no
-//! probe failed) and `tend bench ports` (every target answered, Docker's peer included). Only
+//! probe failed), `tend bench ports` (every target answered, Docker's peer included) and `tend
+//! bench cli` (every sample applied and waited for both ways). Only
 //! counts are asserted here, never a time: figures belong to docs/benchmarks.md.
 
 mod common;
@@ -106,5 +107,27 @@ fn the_usage_bench_samples_every_container_in_one_pass() {
             &f,
             "sampling CPU at the default 10 s interval, 5 containers"
         ) > 0.0
+    );
+}
+
+#[test]
+fn the_cli_bench_applies_and_waits_both_ways_and_lists_events() {
+    if !common::privileged("the_cli_bench_applies_and_waits_both_ways_and_lists_events") {
+        return;
+    }
+    let figures = bench(&["cli", "--samples", "2", "--kubectl", "2"]);
+    for name in [
+        "tend apply --wait, whole process: Sandbox + Container Ready",
+        "same apply + watch in process (no process start)",
+    ] {
+        let f = figures
+            .get(name)
+            .unwrap_or_else(|| panic!("no figure {name:?} in {figures:#?}"));
+        assert_eq!(f["n"], 2, "{f}");
+    }
+    let k = &figures["kubectl get events, whole process"];
+    assert!(
+        k["n"] == 2 || k["skipped"] == "kubectl not installed",
+        "{k}"
     );
 }

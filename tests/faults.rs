@@ -64,6 +64,7 @@ fn events(d: &mut Daemon, kind: Kind, name: &str) -> Vec<String> {
         namespace: None,
         object: Some(ObjectKey::new(kind, "default", name)),
         limit: None,
+        ..Default::default()
     };
     d.rt()
         .block_on(s.list_events(&q))

@@ -59,6 +59,7 @@ impl Container {
             log: LogLimits::default(),
             oom: None,
             security: Default::default(),
+            init: false,
         }
     }
 

@@ -34,6 +34,10 @@ pub struct ObjectMeta {
     pub creation_timestamp: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_timestamp: Option<Time>,
+    /// Set with deletionTimestamp when the delete asked for one: how long the workload gets
+    /// between SIGTERM and SIGKILL (overrides the spec's own grace). Server-owned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_grace_period_seconds: Option<i64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -301,6 +301,50 @@ async fn events_deduplicate_with_counts() {
 }
 
 #[tokio::test]
+async fn a_repeated_event_moves_to_a_new_revision_that_a_watcher_resumes_from() {
+    let (_d, s) = open().await;
+    let o = s.create(net("a", "10.1.0.0/24")).await.unwrap();
+    let uid = o.metadata.uid.clone().unwrap();
+    let mut writes = s
+        .event_writes()
+        .expect("sqlite follows its own event writes");
+    let ev = |reason: &str| NewEvent {
+        object: key("a"),
+        uid: uid.clone(),
+        type_: EventType::Normal,
+        reason: reason.into(),
+        message: "m".into(),
+    };
+    s.record_event(ev("First")).await.unwrap();
+    s.record_event(ev("Second")).await.unwrap();
+    let seen = s.event_revision().await.unwrap();
+    assert!(writes.has_changed().unwrap());
+    assert_eq!(*writes.borrow_and_update(), seen);
+    s.record_event(ev("First")).await.unwrap();
+    assert_eq!(*writes.borrow_and_update(), seen + 1);
+    let after = |after: i64| EventQuery {
+        after: Some(after),
+        uid: Some(uid.clone()),
+        ..Default::default()
+    };
+    let changed = s.list_events(&after(seen)).await.unwrap();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!((changed[0].reason.as_str(), changed[0].count), ("First", 2));
+    assert_eq!(changed[0].id, seen + 1);
+    let all: Vec<_> = s.list_events(&after(0)).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+        ["Second", "First"],
+        "oldest change first"
+    );
+    let by_other_uid = EventQuery {
+        uid: Some("nobody".into()),
+        ..Default::default()
+    };
+    assert!(s.list_events(&by_other_uid).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tend.db");

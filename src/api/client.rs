@@ -340,8 +340,12 @@ impl Client {
         &self,
         key: &ObjectKey,
         propagation: Propagation,
+        grace_period_seconds: Option<u32>,
     ) -> Result<Option<AnyObject>, ClientError> {
-        let body = serde_json::json!({"propagationPolicy": format!("{propagation:?}")});
+        let mut body = serde_json::json!({"propagationPolicy": format!("{propagation:?}")});
+        if let Some(g) = grace_period_seconds {
+            body["gracePeriodSeconds"] = g.into();
+        }
         let v: Value = self
             .call(
                 Method::DELETE,

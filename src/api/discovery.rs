@@ -1,4 +1,5 @@
-//! Discovery: `/version`, `/api`, `/apis`, `/apis/tend.dev/v1`, and aggregated discovery (v2).
+//! Discovery: `/version`, `/api`, `/apis`, `/apis/tend.dev/v1`, and aggregated discovery (v2);
+//! besides tend.dev, the read-only Events of the core group and of `events.k8s.io`.
 
 use super::{openapi, AppRef};
 use axum::http::{header, HeaderMap};
@@ -20,6 +21,12 @@ pub fn routes() -> Router<AppRef> {
         .route("/apis", get(apis))
         .route("/apis/tend.dev", get(group))
         .route("/apis/tend.dev/v1", get(resources))
+        .route("/api/v1", get(|| async { Json(events_list("v1")) }))
+        .route("/apis/events.k8s.io", get(events_group))
+        .route(
+            "/apis/events.k8s.io/v1",
+            get(|| async { Json(events_list(EVENTS_GV)) }),
+        )
         .merge(openapi::routes())
 }
 
@@ -63,11 +70,53 @@ async fn version() -> Json<Value> {
     }))
 }
 
+const EVENTS_GROUP: &str = "events.k8s.io";
+const EVENTS_GV: &str = "events.k8s.io/v1";
+const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
+
+/// Events, read-only, in the core group (`group` "") or events.k8s.io. Only the core group's
+/// carry the short name `ev` (kubectl would warn of an ambiguous short name otherwise).
+fn aggregated_events(group: &str) -> Value {
+    let short: &[&str] = if group.is_empty() { &["ev"] } else { &[] };
+    json!({
+        "metadata": {"name": group},
+        "versions": [{"version": "v1", "freshness": "Current", "resources": [{
+            "resource": "events",
+            "responseKind": {"group": group, "version": "v1", "kind": "Event"},
+            "scope": "Namespaced",
+            "singularResource": "event",
+            "verbs": READ_VERBS,
+            "shortNames": short,
+        }]}],
+    })
+}
+
+/// The APIResourceList of a group version that serves only events.
+fn events_list(group_version: &str) -> Value {
+    let short: &[&str] = if group_version == "v1" { &["ev"] } else { &[] };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": [{
+        "name": "events", "singularName": "event", "namespaced": true, "kind": "Event",
+        "verbs": READ_VERBS, "shortNames": short,
+    }]})
+}
+
+fn events_group_body() -> Value {
+    let gv = json!({"groupVersion": EVENTS_GV, "version": "v1"});
+    json!({"name": EVENTS_GROUP, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+async fn events_group() -> Json<Value> {
+    let mut g = events_group_body();
+    g["kind"] = "APIGroup".into();
+    g["apiVersion"] = "v1".into();
+    Json(g)
+}
+
 async fn api(h: HeaderMap) -> Response {
     if wants_aggregated(&h) {
-        return aggregated(json!([]));
+        return aggregated(json!([aggregated_events("")]));
     }
-    Json(json!({"kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": []}))
+    Json(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
         .into_response()
 }
 
@@ -82,9 +131,9 @@ async fn apis(h: HeaderMap) -> Response {
         return aggregated(json!([{
             "metadata": {"name": API_GROUP},
             "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
-        }]));
+        }, aggregated_events(EVENTS_GROUP)]));
     }
-    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_body()]}))
+    Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_body(), events_group_body()]}))
         .into_response()
 }
 

@@ -70,6 +70,7 @@ pub fn event_query(q: &HashMap<String, String>, ns: Option<&str>) -> ApiResult<E
         namespace,
         object,
         limit,
+        ..Default::default()
     })
 }
 

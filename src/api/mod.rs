@@ -16,6 +16,7 @@ mod dispatch;
 pub mod error;
 pub mod events;
 pub mod exec_frames;
+mod kevents;
 pub mod metrics;
 mod objects;
 mod openapi;
@@ -202,7 +203,7 @@ fn verb(req: &Request) -> &'static str {
     let q = req.uri().query().unwrap_or("");
     let watching = q.split('&').any(|kv| kv == "watch=1" || kv == "watch=true");
     let last = req.uri().path().rsplit('/').next().unwrap_or("");
-    let collection = request::kind_of(last).is_ok();
+    let collection = last == "events" || request::kind_of(last).is_ok();
     match m {
         "GET" if watching => "WATCH",
         "GET" if collection => "LIST",
@@ -298,6 +299,7 @@ fn router(state: AppRef, trusted: bool) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(discovery::routes())
+        .merge(kevents::routes())
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}"),
             get(dispatch::ns_collection).post(objects::create),

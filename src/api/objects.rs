@@ -390,6 +390,7 @@ struct DeleteBody {
     preconditions: Option<Preconditions>,
     dry_run: Option<Vec<String>>,
     orphan_dependents: Option<bool>,
+    grace_period_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -424,6 +425,17 @@ pub async fn delete(
         opts.propagation = pp.parse().map_err(ApiError::bad_request)?;
     } else if d.orphan_dependents == Some(true) {
         opts.propagation = tend_schema::store::Propagation::Orphan;
+    }
+    let grace = match (d.grace_period_seconds, p.grace_period_seconds) {
+        (Some(g), _) | (None, Some(g)) => Some(g),
+        (None, None) => None,
+    };
+    if let Some(g) = grace {
+        opts.grace_period_seconds = Some(u32::try_from(g).map_err(|_| {
+            ApiError::bad_request(format!(
+                "gracePeriodSeconds: {g} is not a number of seconds (0 or more)"
+            ))
+        })?);
     }
     if let Some(pre) = d.preconditions {
         opts.uid = pre.uid;

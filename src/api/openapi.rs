@@ -152,6 +152,7 @@ fn spec(kind: Kind) -> Value {
                 "networks": arr("Attachments.", obj("An attachment.", json!({"name": s("Network name."), "ip": s("Optional fixed IP.")}), &["name"])),
                 "restartPolicy": s("Always (default), OnFailure or Never."),
                 "stopGracePeriodSeconds": int("SIGTERM-to-SIGKILL grace; default 10."),
+                "init": json!({"type": "boolean", "description": "Run an init as PID 1 that forwards signals to the command and reaps zombies (docker run --init)."}),
                 "hostNetwork": json!({"type": "boolean", "description": "Share the host's network namespace (admin only)."}),
                 "securityContext": obj("Isolation; defaults to Docker's.", json!({
                     "privileged": json!({"type": "boolean", "description": "All capabilities, no seccomp (admin only)."}),

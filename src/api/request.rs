@@ -20,6 +20,8 @@ pub struct Params {
     pub field_manager: Option<String>,
     pub force: bool,
     pub propagation: Option<Propagation>,
+    /// `gracePeriodSeconds` of a DELETE.
+    pub grace_period_seconds: Option<i64>,
 }
 
 fn truthy(v: &str) -> bool {
@@ -51,6 +53,11 @@ impl Params {
                     })?)
                 }
                 "fieldManager" => p.field_manager = Some(v.clone()),
+                "gracePeriodSeconds" => {
+                    p.grace_period_seconds = Some(v.parse().map_err(|_| {
+                        ApiError::bad_request(format!("gracePeriodSeconds: {v:?} is not a number"))
+                    })?)
+                }
                 "force" => p.force = truthy(v),
                 "propagationPolicy" => {
                     p.propagation = Some(v.parse().map_err(ApiError::bad_request)?)

@@ -4,6 +4,7 @@
 //! recorded in docs/benchmarks.md with the command that produced them.
 
 pub mod api;
+pub mod cli;
 pub mod container;
 pub mod daemon;
 pub mod docker;

@@ -1,4 +1,5 @@
-//! `tend apply`: create or update every object in the inputs, all validated before any write.
+//! `tend apply`: create or update every object in the inputs, all validated before any write;
+//! `--wait` then follows every applied object until it is Ready ([`super::ready`]).
 
 use super::backend::Backend;
 use super::input::{all_valid, read_inputs};
@@ -17,6 +18,13 @@ pub struct Args {
     /// Validate and show what would happen; write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Then wait until every applied object is Ready (one watch, no polling). Exits 1 naming
+    /// the object and its condition when one fails to start or the timeout passes.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (`30s`, `5m`; a bare number is seconds).
+    #[arg(long, default_value = "120s", value_parser = crate::runtime_native::cli::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
@@ -50,6 +58,13 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     let Some((failed, error)) = failure else {
+        if args.wait && !args.dry_run {
+            let keys: Vec<_> = applied.iter().map(|r| r.key.clone()).collect();
+            if let Err(e) = super::ready::wait_ready(backend, &keys, args.timeout, true).await {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let (file, index, obj) = &docs[failed];

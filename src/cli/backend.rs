@@ -257,11 +257,13 @@ impl Backend {
         &self,
         key: &ObjectKey,
         propagation: Propagation,
+        grace_period_seconds: Option<u32>,
     ) -> Result<Option<AnyObject>, Failure> {
         match self {
             Backend::Direct(s) => {
                 let opts = DeleteOptions {
                     propagation,
+                    grace_period_seconds,
                     ..Default::default()
                 };
                 Ok(match s.delete(key, &opts).await? {
@@ -269,7 +271,7 @@ impl Backend {
                     Deleted::Terminating(o) => Some(crate::api::present(o)),
                 })
             }
-            Backend::Daemon(c) => Ok(c.delete(key, propagation).await?),
+            Backend::Daemon(c) => Ok(c.delete(key, propagation, grace_period_seconds).await?),
         }
     }
 
@@ -353,6 +355,7 @@ impl Backend {
                     namespace: namespace.map(str::to_string),
                     object: object.cloned(),
                     limit,
+                    ..Default::default()
                 })
                 .await?),
             Backend::Daemon(c) => {

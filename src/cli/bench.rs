@@ -116,6 +116,17 @@ pub enum What {
         #[arg(long, default_value_t = 20)]
         passes: usize,
     },
+    /// What a script waits for: `tend apply --wait` of a Sandbox + Container with a Network
+    /// as a whole process beside the same apply and watch in process, and `kubectl get events`.
+    /// Needs root.
+    Cli {
+        /// Samples of each way.
+        #[arg(long, default_value_t = 30)]
+        samples: usize,
+        /// Runs of `kubectl get events` (skipped when kubectl is not installed).
+        #[arg(long, default_value_t = 30)]
+        kubectl: usize,
+    },
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
     Sandbox {
         /// Sandboxes applied one after another for the latency figures.
@@ -145,6 +156,7 @@ impl What {
             What::Probes { .. } => "probes",
             What::Ports { .. } => "ports",
             What::Usage { .. } => "usage",
+            What::Cli { .. } => "cli",
         }
     }
 }
@@ -195,6 +207,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         What::Probes { exec, tcp, seconds } => {
             crate::bench::probes::run(exec, tcp, seconds).await?
         }
+        What::Cli { samples, kubectl } => crate::bench::cli::run(samples, kubectl).await?,
         What::Ports {
             requests,
             clients,

@@ -1,4 +1,5 @@
-//! `tend delete`: mark objects for deletion; `--wait` follows them until they are gone.
+//! `tend delete`: mark objects for deletion (by name, file, label selector or `--all`), with the
+//! workload's grace period; `--wait` follows them over the watch API until they are gone.
 
 use super::backend::Backend;
 use super::input::{all_valid, read_inputs};
@@ -37,9 +38,39 @@ pub struct Args {
     /// Every object of KIND in the namespace.
     #[arg(long)]
     pub all: bool,
+    /// Every object of KIND in the namespace whose labels match this selector (`app=web`,
+    /// `tier!=db`, `env in (a,b)`, `!canary`), as kubectl's -l.
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Seconds a Container's workload gets between SIGTERM and SIGKILL, instead of its
+    /// spec.stopGracePeriodSeconds (default 10). 0 sends SIGKILL at once. Negative: the spec's.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub grace_period: i64,
+    /// Kill now: the same as --grace-period=0 (SIGKILL, no SIGTERM and no grace to wait out).
+    /// Host objects are still torn down before the object goes (tend never forgets a running
+    /// workload), so with --wait this returns once that is done.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The grace period the flags ask for: None = the object's own.
+fn grace(args: &Args) -> anyhow::Result<Option<u32>> {
+    match (args.force, args.grace_period) {
+        (true, g) if g > 0 => {
+            bail!("--force and --grace-period greater than 0 cannot be given together")
+        }
+        (true, _) => Ok(Some(0)),
+        (false, g) if g < 0 => Ok(None),
+        (false, g) => {
+            Ok(Some(u32::try_from(g).map_err(|_| {
+                anyhow::anyhow!("--grace-period: {g} is too large")
+            })?))
+        }
+    }
 }
 
 pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
+    let grace = grace(&args)?;
     let mut keys = Vec::new();
     if !args.files.is_empty() {
         let docs = all_valid(read_inputs(&args.files, false)?)
@@ -50,14 +81,25 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
             bail!("give KIND NAME... or -f FILE")
         };
         let kind: Kind = kind.parse().map_err(anyhow::Error::msg)?;
-        if args.all {
+        if args.all || args.selector.is_some() {
+            if !args.names.is_empty() {
+                bail!("give names, or --all / -l, not both");
+            }
+            let selector = args.selector.as_deref().unwrap_or("");
             let list = backend
-                .list(Some(kind), Some(&args.namespace), "", None)
+                .list(Some(kind), Some(&args.namespace), selector, None)
                 .await
                 .map_err(|f| anyhow::anyhow!(f.message))?;
             keys.extend(list.items.iter().filter_map(|o| o.key().ok()));
+            if keys.is_empty() {
+                eprintln!(
+                    "No {} found in {} namespace.",
+                    kind.plural(),
+                    args.namespace
+                );
+            }
         } else if args.names.is_empty() {
-            bail!("give at least one name, or --all");
+            bail!("give at least one name, -l SELECTOR, or --all");
         }
         keys.extend(
             args.names
@@ -73,7 +115,7 @@ pub async fn run(backend: &Backend, args: Args) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for key in keys {
         let label = format!("{}.tend.dev/{}", key.kind.singular(), key.name);
-        match backend.delete(&key, args.cascade).await {
+        match backend.delete(&key, args.cascade, grace).await {
             Ok(None) => println!("{label} deleted"),
             Ok(Some(o)) => {
                 println!(

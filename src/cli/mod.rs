@@ -13,6 +13,7 @@ mod input;
 mod kubeconfig;
 mod logs;
 pub(crate) mod output;
+pub mod ready;
 pub mod serve;
 mod token;
 mod top;

@@ -117,6 +117,9 @@ pub struct DockerSpec {
     pub log_max_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_files: Option<u32>,
+    /// Docker's `Init`: its own init as PID 1 (signals forwarded, zombies reaped).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 impl DockerSpec {
@@ -185,6 +188,7 @@ impl DockerSpec {
                 security_opt: (!self.security_opt.is_empty()).then(|| self.security_opt.clone()),
                 readonly_rootfs: Some(self.readonly_rootfs),
                 log_config: self.log_config(),
+                init: self.init.then_some(true),
                 restart_policy: Some(RestartPolicy {
                     name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,
@@ -254,6 +258,24 @@ mod tests {
         b.env.insert("B".into(), "2".into());
         b.env.insert("A".into(), "1".into());
         assert_eq!(spec_hash(&a), spec_hash(&b));
+    }
+
+    #[test]
+    fn init_asks_docker_for_its_init_and_is_part_of_the_hash() {
+        let owner = Owner {
+            uid: "u1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+        };
+        let plain = spec().to_create_body(&owner).host_config.unwrap();
+        assert_eq!(plain.init, None);
+        let mut s = spec();
+        s.init = true;
+        assert_ne!(spec_hash(&s), spec_hash(&spec()));
+        assert_eq!(
+            s.to_create_body(&owner).host_config.unwrap().init,
+            Some(true)
+        );
     }
 
     #[test]

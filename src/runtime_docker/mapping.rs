@@ -56,6 +56,7 @@ pub fn docker_spec(w: &WorkloadSpec, image: String, instance: &str) -> DockerSpe
             .map(|c| i64::try_from(c.millis()).unwrap_or(i64::MAX)),
         pids: res.pids.map(i64::from),
         network: None,
+        init: s.init,
         labels: BTreeMap::from([
             (LABEL_INSTANCE.to_string(), instance.to_string()),
             (LABEL_GENERATION.to_string(), w.generation.to_string()),

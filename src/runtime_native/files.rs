@@ -129,6 +129,7 @@ pub fn shim_config(
         log,
         oom: oom_check(cg, cgroup),
         security: security(&w.spec, matches!(cg, AnyCgroupManager::V1(_))),
+        init: w.spec.init,
     }
 }
 

@@ -211,6 +211,7 @@ pub(crate) const STEPS: &[&str] = &[
     "mask path",
     "read-only path",
     "read-only root",
+    "block signals",
 ];
 
 /// Everything the workload child needs, prepared before the fork.
@@ -234,6 +235,9 @@ pub(crate) struct ChildPlan {
     pub candidates: Vec<CString>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+    /// Stay as PID 1 (an init: signals forwarded, zombies reaped) and run the command as its
+    /// child.
+    pub init: bool,
 }
 
 /// Writes `(step, errno)` on the report pipe and exits 127 without running any destructor.
@@ -441,6 +445,9 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
         fail(report, s, e)
     }
     let _ = plan.report.as_raw_fd(); // stays open (O_CLOEXEC): EOF on exec tells the shim it worked
+    if plan.init {
+        super::init::run(plan)
+    }
     fail(
         report,
         "execve",

@@ -49,6 +49,9 @@ pub struct ShimConfig {
     /// How to tell an OOM kill: read before start and after exit, a rise means OOM-killed.
     #[serde(default)]
     pub oom: Option<OomCheck>,
+    /// Run an init as PID 1 that forwards signals to the command and reaps zombies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 fn default_cwd() -> PathBuf {

@@ -28,6 +28,7 @@
 mod child;
 mod config;
 mod exec;
+mod init;
 mod log;
 mod proc;
 mod run;

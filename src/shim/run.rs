@@ -233,6 +233,7 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
             .as_deref()
             .map(|h| std::ffi::CString::new(h).unwrap_or_default()),
         cwd: std::ffi::CString::new(config.cwd.as_os_str().as_encoded_bytes()).unwrap_or_default(),
+        init: config.init,
         uid: config.uid,
         gid: config.gid,
         candidates: child::exec_candidates(

@@ -153,7 +153,13 @@ pub async fn stop(container_dir: &Path, grace: Duration) -> Result<Option<ExitRe
     let handle = match state {
         ShimState::Running(h) => {
             if let Ok(pfd) = PidFd::open(h.workload_pid, h.workload_start_time) {
-                pfd.signal(Signal::SIGTERM)?;
+                // No grace: SIGKILL now, without a SIGTERM the workload could act on.
+                let first = if grace.is_zero() {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                };
+                pfd.signal(first)?;
                 if tokio::time::timeout(grace, pfd.exited()).await.is_err() {
                     pfd.signal(Signal::SIGKILL)?;
                     pfd.exited().await?;

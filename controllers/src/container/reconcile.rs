@@ -491,7 +491,12 @@ impl ContainerReconciler {
             .map_err(store_err(&key, "write status"))?;
         let mine = self.runtimes.serving(&c.spec).cloned();
         for rt in self.runtimes() {
-            let result = match rt.stop(&uid, grace(&c.spec)).await {
+            // The delete's own grace (`tend delete --grace-period`) wins over the spec's.
+            let grace = match c.metadata.deletion_grace_period_seconds {
+                Some(g) => Duration::from_secs(g.max(0) as u64),
+                None => grace(&c.spec),
+            };
+            let result = match rt.stop(&uid, grace).await {
                 Ok(_) => rt.remove(&uid).await,
                 Err(e) => Err(e),
             };

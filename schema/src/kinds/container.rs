@@ -37,6 +37,10 @@ pub struct ContainerSpec {
     pub restart_policy: RestartPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period_seconds: Option<u32>,
+    /// Run a small init as PID 1 that forwards signals to the command and reaps zombies (as
+    /// `docker run --init`): for workloads that install no SIGTERM handler of their own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
     /// Share the host's network namespace (admin only). Default: a container without networks
     /// gets a namespace of its own with only `lo`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

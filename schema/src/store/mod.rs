@@ -138,6 +138,9 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     /// Refuse unless the object is still at this resourceVersion.
     pub resource_version: Option<String>,
+    /// SIGTERM-to-SIGKILL grace for the object's workload (0: SIGKILL now), recorded as
+    /// `metadata.deletionGracePeriodSeconds`. A later delete may shorten it, never lengthen it.
+    pub grace_period_seconds: Option<u32>,
 }
 
 /// Result of a delete: the row is gone, or it waits for finalizers.
@@ -263,6 +266,15 @@ pub trait Store: Send + Sync + 'static {
     async fn record_event(&self, event: NewEvent) -> Result<()>;
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    /// The highest event revision ([`Event::id`]) so far; 0 with no events.
+    async fn event_revision(&self) -> Result<i64>;
+
+    /// Follows this process's event writes: the value is the revision of the last one recorded.
+    /// `None` where the backend cannot tell (a reader then re-reads on its own schedule).
+    fn event_writes(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+        None
+    }
 
     /// Leases an IPv4 address on a Network to an owner (a Container uid): the requested fixed
     /// address, or the lowest free host address that is not the gateway.

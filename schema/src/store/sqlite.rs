@@ -60,6 +60,8 @@ pub struct SqliteStore {
     readers: Pool,
     feed: Arc<Feed>,
     opts: OpenOptions,
+    /// The revision of the last event this process recorded (see `Store::event_writes`).
+    event_tx: tokio::sync::watch::Sender<i64>,
 }
 
 fn pool_err(e: impl std::fmt::Display) -> StoreError {
@@ -118,6 +120,7 @@ impl SqliteStore {
             readers,
             feed,
             opts,
+            event_tx: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -409,6 +412,24 @@ impl Store for SqliteStore {
                 Propagation::Foreground => Some(FOREGROUND_FINALIZER),
                 Propagation::Orphan => Some(ORPHAN_FINALIZER),
             };
+            let grace = dopts.grace_period_seconds.map(i64::from);
+            let shorter = grace.filter(|g| {
+                current
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .is_none_or(|have| *g < have)
+            });
+            if current.metadata.is_terminating()
+                && extra.is_none_or(|f| current.metadata.has_finalizer(f))
+            {
+                if let Some(g) = shorter {
+                    // A second delete may shorten the grace (kubectl delete --force after a
+                    // plain delete); the owning loop's next attempt uses it.
+                    current.metadata.deletion_grace_period_seconds = Some(g);
+                    commit_change(tx, o, &mut current, ChangeType::Modified)?;
+                    return Ok(Deleted::Terminating(current));
+                }
+            }
             if current.metadata.is_terminating() {
                 // Deleting again with foreground or orphan switches the propagation, as in
                 // Kubernetes (an object held Terminating by its users can still be taken
@@ -425,6 +446,7 @@ impl Store for SqliteStore {
                 return Ok(Deleted::Terminating(current));
             }
             current.metadata.deletion_timestamp = Some(now());
+            current.metadata.deletion_grace_period_seconds = grace;
             if let Some(f) = extra {
                 if !current.metadata.has_finalizer(f) {
                     current.metadata.finalizers.push(f.to_string());
@@ -489,69 +511,95 @@ impl Store for SqliteStore {
     async fn record_event(&self, ev: NewEvent) -> Result<()> {
         let conn = self.writer.get().await.map_err(pool_err)?;
         let max = self.opts.max_events;
-        conn.interact(move |c| -> Result<()> {
-            let ts = now().to_rfc3339();
-            let id: i64 = c
-                .prepare_cached(
-                    "INSERT INTO events (namespace, kind, name, uid, type, reason, message, count, first_timestamp, last_timestamp)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
-                     ON CONFLICT (uid, type, reason, message) DO UPDATE SET count = count + 1, last_timestamp = excluded.last_timestamp
-                     RETURNING id",
-                )?
-                .query_row(
-                    params![ev.object.namespace, ev.object.kind.as_str(), ev.object.name, ev.uid, ev.type_.as_str(), ev.reason, ev.message, ts],
-                    |r| r.get(0),
-                )?;
-            if id % 256 == 0 {
-                c.prepare_cached("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1")?
-                    .execute([max as i64])?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(pool_err)?
+        let id = conn
+            .interact(move |c| -> Result<i64> {
+                let ts = now().to_rfc3339();
+                // A repeat moves the row to a new, highest id: ids are the order of changes,
+                // which is what a watch of events follows.
+                let id: i64 = c
+                    .prepare_cached(
+                        "INSERT INTO events (namespace, kind, name, uid, type, reason, message, count, first_timestamp, last_timestamp)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                         ON CONFLICT (uid, type, reason, message) DO UPDATE SET count = count + 1, last_timestamp = excluded.last_timestamp,
+                             id = (SELECT max(id) FROM events) + 1
+                         RETURNING id",
+                    )?
+                    .query_row(
+                        params![ev.object.namespace, ev.object.kind.as_str(), ev.object.name, ev.uid, ev.type_.as_str(), ev.reason, ev.message, ts],
+                        |r| r.get(0),
+                    )?;
+                if id % 256 == 0 {
+                    c.prepare_cached("DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?1")?
+                        .execute([max as i64])?;
+                }
+                Ok(id)
+            })
+            .await
+            .map_err(pool_err)??;
+        self.event_tx.send_if_modified(|last| {
+            let newer = id > *last;
+            *last = (*last).max(id);
+            newer
+        });
+        Ok(())
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<Event>> {
         let q = q.clone();
         self.read(move |c| {
             let (kind, name) = match &q.object {
-                Some(k) => (Some(k.kind.as_str()), Some(k.name.clone())),
-                None => (None, None),
+                Some(k) => (Some(k.kind.as_str().to_string()), Some(k.name.clone())),
+                None => (q.kind.clone(), q.name.clone()),
             };
             let ns = q.object.as_ref().map(|k| k.namespace.clone()).or(q.namespace.clone());
-            let mut st = c.prepare_cached(
-                "SELECT namespace, kind, name, uid, type, reason, message, count, first_timestamp, last_timestamp
+            const COLS: &str = "SELECT id, namespace, kind, name, uid, type, reason, message, count, first_timestamp, last_timestamp
                  FROM events WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR name = ?3)
-                 ORDER BY last_timestamp DESC, id DESC LIMIT ?4",
-            )?;
+                 AND (?4 IS NULL OR uid = ?4) AND (?5 IS NULL OR id > ?5)";
+            let sql = if q.after.is_some() {
+                format!("{COLS} ORDER BY id ASC LIMIT ?6")
+            } else {
+                format!("{COLS} ORDER BY last_timestamp DESC, id DESC LIMIT ?6")
+            };
+            let mut st = c.prepare_cached(&sql)?;
             let limit = q.limit.unwrap_or(1000) as i64;
-            let rows = st.query_map(params![ns, kind, name, limit], |r| {
+            let rows = st.query_map(params![ns, kind, name, q.uid, q.after, limit], |r| {
                 let ts = |i: usize| -> rusqlite::Result<crate::meta::Time> {
                     let s: String = r.get(i)?;
                     chrono::DateTime::parse_from_rfc3339(&s)
                         .map(|t| t.with_timezone(&chrono::Utc))
                         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
                 };
-                let type_: String = r.get(4)?;
+                let type_: String = r.get(5)?;
                 Ok(Event {
-                    namespace: r.get(0)?,
-                    kind: r.get(1)?,
-                    name: r.get(2)?,
-                    uid: r.get(3)?,
+                    id: r.get(0)?,
+                    namespace: r.get(1)?,
+                    kind: r.get(2)?,
+                    name: r.get(3)?,
+                    uid: r.get(4)?,
                     type_: if type_ == "Warning" { EventType::Warning } else { EventType::Normal },
-                    reason: r.get(5)?,
-                    message: r.get(6)?,
-                    count: r.get::<_, i64>(7)? as u64,
-                    first_timestamp: ts(8)?,
-                    last_timestamp: ts(9)?,
+                    reason: r.get(6)?,
+                    message: r.get(7)?,
+                    count: r.get::<_, i64>(8)? as u64,
+                    first_timestamp: ts(9)?,
+                    last_timestamp: ts(10)?,
                 })
             })?;
             let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-            events.reverse();
+            if q.after.is_none() {
+                events.reverse();
+            }
             Ok(events)
         })
         .await
+    }
+
+    async fn event_revision(&self) -> Result<i64> {
+        self.read(|c| Ok(c.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?))
+            .await
+    }
+
+    fn event_writes(&self) -> Option<tokio::sync::watch::Receiver<i64>> {
+        Some(self.event_tx.subscribe())
     }
 
     async fn allocate_lease(&self, req: LeaseRequest) -> Result<Lease> {

@@ -145,6 +145,7 @@ pub(super) fn do_create(
     m.generation = 1;
     m.creation_timestamp = Some(now());
     m.deletion_timestamp = None;
+    m.deletion_grace_period_seconds = None;
     m.generate_name = None;
     obj.status = serde_json::Value::Null;
     commit_change(tx, opts, &mut obj, ChangeType::Added)?;
