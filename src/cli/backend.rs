@@ -340,6 +340,28 @@ impl Backend {
         }
     }
 
+    /// A Container's revisions (`kind: ContainerRevisionList`).
+    pub async fn revisions(&self, key: &ObjectKey) -> Result<serde_json::Value, Failure> {
+        match self {
+            Backend::Direct(s) => Ok(crate::api::rollouts::history(&**s, key).await?),
+            Backend::Daemon(c) => Ok(c.revisions(&key.namespace, &key.name).await?),
+        }
+    }
+
+    /// Writes an earlier revision's spec as a Container's spec (a new revision).
+    pub async fn rollback(
+        &self,
+        key: &ObjectKey,
+        req: &crate::api::rollouts::RollbackRequest,
+    ) -> Result<AnyObject, Failure> {
+        match self {
+            Backend::Direct(s) => Ok(crate::api::present(
+                crate::api::rollouts::rollback(&**s, key, req, "local", |_| Ok(())).await?,
+            )),
+            Backend::Daemon(c) => Ok(c.rollback(&key.namespace, &key.name, req).await?),
+        }
+    }
+
     /// Events in `namespace` (None: all), or about one object; newest last.
     pub async fn events(
         &self,

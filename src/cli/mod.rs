@@ -13,6 +13,7 @@ mod input;
 mod kubeconfig;
 mod logs;
 pub(crate) mod output;
+mod rollout;
 pub mod serve;
 mod token;
 mod top;
@@ -77,6 +78,8 @@ pub enum Command {
     Tree(tree::Args),
     /// Show what each running Container uses (CPU, memory, tasks), sorted; `-w` to follow.
     Top(top::Args),
+    /// A Container's revisions, and going back to one (`history`, `undo`).
+    Rollout(rollout::Args),
     /// Internal: what the daemon runs to serve a native container's exec.
     #[command(hide = true)]
     ExecNative(exec::NativeArgs),
@@ -124,6 +127,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(a) => wait::run(&backend().await?, a).await,
         Command::Tree(a) => tree::run(&backend().await?, a).await,
         Command::Top(a) => top::run(&backend().await?, a).await,
+        Command::Rollout(a) => rollout::run(&backend().await?, a).await,
         Command::ExecNative(a) => exec::run_native(a),
     }
 }
