@@ -128,6 +128,13 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         copy_burst: usize,
     },
+    /// Failed Rollouts: progress deadline → previous revision Ready with its data restored, on
+    /// btrfs and copy, beside the container's own stop+start. Needs root.
+    Rollback {
+        /// Rollbacks (and plain restarts) measured per backend.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 impl What {
@@ -145,6 +152,7 @@ impl What {
             What::Probes { .. } => "probes",
             What::Ports { .. } => "ports",
             What::Usage { .. } => "usage",
+            What::Rollback { .. } => "rollback",
         }
     }
 }
@@ -201,6 +209,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             rounds,
         } => crate::bench::ports::run(requests, clients, rounds).await?,
         What::Usage { containers, passes } => crate::bench::usage::run(containers, passes).await?,
+        What::Rollback { rounds } => crate::bench::rollback::run_all(rounds).await?,
         What::Sandbox {
             latency,
             burst,

@@ -464,6 +464,7 @@ impl ContainerReconciler {
         ro.ctx
             .event(&obj, EventType::Warning, "RolledBack", msg)
             .await;
+        self.prune(ro, &[r.from_revision, r.to_revision]).await?;
         let from = ro.by_number(r.from_revision).ok_or_else(|| {
             step_failed(
                 &ro.key,
