@@ -643,6 +643,30 @@ mod tests {
     }
 
     #[test]
+    fn update_strategy_errors_name_the_field() {
+        let spec = json!({"command": ["sh"], "updateStrategy": {
+            "snapshotData": true, "revisionHistoryLimit": 0, "progressDeadlineSeconds": 5}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.updateStrategy.revisionHistoryLimit",
+                "spec.updateStrategy.snapshotData",
+                "spec.updateStrategy.snapshotData",
+                "spec.updateStrategy.progressDeadlineSeconds",
+            ],
+            "{err}"
+        );
+        let spec = json!({"command": ["sh"], "rootfs": {"sandbox": "d"}, "updateStrategy": {
+            "type": "Rollout", "snapshotData": true, "progressDeadlineSeconds": 5}});
+        Kind::Container.validate_spec(&spec).unwrap();
+        let spec = json!({"command": ["sh"], "updateStrategy": {"type": "Canary"}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.updateStrategy.type", "{err}");
+    }
+
+    #[test]
     fn rootfs_needs_exactly_one() {
         let spec = json!({"command": ["sh"], "rootfs": {"sandbox": "a", "state": "b"}});
         let err = Kind::Container.validate_spec(&spec).unwrap_err();
