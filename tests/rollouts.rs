@@ -276,6 +276,35 @@ fn a_broken_revision_is_rolled_back_with_its_data_and_a_good_one_carries_the_dat
         .collect();
     assert_eq!(revs, [3, 4], "{h:#}");
     assert_eq!(snapshot_trees(&d), [format!("{uid}-3")]);
+
+    // `tend history`: from the change feed, every spec change (4 generations) and the status
+    // changes between them, oldest first.
+    let out = d.tend(&["history", "container/app", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = h["items"].as_array().unwrap();
+    assert_eq!(items[0]["type"], "ADDED", "{h:#}");
+    let spec_gens: Vec<u64> = items
+        .iter()
+        .filter(|i| i["changed"].as_array().unwrap().iter().any(|c| c == "spec"))
+        .map(|i| i["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(spec_gens, [2, 3, 4], "{h:#}");
+    assert!(
+        items
+            .iter()
+            .any(|i| i["object"]["status"]["rolledBack"]["generation"] == 2),
+        "the rollback is in the history"
+    );
+    let text = String::from_utf8(d.tend(&["history", "container/app"]).stdout).unwrap();
+    assert!(
+        text.starts_with("REVISION") && text.contains("spec"),
+        "{text}"
+    );
 }
 
 /// The daemon kills itself (SIGKILL) at one rollout step; after a restart the Container ends

@@ -101,6 +101,12 @@ impl Client {
             .map_err(|source| ClientError::Decode { path, source })
     }
 
+    /// `GET .../{plural}/{name}/history`: an `ObjectHistory`.
+    pub async fn history(&self, key: &ObjectKey) -> Result<Value, ClientError> {
+        let path = format!("{}/history", super::client::object_path(key));
+        self.call(Method::GET, &path, None, vec![]).await
+    }
+
     /// `GET .../containers/{name}/revisions`: a `ContainerRevisionList`.
     pub async fn revisions(&self, namespace: &str, name: &str) -> Result<Value, ClientError> {
         let path = container_path(namespace, name, "revisions");

@@ -16,6 +16,7 @@ mod dispatch;
 pub mod error;
 pub mod events;
 pub mod exec_frames;
+pub mod history;
 pub mod metrics;
 mod objects;
 mod openapi;
@@ -327,6 +328,10 @@ fn router(state: AppRef, trusted: bool) -> Router {
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/exec"),
             // stdin streams through: no body limit (the runtime's channel bounds what is held).
             axum::routing::post(dispatch::exec).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/history"),
+            get(history::handler),
         )
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/revisions"),

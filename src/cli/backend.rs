@@ -340,6 +340,14 @@ impl Backend {
         }
     }
 
+    /// An object's changes still in the change feed (`kind: ObjectHistory`).
+    pub async fn history(&self, key: &ObjectKey) -> Result<serde_json::Value, Failure> {
+        match self {
+            Backend::Direct(s) => Ok(crate::api::history::history(&**s, key).await?),
+            Backend::Daemon(c) => Ok(c.history(key).await?),
+        }
+    }
+
     /// A Container's revisions (`kind: ContainerRevisionList`).
     pub async fn revisions(&self, key: &ObjectKey) -> Result<serde_json::Value, Failure> {
         match self {

@@ -9,6 +9,7 @@ mod describe;
 mod diff;
 mod exec;
 mod get;
+mod history;
 mod input;
 mod kubeconfig;
 mod logs;
@@ -78,6 +79,8 @@ pub enum Command {
     Tree(tree::Args),
     /// Show what each running Container uses (CPU, memory, tasks), sorted; `-w` to follow.
     Top(top::Args),
+    /// Every spec and status change of an object still in the change feed.
+    History(history::Args),
     /// A Container's revisions, and going back to one (`history`, `undo`).
     Rollout(rollout::Args),
     /// Internal: what the daemon runs to serve a native container's exec.
@@ -128,6 +131,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tree(a) => tree::run(&backend().await?, a).await,
         Command::Top(a) => top::run(&backend().await?, a).await,
         Command::Rollout(a) => rollout::run(&backend().await?, a).await,
+        Command::History(a) => history::run(&backend().await?, a).await,
         Command::ExecNative(a) => exec::run_native(a),
     }
 }

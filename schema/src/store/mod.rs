@@ -290,6 +290,10 @@ pub trait Store: Send + Sync + 'static {
     /// Leases matching the filter, ordered by network and address.
     async fn list_leases(&self, filter: &LeaseFilter) -> Result<Vec<Lease>>;
 
+    /// Every change of one object still in the change feed, oldest first, and the revision up
+    /// to which older history was compacted away (`tend history`).
+    async fn history(&self, key: &ObjectKey) -> Result<(Vec<WatchEvent>, u64)>;
+
     /// The revisions of a Container (by uid), oldest first. Each spec generation gets one in
     /// the transaction that wrote it; they go with the object's row.
     async fn revisions(&self, uid: &str) -> Result<Vec<Revision>>;

@@ -580,6 +580,36 @@ impl Store for SqliteStore {
         self.read(move |c| leases::list(c, &f)).await
     }
 
+    async fn history(&self, key: &ObjectKey) -> Result<(Vec<WatchEvent>, u64)> {
+        let key = key.clone();
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let compacted = meta(&tx, "compacted")?;
+            let mut st = tx.prepare_cached(
+                "SELECT revision, type, body FROM changes
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3 ORDER BY revision",
+            )?;
+            let mut rows = st.query(params![key.kind.as_str(), key.namespace, key.name])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let ty: String = r.get(1)?;
+                let body: String = r.get(2)?;
+                out.push(WatchEvent {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    type_: match ty.as_str() {
+                        "ADDED" => ChangeType::Added,
+                        "DELETED" => ChangeType::Deleted,
+                        _ => ChangeType::Modified,
+                    },
+                    kind: key.kind,
+                    object: parse_body(&key.to_string(), &body)?,
+                });
+            }
+            Ok((out, compacted))
+        })
+        .await
+    }
+
     async fn revisions(&self, uid: &str) -> Result<Vec<Revision>> {
         let uid = uid.to_string();
         self.read(move |c| revisions::list(c, &uid)).await
