@@ -1,6 +1,7 @@
 //! The benches a person runs by hand still run, at a small size, and what they report holds:
 //! `tend bench probes` (no container restarted or seen not Ready across a daemon restart, no
-//! probe failed) and `tend bench ports` (every target answered, Docker's peer included). Only
+//! probe failed), `tend bench ports` (every target answered, Docker's peer included) and
+//! `tend bench rollback` (every round rolled back, on btrfs and copy). Only
 //! counts are asserted here, never a time: figures belong to docs/benchmarks.md.
 
 mod common;
@@ -107,4 +108,20 @@ fn the_usage_bench_samples_every_container_in_one_pass() {
             "sampling CPU at the default 10 s interval, 5 containers"
         ) > 0.0
     );
+}
+
+#[test]
+fn the_rollback_bench_rolls_back_every_round_on_both_backends() {
+    if !common::privileged("bench rollback") {
+        return;
+    }
+    let f = bench(&["rollback", "--rounds", "2"]);
+    for backend in ["btrfs", "copy"] {
+        let name = format!(
+            "rollback: deadline -> previous revision Ready, data restored ({backend}, 50 MB Sandbox)"
+        );
+        assert_eq!(f[&name]["n"], 2, "{name}: {f:#?}");
+        let own = format!("container's own stop+start -> Ready (Recreate, {backend})");
+        assert_eq!(f[&own]["n"], 2, "{own}: {f:#?}");
+    }
 }
