@@ -19,17 +19,25 @@ pub enum TreeClass {
     States,
     /// Writable trees of Sandboxes.
     Sandboxes,
+    /// Read-only snapshots of a Container's Sandbox taken by a rollout, named
+    /// `<container-uid>-<revision>` (the revision whose data they hold).
+    Revisions,
 }
 
 impl TreeClass {
     /// Both classes, for start-up sweeps.
-    pub const ALL: [TreeClass; 2] = [TreeClass::States, TreeClass::Sandboxes];
+    pub const ALL: [TreeClass; 3] = [
+        TreeClass::States,
+        TreeClass::Sandboxes,
+        TreeClass::Revisions,
+    ];
 
     /// The class's directory name under a snapshot backend's root.
     pub fn dir_name(self) -> &'static str {
         match self {
             TreeClass::States => "states",
             TreeClass::Sandboxes => "sandboxes",
+            TreeClass::Revisions => "revisions",
         }
     }
 
@@ -38,7 +46,22 @@ impl TreeClass {
         match self {
             TreeClass::States => Kind::State,
             TreeClass::Sandboxes => Kind::Sandbox,
+            TreeClass::Revisions => Kind::Container,
         }
+    }
+
+    /// The uid of the object that owns tree `id` of this class (a revision tree's id starts
+    /// with its Container's uid).
+    pub fn owner_uid(self, id: &str) -> &str {
+        match self {
+            TreeClass::Revisions => id.rsplit_once('-').map_or(id, |(uid, _)| uid),
+            _ => id,
+        }
+    }
+
+    /// The tree id of the data snapshot of a Container's revision.
+    pub fn revision_tree(container_uid: &str, revision: u64) -> String {
+        format!("{container_uid}-{revision}")
     }
 }
 
@@ -166,6 +189,17 @@ pub trait SnapshotDriver: Send + Sync + 'static {
     async fn inspect(&self, class: TreeClass, uid: &str) -> Result<Option<TreeInfo>, TreeError>;
     /// Sets or clears the read-only flag.
     async fn set_read_only(&self, class: TreeClass, uid: &str, ro: bool) -> Result<(), TreeError>;
+    /// Replaces the content of the writable tree `dst` with a writable copy of `src`.
+    ///
+    /// # Guarantees
+    /// Atomic: `dst` shows its old content or all of `src`'s, never a mix, even if the process
+    /// dies part-way (the copy is built under a temp name and exchanged in with one rename;
+    /// the old content goes to a temp name that `remove_stale_temps` clears).
+    async fn restore(
+        &self,
+        src: (TreeClass, &str),
+        dst: (TreeClass, &str),
+    ) -> Result<TreeInfo, TreeError>;
     /// Deletes a tree; Ok(false) when it was already gone.
     async fn delete(&self, class: TreeClass, uid: &str) -> Result<bool, TreeError>;
     /// The complete trees of a class (temp names skipped).
@@ -198,7 +232,7 @@ impl Sweeper {
     /// (never the index, which may not be primed yet).
     pub async fn sweep(&self) -> Result<Vec<(TreeClass, String)>, crate::Error> {
         let mut removed = Vec::new();
-        for class in [TreeClass::States, TreeClass::Sandboxes] {
+        for class in TreeClass::ALL {
             let trees = self.driver.list(class).await?;
             let q = ListQuery {
                 kind: Some(class.kind()),
@@ -216,10 +250,9 @@ impl Sweeper {
             let mut due = Vec::new();
             {
                 let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                seen.retain(|(c, id), _| {
-                    *c != class || (trees.contains(id) && !owned.contains(id))
-                });
-                for id in trees.iter().filter(|id| !owned.contains(*id)) {
+                let unowned = |id: &String| !owned.contains(class.owner_uid(id));
+                seen.retain(|(c, id), _| *c != class || (trees.contains(id) && unowned(id)));
+                for id in trees.iter().filter(|id| unowned(id)) {
                     let first = *seen.entry((class, id.clone())).or_insert(now);
                     if now.duration_since(first) >= self.grace {
                         due.push(id.clone());

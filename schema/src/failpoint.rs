@@ -13,6 +13,7 @@
 //! | `sleep(ms)` | waits `ms` milliseconds, then goes on (a slow call) |
 //! | `hang` | waits until the line is removed from the file (a call that never returns) |
 //! | `panic` | panics |
+//! | `kill` | the process sends itself SIGKILL (a crash at exactly this point) |
 //!
 //! With no [`init`] (the default) `check` returns at once; with one, it costs one `stat`.
 
@@ -39,6 +40,7 @@ enum Action {
     Sleep(Duration),
     Hang,
     Panic,
+    Kill,
 }
 
 /// Reads failpoints from `file` from now on (the first call wins; later calls are ignored).
@@ -67,6 +69,7 @@ fn parse(text: &str) -> Vec<(String, Action)> {
                 "sleep" => Action::Sleep(Duration::from_millis(arg.parse().ok()?)),
                 "hang" => Action::Hang,
                 "panic" => Action::Panic,
+                "kill" => Action::Kill,
                 _ => return None,
             };
             Some((name.trim().to_string(), act))
@@ -96,6 +99,10 @@ fn hit(name: &str, act: &Action) -> Result<(), Failpoint> {
             message: m.clone(),
         }),
         Action::Panic => panic!("failpoint {name}: injected panic"),
+        Action::Kill => {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

@@ -101,6 +101,31 @@ impl Client {
             .map_err(|source| ClientError::Decode { path, source })
     }
 
+    /// `GET .../{plural}/{name}/history`: an `ObjectHistory`.
+    pub async fn history(&self, key: &ObjectKey) -> Result<Value, ClientError> {
+        let path = format!("{}/history", super::client::object_path(key));
+        self.call(Method::GET, &path, None, vec![]).await
+    }
+
+    /// `GET .../containers/{name}/revisions`: a `ContainerRevisionList`.
+    pub async fn revisions(&self, namespace: &str, name: &str) -> Result<Value, ClientError> {
+        let path = container_path(namespace, name, "revisions");
+        self.call(Method::GET, &path, None, vec![]).await
+    }
+
+    /// `POST .../containers/{name}/rollback`: the Container as written.
+    pub async fn rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        req: &super::rollouts::RollbackRequest,
+    ) -> Result<AnyObject, ClientError> {
+        let path = container_path(namespace, name, "rollback");
+        let body = serde_json::to_vec(req).expect("requests serialize");
+        self.call(Method::POST, &path, Some("application/json"), body)
+            .await
+    }
+
     /// A container's output as it arrives (`follow` keeps the stream open).
     pub async fn logs(
         &self,

@@ -16,11 +16,13 @@ mod dispatch;
 pub mod error;
 pub mod events;
 pub mod exec_frames;
+pub mod history;
 mod kevents;
 pub mod metrics;
 mod objects;
 mod openapi;
 pub mod request;
+pub mod rollouts;
 mod ssa;
 mod table;
 pub mod tls;
@@ -240,8 +242,11 @@ async fn gate(
     let resp = match identity {
         Err(e) => e.into_response(),
         Ok(id) => {
+            // Every store write of this request is attributed to `id` (revisions record it).
+            let requester = tend_schema::store::Requester::who(rollouts::who(&id));
             req.extensions_mut().insert(id);
-            match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
+            let run = requester.scope(next.run(req));
+            match tokio::time::timeout(state.limits.request_timeout, run).await {
                 Ok(r) => r,
                 Err(_) => ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -325,6 +330,22 @@ fn router(state: AppRef, trusted: bool) -> Router {
             &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/exec"),
             // stdin streams through: no body limit (the runtime's channel bounds what is held).
             axum::routing::post(dispatch::exec).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/history"),
+            get(history::handler),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/revisions"),
+            get(rollouts::list_handler),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/revisions/{{n}}"),
+            get(rollouts::one_handler),
+        )
+        .route(
+            &format!("{base}/namespaces/{{ns}}/{{plural}}/{{name}}/rollback"),
+            axum::routing::post(rollouts::rollback_handler),
         )
         .route(
             &format!("{base}/{{plural}}"),

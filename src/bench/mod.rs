@@ -14,6 +14,7 @@ pub mod network;
 pub mod peers;
 pub mod ports;
 pub mod probes;
+pub mod rollback;
 pub mod runtime;
 pub mod sandbox;
 pub mod snapshots;

@@ -342,6 +342,36 @@ impl Backend {
         }
     }
 
+    /// An object's changes still in the change feed (`kind: ObjectHistory`).
+    pub async fn history(&self, key: &ObjectKey) -> Result<serde_json::Value, Failure> {
+        match self {
+            Backend::Direct(s) => Ok(crate::api::history::history(&**s, key).await?),
+            Backend::Daemon(c) => Ok(c.history(key).await?),
+        }
+    }
+
+    /// A Container's revisions (`kind: ContainerRevisionList`).
+    pub async fn revisions(&self, key: &ObjectKey) -> Result<serde_json::Value, Failure> {
+        match self {
+            Backend::Direct(s) => Ok(crate::api::rollouts::history(&**s, key).await?),
+            Backend::Daemon(c) => Ok(c.revisions(&key.namespace, &key.name).await?),
+        }
+    }
+
+    /// Writes an earlier revision's spec as a Container's spec (a new revision).
+    pub async fn rollback(
+        &self,
+        key: &ObjectKey,
+        req: &crate::api::rollouts::RollbackRequest,
+    ) -> Result<AnyObject, Failure> {
+        match self {
+            Backend::Direct(s) => Ok(crate::api::present(
+                crate::api::rollouts::rollback(&**s, key, req, "local", |_| Ok(())).await?,
+            )),
+            Backend::Daemon(c) => Ok(c.rollback(&key.namespace, &key.name, req).await?),
+        }
+    }
+
     /// Events in `namespace` (None: all), or about one object; newest last.
     pub async fn events(
         &self,

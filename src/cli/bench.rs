@@ -139,6 +139,13 @@ pub enum What {
         #[arg(long, default_value_t = 50)]
         copy_burst: usize,
     },
+    /// Failed Rollouts: progress deadline → previous revision Ready with its data restored, on
+    /// btrfs and copy, beside the container's own stop+start. Needs root.
+    Rollback {
+        /// Rollbacks (and plain restarts) measured per backend.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
 }
 
 impl What {
@@ -157,6 +164,7 @@ impl What {
             What::Ports { .. } => "ports",
             What::Usage { .. } => "usage",
             What::Cli { .. } => "cli",
+            What::Rollback { .. } => "rollback",
         }
     }
 }
@@ -214,6 +222,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             rounds,
         } => crate::bench::ports::run(requests, clients, rounds).await?,
         What::Usage { containers, passes } => crate::bench::usage::run(containers, passes).await?,
+        What::Rollback { rounds } => crate::bench::rollback::run_all(rounds).await?,
         What::Sandbox {
             latency,
             burst,

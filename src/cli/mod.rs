@@ -9,11 +9,13 @@ mod describe;
 mod diff;
 mod exec;
 mod get;
+mod history;
 mod input;
 mod kubeconfig;
 mod logs;
 pub(crate) mod output;
 pub mod ready;
+mod rollout;
 pub mod serve;
 mod token;
 mod top;
@@ -78,6 +80,10 @@ pub enum Command {
     Tree(tree::Args),
     /// Show what each running Container uses (CPU, memory, tasks), sorted; `-w` to follow.
     Top(top::Args),
+    /// Every spec and status change of an object still in the change feed.
+    History(history::Args),
+    /// A Container's revisions, and going back to one (`history`, `undo`).
+    Rollout(rollout::Args),
     /// Internal: what the daemon runs to serve a native container's exec.
     #[command(hide = true)]
     ExecNative(exec::NativeArgs),
@@ -125,6 +131,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(a) => wait::run(&backend().await?, a).await,
         Command::Tree(a) => tree::run(&backend().await?, a).await,
         Command::Top(a) => top::run(&backend().await?, a).await,
+        Command::Rollout(a) => rollout::run(&backend().await?, a).await,
+        Command::History(a) => history::run(&backend().await?, a).await,
         Command::ExecNative(a) => exec::run_native(a),
     }
 }

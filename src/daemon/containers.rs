@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tend_controllers::container::{
     Attachments, ContainerConfig, ContainerReconciler, ContainerRuntime, Runtimes,
 };
+use tend_controllers::snapshot::SnapshotDriver;
 use tend_controllers::{Context, Runtime, Trigger};
 
 use super::DaemonConfig;
@@ -35,6 +36,7 @@ pub fn register_containers(
     runtime: &mut Runtime,
     cfg: &DaemonConfig,
     attachments: Arc<dyn Attachments>,
+    snapshots: Arc<dyn SnapshotDriver>,
 ) -> anyhow::Result<Runtimes> {
     let docker = connect_docker(cfg, runtime.context())?;
     let cgroups = Arc::new(crate::cgroup::detect(Path::new("/sys/fs/cgroup"))?);
@@ -72,7 +74,8 @@ pub fn register_containers(
                     ContainerConfig::default(),
                     Some(trigger),
                 )
-                .with_probes(probes),
+                .with_probes(probes)
+                .with_snapshots(snapshots),
             )
         },
         cfg.controller.clone(),

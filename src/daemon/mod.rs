@@ -94,13 +94,13 @@ impl Daemon {
     pub async fn build(store: Arc<SqliteStore>, cfg: &DaemonConfig) -> anyhow::Result<Self> {
         let dyn_store: Arc<dyn Store> = store.clone();
         let mut runtime = Runtime::new(dyn_store.clone(), RuntimeConfig::default());
-        snapshots::register_snapshots(&mut runtime, dyn_store, cfg).await?;
+        let snapshots = snapshots::register_snapshots(&mut runtime, dyn_store, cfg).await?;
         let attacher = network::register_network(&mut runtime, cfg).await?;
         let attachments = Arc::new(tend_controllers::container::NetworkAttachments {
             attacher: attacher.clone(),
             ctx: runtime.context(),
         });
-        let runtimes = containers::register_containers(&mut runtime, cfg, attachments)?;
+        let runtimes = containers::register_containers(&mut runtime, cfg, attachments, snapshots)?;
         Ok(Self {
             runtime,
             store,

@@ -123,6 +123,11 @@ impl SnapshotDriver for Adapter {
         self.backend.snapshot(&s, &d, read_only).await.map_err(map)
     }
 
+    async fn restore(&self, src: (Class, &str), dst: (Class, &str)) -> Result<TreeInfo, TreeError> {
+        let (s, d) = (tree(src.0, src.1)?, tree(dst.0, dst.1)?);
+        self.backend.restore(&s, &d).await.map_err(map)
+    }
+
     async fn stat(&self, class: Class, uid: &str) -> Result<Option<bool>, TreeError> {
         match self.backend.is_read_only(&tree(class, uid)?).await {
             Ok(ro) => Ok(Some(ro)),

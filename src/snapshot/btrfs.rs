@@ -11,8 +11,8 @@ use btrfsutil::subvolume::{DeleteFlags, SnapshotFlags, Subvolume};
 use super::error::{Error, Result};
 use super::fsops;
 use super::{
-    ensure_absent, make_class_dirs, scan_class, sys, temp_path, SnapshotBackend, Tree, TreeClass,
-    TreeInfo,
+    ensure_absent, exchange_into_place, make_class_dirs, scan_class, sys, temp_path,
+    SnapshotBackend, Tree, TreeClass, TreeInfo,
 };
 use crate::util::blocking;
 
@@ -156,6 +156,36 @@ impl SnapshotBackend for BtrfsBackend {
         Ok(TreeInfo {
             path,
             read_only,
+            size_bytes: 0,
+        })
+    }
+
+    async fn restore(&self, src: &Tree, dst: &Tree) -> Result<TreeInfo> {
+        let (from, to) = (self.path(src), self.path(dst));
+        let tmp = temp_path(&self.root, dst);
+        let path = to.clone();
+        blocking(move || {
+            bt(
+                "snapshot",
+                &tmp,
+                subvol(&from)?.snapshot(tmp.as_path(), SnapshotFlags::empty(), None),
+            )?;
+            match exchange_into_place(&tmp, &to) {
+                Ok(true) => {
+                    delete_path(&tmp)?;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = delete_path(&tmp);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(TreeInfo {
+            path,
+            read_only: false,
             size_bytes: 0,
         })
     }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use super::error::{Error, Result};
 use super::fsops::{self, Enforcement};
 use super::{
-    ensure_absent, make_class_dirs, scan_class, temp_path, SnapshotBackend, Tree, TreeClass,
-    TreeInfo,
+    ensure_absent, exchange_into_place, make_class_dirs, scan_class, temp_path, SnapshotBackend,
+    Tree, TreeClass, TreeInfo,
 };
 use crate::util::blocking;
 
@@ -166,6 +166,38 @@ impl SnapshotBackend for CopyBackend {
             fsops::copy_tree(&from, tmp)
         })
         .await
+    }
+
+    async fn restore(&self, src: &Tree, dst: &Tree) -> Result<TreeInfo> {
+        let (from, to) = (self.path(src), self.path(dst));
+        if !from.is_dir() {
+            return Err(Error::NotFound { path: from });
+        }
+        let tmp = temp_path(&self.root, dst);
+        let path = to.clone();
+        blocking(move || {
+            std::fs::create_dir(&tmp).map_err(Error::io("mkdir", &tmp))?;
+            // The copy of a read-only (immutable) tree is writable: copy_tree carries no flags.
+            let placed =
+                fsops::copy_tree(&from, &tmp).and_then(|()| exchange_into_place(&tmp, &to));
+            match placed {
+                Ok(true) => {
+                    fsops::remove_tree(&tmp)?;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let _ = fsops::remove_tree(&tmp);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(TreeInfo {
+            path,
+            read_only: false,
+            size_bytes: 0,
+        })
     }
 
     async fn delete(&self, tree: &Tree) -> Result<bool> {

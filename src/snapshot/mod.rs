@@ -152,6 +152,18 @@ pub trait SnapshotBackend: Send + Sync {
     /// [`Error::NotFound`] when `src` is missing, [`Error::Exists`] when `dst` exists.
     async fn snapshot(&self, src: &Tree, dst: &Tree, read_only: bool) -> Result<TreeInfo>;
 
+    /// Replaces the content of the writable tree `dst` with a writable copy of `src`.
+    ///
+    /// # Guarantees
+    /// Atomic: the copy is built under a temp name and exchanged with `dst` in one
+    /// `renameat2(RENAME_EXCHANGE)`; `dst` shows its old content or all of `src`'s, never a mix.
+    /// The old content is then deleted; if the process dies first it stays under a temp name
+    /// that [`remove_stale_temps`](Self::remove_stale_temps) clears.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when `src` is missing.
+    async fn restore(&self, src: &Tree, dst: &Tree) -> Result<TreeInfo>;
+
     /// Deletes a tree; Ok(false) when it was already gone (idempotent).
     async fn delete(&self, tree: &Tree) -> Result<bool>;
 
@@ -205,6 +217,9 @@ impl SnapshotBackend for AnySnapshotter {
     }
     async fn snapshot(&self, src: &Tree, dst: &Tree, read_only: bool) -> Result<TreeInfo> {
         dispatch!(self, b => b.snapshot(src, dst, read_only).await)
+    }
+    async fn restore(&self, src: &Tree, dst: &Tree) -> Result<TreeInfo> {
+        dispatch!(self, b => b.restore(src, dst).await)
     }
     async fn delete(&self, tree: &Tree) -> Result<bool> {
         dispatch!(self, b => b.delete(tree).await)
@@ -273,6 +288,24 @@ fn temp_path(root: &Path, tree: &Tree) -> PathBuf {
     let tag: u32 = rand::random();
     root.join(tree.class().dir_name())
         .join(format!(".tmp-{}-{tag:08x}", tree.id()))
+}
+
+/// Puts the finished temp tree `tmp` in place of `dst`: one atomic exchange when `dst` exists
+/// (returns true: the old content is now at `tmp`), else a rename (returns false).
+fn exchange_into_place(tmp: &Path, dst: &Path) -> Result<bool> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    if std::fs::symlink_metadata(dst).is_err() {
+        std::fs::rename(tmp, dst).map_err(Error::io("rename", dst))?;
+        return Ok(false);
+    }
+    crate::failpoint::check("snapshot.restore.exchange").map_err(|fp| Error::Io {
+        op: "renameat2",
+        path: dst.into(),
+        source: std::io::Error::other(fp.to_string()),
+    })?;
+    renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RenameFlags::RENAME_EXCHANGE)
+        .map_err(Error::sys("renameat2(RENAME_EXCHANGE)", dst))?;
+    Ok(true)
 }
 
 /// Ids of complete trees in a class directory, and the temp entries beside them.

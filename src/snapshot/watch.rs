@@ -55,6 +55,8 @@ pub fn watch(
             match class {
                 TreeClass::States => states.uid(&name),
                 TreeClass::Sandboxes => sandboxes.uid(&name),
+                // Rollout snapshots: only the Container controller makes and removes them.
+                TreeClass::Revisions => {}
             }
         })
         .await;

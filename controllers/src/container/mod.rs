@@ -28,6 +28,7 @@ mod network;
 pub mod probe;
 mod prober;
 mod reconcile;
+mod rollout;
 mod rootfs;
 mod status;
 

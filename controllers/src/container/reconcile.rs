@@ -9,6 +9,7 @@ use super::driver::{
 use super::faults::{drv, fault_of, store_err};
 use super::probe::{Health, ProbeRunner, ProbeTarget};
 use super::prober::{Prober, RunId, Seed};
+use super::rollout::Plan;
 use super::rootfs::{self, RootfsState};
 use super::status;
 use super::ContainerError;
@@ -17,6 +18,7 @@ use crate::context::Context;
 use crate::controller::Reconciler;
 use crate::finalizer::{finalizer, Cleanup, Event};
 use crate::runtime::Trigger;
+use crate::snapshot::{SnapshotDriver, TreeClass};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,7 +64,10 @@ pub struct ContainerReconciler {
     /// uid → (pid, start time) of the workload an exit watcher waits on.
     watched: Arc<Mutex<HashMap<String, (u32, u64)>>>,
     /// The probe workers of running workloads.
-    prober: Prober,
+    pub(super) prober: Prober,
+    /// Snapshots and restores of the Container's Sandbox for rollouts (absent: `snapshotData`
+    /// rollouts fail with a clear error).
+    pub(super) snapshots: Option<Arc<dyn SnapshotDriver>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,8 +91,15 @@ impl ContainerReconciler {
             cfg,
             watched: Arc::default(),
             prober: Prober::new(None, trigger.clone()),
+            snapshots: None,
             trigger,
         }
+    }
+
+    /// Takes and restores rollout data snapshots through `driver`.
+    pub fn with_snapshots(mut self, driver: Arc<dyn SnapshotDriver>) -> Self {
+        self.snapshots = Some(driver);
+        self
     }
 
     /// Runs the declared probes through `runner`. Without one, a Container that declares
@@ -155,6 +167,7 @@ impl ContainerReconciler {
             key: &key,
             uid: c.metadata.uid.clone().unwrap_or_default(),
             generation: c.metadata.generation,
+            user_generation: c.metadata.generation,
             c: &c,
         };
         let Some(rt) = self.runtimes.serving(&c.spec).cloned() else {
@@ -169,11 +182,38 @@ impl ContainerReconciler {
             .inspect(&s.uid)
             .await
             .map_err(drv(&s.uid, rt.name(), "inspect"))?;
+        // Which revision runs, and the rollout steps due now.
+        let Plan::Run {
+            obj,
+            target,
+            wake_by,
+            reobserve,
+        } = self.plan(ctx, obj.clone(), &c, &rt, &observed).await?;
+        let observed = match reobserve {
+            // A rollout step may have stopped the workload: look again.
+            true => rt
+                .inspect(&s.uid)
+                .await
+                .map_err(drv(&s.uid, rt.name(), "inspect"))?,
+            false => observed,
+        };
+        let s = Step {
+            obj: &obj,
+            generation: target.metadata.generation,
+            user_generation: c.metadata.generation,
+            c: &target,
+            ..s
+        };
         // Decide.
-        let (facts, crash_loop) = self.facts(&s, &c, observed.clone());
+        let (facts, crash_loop) = self.facts(&s, &target, observed.clone());
         let decision = decide(observed, &facts);
         // Act.
-        self.act(&s, &rt, decision, crash_loop).await
+        let action = self.act(&s, &rt, decision, crash_loop).await?;
+        Ok(match (wake_by, action.requeue_after()) {
+            (Some(w), Some(a)) if a <= w => action,
+            (Some(w), _) => Action::requeue(w),
+            (None, _) => action,
+        })
     }
 
     /// A runtime switch leaves the old runtime's workload behind: stop and remove it. An
@@ -352,8 +392,19 @@ impl ContainerReconciler {
         r: &Running,
         seed: Seed,
     ) -> Health {
+        self.health_of(&s.uid, rt, r, &s.c.spec.probes(), seed)
+    }
+
+    pub(super) fn health_of(
+        &self,
+        uid: &str,
+        rt: &Arc<dyn ContainerRuntime>,
+        r: &Running,
+        probes: &tend_schema::kinds::container::Probes,
+        seed: Seed,
+    ) -> Health {
         let target = ProbeTarget {
-            uid: s.uid.clone(),
+            uid: uid.to_string(),
             pid: r.pid,
             runtime: rt.clone(),
         };
@@ -362,7 +413,7 @@ impl ContainerReconciler {
             pid: r.pid,
             start_time: r.start_time,
         };
-        self.prober.health(target, run, &s.c.spec.probes(), seed)
+        self.prober.health(target, run, probes, seed)
     }
 
     /// A liveness (or startup) probe failed for good: a Warning event with its output, stop the
@@ -516,13 +567,14 @@ impl ContainerReconciler {
             .remove(&uid)
             .await
             .map_err(drv(&uid, "attachments", "remove"))?;
+        self.drop_snapshots(ctx, &key, &uid).await?;
         self.prober.forget(&uid);
         lock(&self.watched).remove(&uid);
         Ok(Cleanup::Done)
     }
 }
 
-fn grace(spec: &ContainerSpec) -> Duration {
+pub(super) fn grace(spec: &ContainerSpec) -> Duration {
     Duration::from_secs(u64::from(spec.grace_period_seconds()))
 }
 
@@ -532,15 +584,22 @@ struct Step<'a> {
     obj: &'a AnyObject,
     key: &'a ObjectKey,
     uid: String,
+    /// The generation of the revision being run (the user's, unless it was rolled back).
     generation: i64,
+    /// The object's `metadata.generation`: what `status.observedGeneration` reports.
+    user_generation: i64,
     c: &'a Container,
 }
 
 impl Step<'_> {
     /// Writes `st` (when it changed) and returns `then`.
     async fn write(&self, st: &ContainerStatus, then: Action) -> Result<Action, Error> {
+        let mut st = st.clone();
+        if st.common.observed_generation != 0 {
+            st.common.observed_generation = self.user_generation;
+        }
         self.ctx
-            .write_status(self.obj, st)
+            .write_status(self.obj, &st)
             .await
             .map_err(store_err(self.key, "write status"))?;
         Ok(then)
@@ -563,6 +622,9 @@ impl Reconciler for ContainerReconciler {
 
     /// Removes the host objects of uids no Container owns (orphans of this instance).
     async fn observe(&self, ctx: &Context) -> Result<(), Error> {
+        if let Some(d) = &self.snapshots {
+            crate::snapshot::observe_class(&**d, TreeClass::Revisions).await?;
+        }
         for rt in self.runtimes() {
             let owned = match rt.list_owned().await {
                 // A runtime that is down must not hold up the others: its sweep is skipped.

@@ -87,6 +87,7 @@ impl FakeDriver {
         let dir = match class {
             TreeClass::States => "states",
             TreeClass::Sandboxes => "sandboxes",
+            TreeClass::Revisions => "revisions",
         };
         PathBuf::from(format!("/fake/{dir}/{uid}"))
     }
@@ -163,6 +164,26 @@ impl SnapshotDriver for FakeDriver {
         Ok(TreeInfo {
             path: Self::p(dst.0, dst.1),
             read_only,
+            size_bytes: 0,
+        })
+    }
+
+    async fn restore(
+        &self,
+        src: (TreeClass, &str),
+        dst: (TreeClass, &str),
+    ) -> Result<TreeInfo, TreeError> {
+        let mut g = self.lock();
+        g.calls.push(format!("restore {} -> {}", src.1, dst.1));
+        let Some(&(_, size)) = g.trees.get(&(src.0, src.1.to_string())) else {
+            return Err(TreeError::NotFound {
+                path: Self::p(src.0, src.1),
+            });
+        };
+        g.trees.insert((dst.0, dst.1.to_string()), (false, size));
+        Ok(TreeInfo {
+            path: Self::p(dst.0, dst.1),
+            read_only: false,
             size_bytes: 0,
         })
     }

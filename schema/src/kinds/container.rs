@@ -1,6 +1,7 @@
 //! Container: a workload with its rootfs, resources, networks and restart policy.
 
 pub use super::health::{Dependency, DependencyCondition, Probe, Probes};
+pub use super::rollout::{RolledBack, RolloutStatus, RolloutStep, StrategyType, UpdateStrategy};
 pub use super::security::SecurityContext;
 use crate::field::{check_dns1123_label, FieldErrors};
 use crate::meta::{CommonStatus, Time};
@@ -60,6 +61,9 @@ pub struct ContainerSpec {
     /// fields take the daemon's defaults (`tend serve --log-max-size 10Mi --log-max-files 5`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<LogOptions>,
+    /// How a spec change reaches the host: Recreate (default) or a health-gated Rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<UpdateStrategy>,
 }
 
 /// `spec.logs`: size-bounded rotation of a container's output.
@@ -220,6 +224,11 @@ impl ContainerSpec {
         self.security_context.clone().unwrap_or_default()
     }
 
+    /// The update strategy, defaults filled in when absent.
+    pub fn strategy(&self) -> UpdateStrategy {
+        self.update_strategy.clone().unwrap_or_default()
+    }
+
     /// The declared probes (none when absent).
     pub fn probes(&self) -> Probes {
         self.probes.clone().unwrap_or_default()
@@ -350,6 +359,10 @@ impl ContainerSpec {
             p.validate(&mut errs);
         }
         super::health::validate_dependencies(&self.depends_on, &mut errs);
+        if let Some(u) = &self.update_strategy {
+            let has_sandbox = self.runtime == Runtime::Native && self.rootfs.is_some();
+            u.validate(has_sandbox, &mut errs);
+        }
         if self.networks.len() > 16 {
             errs.push("spec.networks", "at most 16 networks");
         }
@@ -454,6 +467,15 @@ pub struct ContainerStatus {
     /// The crash loop so far, kept in the store so a daemon restart does not reset its backoff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_loop: Option<CrashLoopStatus>,
+    /// The revision whose spec the workload runs (`tend rollout history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// A rollout in progress (its step survives a daemon restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// The last generation rolled back, while it is still the spec's generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<RolledBack>,
     /// What the running workload uses, from the daemon's last sample. Served with every read of
     /// the object, never stored (a sample is not a change of the object; watches do not carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -622,6 +644,30 @@ mod tests {
             {"containerPort": 53, "hostPort": 5353, "protocol": "TCP", "hostIP": "127.0.0.1"},
         ]});
         Kind::Container.validate_spec(&spec).unwrap();
+    }
+
+    #[test]
+    fn update_strategy_errors_name_the_field() {
+        let spec = json!({"command": ["sh"], "updateStrategy": {
+            "snapshotData": true, "revisionHistoryLimit": 0, "progressDeadlineSeconds": 5}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.updateStrategy.revisionHistoryLimit",
+                "spec.updateStrategy.snapshotData",
+                "spec.updateStrategy.snapshotData",
+                "spec.updateStrategy.progressDeadlineSeconds",
+            ],
+            "{err}"
+        );
+        let spec = json!({"command": ["sh"], "rootfs": {"sandbox": "d"}, "updateStrategy": {
+            "type": "Rollout", "snapshotData": true, "progressDeadlineSeconds": 5}});
+        Kind::Container.validate_spec(&spec).unwrap();
+        let spec = json!({"command": ["sh"], "updateStrategy": {"type": "Canary"}});
+        let err = Kind::Container.validate_spec(&spec).unwrap_err();
+        assert_eq!(err.0[0].field, "spec.updateStrategy.type", "{err}");
     }
 
     #[test]

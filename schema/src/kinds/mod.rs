@@ -3,6 +3,7 @@
 pub mod container;
 pub mod health;
 pub mod network;
+pub mod rollout;
 pub mod sandbox;
 pub mod security;
 pub mod state;

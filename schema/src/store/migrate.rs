@@ -11,6 +11,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_leases",
         include_str!("../../migrations/0002_leases.sql"),
     ),
+    (
+        "0003_revisions",
+        include_str!("../../migrations/0003_revisions.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -8,12 +8,14 @@ mod feed;
 mod leases;
 mod migrate;
 mod pool;
+mod revisions;
 mod sqlite;
 mod txn;
 
 pub use events::{Event, EventQuery, EventType, NewEvent};
 pub use leases::{Lease, LeaseError, LeaseFilter, LeaseRequest};
 pub use migrate::SCHEMA_VERSION;
+pub use revisions::{Requester, Revision};
 pub use sqlite::{OpenOptions, SqliteStore, Synchronous};
 
 use crate::field::FieldErrors;
@@ -299,4 +301,23 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases matching the filter, ordered by network and address.
     async fn list_leases(&self, filter: &LeaseFilter) -> Result<Vec<Lease>>;
+
+    /// Every change of one object still in the change feed, oldest first, and the revision up
+    /// to which older history was compacted away (`tend history`).
+    async fn history(&self, key: &ObjectKey) -> Result<(Vec<WatchEvent>, u64)>;
+
+    /// The revisions of a Container (by uid), oldest first. Each spec generation gets one in
+    /// the transaction that wrote it; they go with the object's row.
+    async fn revisions(&self, uid: &str) -> Result<Vec<Revision>>;
+
+    /// Names (or clears) the data snapshot tree of a revision; false when it does not exist.
+    async fn set_revision_snapshot(
+        &self,
+        uid: &str,
+        revision: u64,
+        snapshot: Option<&str>,
+    ) -> Result<bool>;
+
+    /// Drops one revision (history limit); false when it did not exist.
+    async fn delete_revision(&self, uid: &str, revision: u64) -> Result<bool>;
 }

@@ -8,6 +8,7 @@ use super::feed::Feed;
 use super::leases;
 use super::migrate::migrate;
 use super::pool::{self, Pool};
+use super::revisions::{self, Requester};
 use super::txn::*;
 use super::*;
 use crate::meta::now;
@@ -136,13 +137,16 @@ impl SqliteStore {
     {
         let conn = self.writer.get().await.map_err(pool_err)?;
         let opts = self.opts.clone();
+        let requester = Requester::current();
         let out = conn
             .interact(move |c| -> Result<T> {
                 crate::failpoint::check("store.write").map_err(busy)?;
-                let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let out = f(&mut tx, &opts)?;
-                tx.commit()?;
-                Ok(out)
+                Requester::on_thread(requester, || {
+                    let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let out = f(&mut tx, &opts)?;
+                    tx.commit()?;
+                    Ok(out)
+                })
             })
             .await
             .map_err(pool_err)??;
@@ -623,11 +627,63 @@ impl Store for SqliteStore {
         let f = filter.clone();
         self.read(move |c| leases::list(c, &f)).await
     }
+
+    async fn history(&self, key: &ObjectKey) -> Result<(Vec<WatchEvent>, u64)> {
+        let key = key.clone();
+        self.read(move |c| {
+            let tx = c.transaction()?;
+            let compacted = meta(&tx, "compacted")?;
+            let mut st = tx.prepare_cached(
+                "SELECT revision, type, body FROM changes
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3 ORDER BY revision",
+            )?;
+            let mut rows = st.query(params![key.kind.as_str(), key.namespace, key.name])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let ty: String = r.get(1)?;
+                let body: String = r.get(2)?;
+                out.push(WatchEvent {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    type_: match ty.as_str() {
+                        "ADDED" => ChangeType::Added,
+                        "DELETED" => ChangeType::Deleted,
+                        _ => ChangeType::Modified,
+                    },
+                    kind: key.kind,
+                    object: parse_body(&key.to_string(), &body)?,
+                });
+            }
+            Ok((out, compacted))
+        })
+        .await
+    }
+
+    async fn revisions(&self, uid: &str) -> Result<Vec<Revision>> {
+        let uid = uid.to_string();
+        self.read(move |c| revisions::list(c, &uid)).await
+    }
+
+    async fn set_revision_snapshot(
+        &self,
+        uid: &str,
+        revision: u64,
+        snapshot: Option<&str>,
+    ) -> Result<bool> {
+        let (uid, snap) = (uid.to_string(), snapshot.map(str::to_string));
+        self.write_leases(move |c| revisions::set_snapshot(c, &uid, revision, snap.as_deref()))
+            .await
+    }
+
+    async fn delete_revision(&self, uid: &str, revision: u64) -> Result<bool> {
+        let uid = uid.to_string();
+        self.write_leases(move |c| revisions::delete(c, &uid, revision))
+            .await
+    }
 }
 
 impl SqliteStore {
-    /// Runs a lease change in one IMMEDIATE transaction on the writer. Leases are not objects:
-    /// no revision, no change row, no feed wake-up.
+    /// Runs a lease (or revision bookkeeping) change in one IMMEDIATE transaction on the
+    /// writer. Leases are not objects: no revision, no change row, no feed wake-up.
     async fn write_leases<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,

@@ -88,6 +88,13 @@ pub(super) fn commit_change(
             .execute(params![kind, ns, name, obj.metadata.uid, rev, body])?;
         }
     }
+    if obj.kind == Kind::Container.as_str() {
+        match (ty, &obj.metadata.uid) {
+            (ChangeType::Deleted, Some(uid)) => super::revisions::forget(tx, uid)?,
+            (ChangeType::Deleted, None) => {}
+            _ => super::revisions::record(tx, obj)?,
+        }
+    }
     tx.prepare_cached("INSERT INTO changes (revision, type, kind, namespace, name, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
         .execute(params![rev, ty.as_str(), kind, ns, name, body])?;
     if rev as u64 % 1024 == 0 && rev as u64 > opts.history {
