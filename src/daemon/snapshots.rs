@@ -11,6 +11,8 @@ use tend_controllers::Runtime;
 use tend_schema::store::Store;
 
 use super::DaemonConfig;
+use crate::image::auth::Credentials;
+use crate::image::ImageStore;
 use crate::snapshot::adapter::Adapter;
 use crate::snapshot::choose::choose;
 use crate::snapshot::SnapshotBackend;
@@ -34,9 +36,11 @@ pub async fn register_snapshots(
     let root = backend.root().to_path_buf();
     let adapter = Arc::new(Adapter::new(Arc::new(backend), cfg.layout.root())?);
     let driver: Arc<dyn SnapshotDriver> = adapter.clone();
+    let images = image_store(cfg)?;
     let states = runtime.register(
         Arc::new(StateReconciler {
             driver: driver.clone(),
+            images: Some(Arc::new(images)),
         }),
         cfg.controller.clone(),
     );
@@ -80,6 +84,23 @@ pub async fn register_snapshots(
         }
     });
     Ok(adapter)
+}
+
+/// The image blob store under the state dir, with the registry credentials the flags name.
+fn image_store(cfg: &DaemonConfig) -> anyhow::Result<ImageStore> {
+    let auth = cfg.registry_auth.clone().or_else(|| {
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker"))
+            })?;
+        Some(dir.join("config.json")).filter(|p| p.is_file())
+    });
+    let creds = match &auth {
+        Some(p) => Credentials::load(p).map_err(anyhow::Error::msg)?,
+        None => Credentials::default(),
+    };
+    Ok(ImageStore::new(&cfg.layout.images(), creds)?)
 }
 
 /// How often every State tree's read-only flag is looked at.
