@@ -217,6 +217,12 @@ fn wait_failed(d: &Daemon, name: &str) -> Value {
 }
 
 fn reason(v: &Value) -> (String, String) {
+    let r = reason_of(v);
+    eprintln!("Ready reason {}: {}", r.0, r.1);
+    r
+}
+
+fn reason_of(v: &Value) -> (String, String) {
     let c = v["status"]["conditions"]
         .as_array()
         .unwrap()

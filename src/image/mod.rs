@@ -33,6 +33,9 @@ pub struct ImageStore {
 impl ImageStore {
     /// A store at `root` (e.g. `<state dir>/images`) using `creds` for registries.
     pub fn new(root: &Path, creds: Credentials) -> std::io::Result<Self> {
+        // Registry TLS goes through rustls with ring, the provider tend already uses for its
+        // listener; installing it process-wide is idempotent (a second call is refused).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(ImageStore {
             blobs: BlobStore::new(root)?,
             creds: Arc::new(creds),
