@@ -519,39 +519,170 @@ fn kill_9_mid_pull_then_restart_ends_ready_with_the_right_digest_and_no_temp_lef
     assert!(temps.is_empty(), "temp trees left: {temps:?}");
 }
 
+/// Podman with a storage root of the test's own (vfs: no mounts), so the host's images are
+/// never touched.
+fn podman(root: &Path, args: &[&str]) {
+    common::registry::require("podman", "podman");
+    let out = Command::new("podman")
+        .arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
-fn an_oci_archive_of_docker_save_output_equals_the_registry_pull() {
+fn docker_save_output_and_an_oci_image_layout_tar_import_equal_to_the_registry_pull() {
     let mut reg = Registry::start(None);
     let t = tempfile::tempdir().unwrap();
     reg.build_push(&test_image_context(t.path()), "test/app:1");
     let image = format!("{}/test/app:1", reg.host());
-    let archive = t.path().join("app.tar");
-    reg.docker(&["save", "-o", archive.to_str().unwrap(), &image]);
+    let saved = t.path().join("app-docker.tar");
+    reg.docker(&["save", "-o", saved.to_str().unwrap(), &image]);
+    // An OCI image layout tar, written by podman from the same registry.
+    let layout = t.path().join("app-oci.tar");
+    let proot = t.path().join("podman");
+    podman(&proot, &["pull", "-q", "--tls-verify=false", &image]);
+    podman(
+        &proot,
+        &[
+            "save",
+            "-q",
+            "--format",
+            "oci-archive",
+            "-o",
+            layout.to_str().unwrap(),
+            &image,
+        ],
+    );
+    let mut ar = tar::Archive::new(std::fs::File::open(&layout).unwrap());
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "index.json"),
+        "not an OCI layout: {names:?}"
+    );
+
     let d = Daemon::start(&[]);
     d.apply(&format!(
-        "{}---\n{}",
+        "{}---\n{}---\n{}",
         state_yaml("pulled", &format!("{{image: \"{image}\"}}")),
+        state_yaml("saved", &format!("{{ociArchive: \"{}\"}}", saved.display())),
         state_yaml(
-            "saved",
-            &format!("{{ociArchive: \"{}\"}}", archive.display())
+            "layout",
+            &format!("{{ociArchive: \"{}\"}}", layout.display())
         )
     ));
     let a = d.wait_ready("state", "pulled", PULL);
-    let b = d.wait_ready("state", "saved", PULL);
-    assert_eq!(b["status"]["image"]["layers"], 4);
-    assert_eq!(
-        a["status"]["image"]["config"],
-        b["status"]["image"]["config"]
-    );
-    let (ta, tb) = (
-        walk(Path::new(a["status"]["path"].as_str().unwrap())),
-        walk(Path::new(b["status"]["path"].as_str().unwrap())),
-    );
+    let ta = walk(Path::new(a["status"]["path"].as_str().unwrap()));
     assert!(ta.contains_key("data/new"));
-    let d_ = diff(&ta, &tb);
+    for name in ["saved", "layout"] {
+        let b = d.wait_ready("state", name, PULL);
+        assert_eq!(b["status"]["image"]["layers"], 4, "{name}");
+        assert_eq!(
+            a["status"]["image"]["config"], b["status"]["image"]["config"],
+            "{name}"
+        );
+        let tb = walk(Path::new(b["status"]["path"].as_str().unwrap()));
+        let d_ = diff(&ta, &tb);
+        assert!(
+            d_.is_empty(),
+            "{name} import differs from the pull:\n{}",
+            d_.join("\n")
+        );
+    }
+}
+
+#[test]
+fn an_image_sharing_lower_layers_starts_from_the_stored_chain_on_btrfs() {
+    let mut reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    reg.build_push(&test_image_context(t.path()), "test/app:1");
+    let ctx2 = t.path().join("ctx2");
+    std::fs::create_dir_all(&ctx2).unwrap();
+    std::fs::write(ctx2.join("extra.txt"), "fifth layer\n").unwrap();
+    std::fs::write(
+        ctx2.join("Dockerfile"),
+        format!(
+            "FROM {}/test/app:1\nCOPY extra.txt /extra.txt\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    reg.build_push(&ctx2, "test/app:2");
+    let d = Daemon::start(&["--snapshot-backend", "btrfs"]);
+    d.apply(&state_yaml(
+        "one",
+        &format!("{{image: \"{}/test/app:1\"}}", reg.host()),
+    ));
+    let a = d.wait_ready("state", "one", PULL);
+    d.apply(&state_yaml(
+        "two",
+        &format!("{{image: \"{}/test/app:2\"}}", reg.host()),
+    ));
+    let b = d.wait_ready("state", "two", PULL);
+    assert_eq!(
+        (
+            a["status"]["backend"].as_str(),
+            b["status"]["image"]["layers"].as_u64()
+        ),
+        (Some("btrfs"), Some(5))
+    );
+    let (pa, pb) = (
+        PathBuf::from(a["status"]["path"].as_str().unwrap()),
+        PathBuf::from(b["status"]["path"].as_str().unwrap()),
+    );
+    let chains_dir = pa.parent().unwrap().parent().unwrap().join("layers");
+    let chains: Vec<PathBuf> = std::fs::read_dir(&chains_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    // 4 chains for the first image, 1 more for the second: the shared 4 are stored once.
+    assert_eq!(chains.len(), 5, "{chains:?}");
+    let info = |p: &Path| {
+        btrfsutil::subvolume::Subvolume::get(p)
+            .unwrap()
+            .info()
+            .unwrap()
+    };
+    let parent = info(&pb)
+        .parent_uuid
+        .expect("the second tree is a snapshot");
+    let base = chains
+        .iter()
+        .find(|c| info(c).uuid == parent)
+        .expect("its parent is a stored chain");
+    // That chain holds the whole first image (and is itself read-only): what two started from.
+    assert!(btrfsutil::subvolume::Subvolume::get(base.as_path())
+        .unwrap()
+        .is_ro()
+        .unwrap());
+    let d_ = diff(&walk(&pa), &walk(base));
     assert!(
         d_.is_empty(),
-        "docker save import differs from the pull:\n{}",
+        "the chain two started from is not image one:\n{}",
+        d_.join("\n")
+    );
+    let (ta, tb) = (walk(&pa), walk(&pb));
+    assert!(tb.contains_key("extra.txt") && !ta.contains_key("extra.txt"));
+    let mut tb_minus = tb.clone();
+    tb_minus.remove("extra.txt");
+    let d_ = diff(&ta, &tb_minus);
+    assert!(
+        d_.is_empty(),
+        "two is one plus extra.txt:\n{}",
         d_.join("\n")
     );
 }
