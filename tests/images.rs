@@ -686,3 +686,36 @@ fn an_image_sharing_lower_layers_starts_from_the_stored_chain_on_btrfs() {
         d_.join("\n")
     );
 }
+
+#[test]
+fn pull_policy_always_follows_a_moved_tag_at_resync() {
+    let mut reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    let first = reg.build_push(&test_image_context(t.path()), "test/app:1");
+    let d = Daemon::start(&["--resync-seconds", "2"]);
+    d.apply(&format!(
+        "{}  pullPolicy: Always\n",
+        state_yaml("app", &format!("{{image: \"{}/test/app:1\"}}", reg.host()))
+    ));
+    let v = d.wait_ready("state", "app", PULL);
+    assert_eq!(v["status"]["image"]["digest"], first.as_str());
+    let path = PathBuf::from(v["status"]["path"].as_str().unwrap());
+    assert!(!path.join("moved.txt").exists());
+    // The tag moves to a new image.
+    let ctx2 = t.path().join("ctx2");
+    std::fs::create_dir_all(&ctx2).unwrap();
+    std::fs::write(ctx2.join("moved.txt"), "new content\n").unwrap();
+    std::fs::write(
+        ctx2.join("Dockerfile"),
+        format!("FROM {}/test/app:1\nCOPY moved.txt /moved.txt\n", reg.host()),
+    )
+    .unwrap();
+    let second = reg.build_push(&ctx2, "test/app:1");
+    assert_ne!(first, second);
+    let v = d.wait("state", "app", "the new digest", |v| {
+        v["status"]["image"]["digest"] == second.as_str() && condition(v, "Ready") == "True"
+    });
+    let path = PathBuf::from(v["status"]["path"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(path.join("moved.txt")).unwrap(), "new content\n");
+    assert_eq!(v["status"]["image"]["layers"], 5);
+}
