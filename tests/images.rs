@@ -321,7 +321,7 @@ fn a_container_from_the_image_state_runs_its_entrypoint_with_image_env_user_and_
     let d = Daemon::start(&[]);
     let image = format!("{}/test/app:1", reg.host());
     d.apply(&format!(
-        "{}---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: web}}\nspec:\n  rootfs: {{state: app}}\n  args: [from-spec]\n  env: [{{name: MODE, value: spec}}]\n---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: plain}}\nspec:\n  rootfs: {{state: app}}\n",
+        "{}---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: web}}\nspec:\n  rootfs: {{state: app}}\n  args: [from-spec]\n  env: [{{name: MODE, value: spec}}]\n---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: plain}}\nspec:\n  rootfs: {{state: app}}\n---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: indocker}}\nspec:\n  runtime: docker\n  image: {{state: app}}\n",
         state_yaml("app", &format!("{{image: \"{image}\"}}"))
     ));
     d.wait_ready("state", "app", PULL);
@@ -707,7 +707,10 @@ fn pull_policy_always_follows_a_moved_tag_at_resync() {
     std::fs::write(ctx2.join("moved.txt"), "new content\n").unwrap();
     std::fs::write(
         ctx2.join("Dockerfile"),
-        format!("FROM {}/test/app:1\nCOPY moved.txt /moved.txt\n", reg.host()),
+        format!(
+            "FROM {}/test/app:1\nCOPY moved.txt /moved.txt\n",
+            reg.host()
+        ),
     )
     .unwrap();
     let second = reg.build_push(&ctx2, "test/app:1");
@@ -716,6 +719,9 @@ fn pull_policy_always_follows_a_moved_tag_at_resync() {
         v["status"]["image"]["digest"] == second.as_str() && condition(v, "Ready") == "True"
     });
     let path = PathBuf::from(v["status"]["path"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(path.join("moved.txt")).unwrap(), "new content\n");
+    assert_eq!(
+        std::fs::read_to_string(path.join("moved.txt")).unwrap(),
+        "new content\n"
+    );
     assert_eq!(v["status"]["image"]["layers"], 5);
 }

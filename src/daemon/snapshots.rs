@@ -88,19 +88,27 @@ pub async fn register_snapshots(
 
 /// The image blob store under the state dir, with the registry credentials the flags name.
 fn image_store(cfg: &DaemonConfig) -> anyhow::Result<ImageStore> {
-    let auth = cfg.registry_auth.clone().or_else(|| {
-        let dir = std::env::var_os("DOCKER_CONFIG")
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker"))
-            })?;
-        Some(dir.join("config.json")).filter(|p| p.is_file())
-    });
-    let creds = match &auth {
+    let creds = match &cfg.registry_auth {
+        // Named on the command line: a file that does not parse stops the start.
         Some(p) => Credentials::load(p).map_err(anyhow::Error::msg)?,
-        None => Credentials::default(),
+        None => default_credentials(),
     };
     Ok(ImageStore::new(&cfg.layout.images(), creds)?)
+}
+
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` when present; one that does not
+/// parse is logged and ignored (the user did not name it).
+fn default_credentials() -> Credentials {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")));
+    let Some(file) = dir.map(|d| d.join("config.json")).filter(|p| p.is_file()) else {
+        return Credentials::default();
+    };
+    Credentials::load(&file).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "registry credentials ignored");
+        Credentials::default()
+    })
 }
 
 /// How often every State tree's read-only flag is looked at.

@@ -54,11 +54,12 @@ pub(crate) async fn resolve(ctx: &Context, c: &Container) -> Result<RootfsState,
     }
 }
 
-/// The image config of the Container's rootfs State, when that State came from an image.
+/// The image config of the Container's rootfs State, when that State came from an image, and
+/// the State's tree.
 pub(crate) async fn image_config(
     ctx: &Context,
     c: &Container,
-) -> Result<Option<ImageConfig>, Error> {
+) -> Result<Option<(ImageConfig, Option<PathBuf>)>, Error> {
     let from_rootfs = c.spec.rootfs.as_ref().and_then(|r| r.state.as_ref());
     let from_image = match &c.spec.image {
         Some(ImageRef::State { state }) => Some(state),
@@ -74,24 +75,29 @@ pub(crate) async fn image_config(
     let st = obj
         .typed::<StateSpec, StateStatus>()
         .map_err(|source| ContainerError::Decode { key, source })?;
-    Ok(st.status.image.map(|i| i.config))
+    Ok(st
+        .status
+        .image
+        .map(|i| (i.config, st.status.path.map(PathBuf::from))))
 }
 
 /// The spec the workload runs with: the image's defaults under the Container's own spec
 /// ([`crate::image::container_defaults`]); the image's `/etc/passwd` and `/etc/group` are read
-/// from `rootfs` only when the image names its user.
+/// (from `rootfs`, else the State's own tree) only when the image names its user.
 pub(crate) async fn effective_spec(
     ctx: &Context,
     c: &Container,
     rootfs: Option<&std::path::Path>,
 ) -> Result<Result<ContainerSpec, DefaultsError>, Error> {
-    let cfg = image_config(ctx, c).await?;
-    if cfg.is_none() && c.spec.runtime == Runtime::Docker {
+    let found = image_config(ctx, c).await?;
+    if found.is_none() && c.spec.runtime == Runtime::Docker {
         // A Docker image keeps its own defaults; dockerd applies them.
         return Ok(Ok(c.spec.clone()));
     }
+    let (cfg, tree) = found.map_or((None, None), |(c, t)| (Some(c), t));
+    let root = rootfs.map(std::path::Path::to_path_buf).or(tree);
     let (mut passwd, mut group) = (String::new(), String::new());
-    if let (Some(root), Some(_)) = (rootfs, cfg.as_ref().and_then(|i| i.user.as_ref())) {
+    if let (Some(root), Some(_)) = (root, cfg.as_ref().and_then(|i| i.user.as_ref())) {
         passwd = tokio::fs::read_to_string(root.join("etc/passwd"))
             .await
             .unwrap_or_default();
