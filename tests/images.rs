@@ -324,7 +324,10 @@ fn a_container_from_the_image_state_runs_its_entrypoint_with_image_env_user_and_
         "{}---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: web}}\nspec:\n  rootfs: {{state: app}}\n  args: [from-spec]\n  env: [{{name: MODE, value: spec}}]\n---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: plain}}\nspec:\n  rootfs: {{state: app}}\n---\napiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: indocker}}\nspec:\n  runtime: docker\n  image: {{state: app}}\n",
         state_yaml("app", &format!("{{image: \"{image}\"}}"))
     ));
-    d.wait_ready("state", "app", PULL);
+    let uid = d.wait_ready("state", "app", PULL)["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
     for (name, want) in [
         (
             "web",
@@ -332,6 +335,11 @@ fn a_container_from_the_image_state_runs_its_entrypoint_with_image_env_user_and_
         ),
         (
             "plain",
+            "uid=1234 gid=1234 greeting=hello-from-image mode=image pwd=/srv args=default-arg",
+        ),
+        // The docker runtime gets the same defaults (Docker sees an imported tree, no config).
+        (
+            "indocker",
             "uid=1234 gid=1234 greeting=hello-from-image mode=image pwd=/srv args=default-arg",
         ),
     ] {
@@ -353,6 +361,10 @@ fn a_container_from_the_image_state_runs_its_entrypoint_with_image_env_user_and_
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // The docker runtime imported the State as an image and keeps it: remove it after its user.
+    drop(d);
+    let image = format!("tend-state/{uid}:g1");
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
 }
 
 #[test]

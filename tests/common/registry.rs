@@ -14,7 +14,7 @@ pub struct Registry {
     child: Child,
     /// `docker --config` dir for this registry's logins.
     pub docker_config: PathBuf,
-    /// Local Docker tags made for this registry, removed on drop.
+    /// Local Docker tags and image ids made for this registry, removed on drop.
     tags: Vec<String>,
 }
 
@@ -144,7 +144,8 @@ impl Registry {
             .args(["build", "-q", "-t", &tag])
             .arg(context)
             .env("DOCKER_BUILDKIT", "0");
-        run(&mut c);
+        // The id too: a tag pushed again leaves the first image untagged.
+        self.tags.push(run(&mut c).trim().to_string());
         let out = self.docker(&["push", &tag]);
         out.split_whitespace()
             .skip_while(|w| *w != "digest:")
