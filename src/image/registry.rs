@@ -18,6 +18,15 @@ use super::blobs::BlobStore;
 /// How many layer blobs download at once.
 const PARALLEL_LAYERS: usize = 4;
 
+/// A temp file removed when dropped (a no-op once it was renamed into the store).
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A registry client for one pull.
 pub struct Puller<'a> {
     pub blobs: &'a BlobStore,
@@ -126,6 +135,9 @@ impl Puller<'_> {
             return Ok(());
         }
         let (tmp, file) = self.blobs.temp(&d.digest).await?;
+        // Removed however this ends: an error, or this download dropped because another
+        // blob of the same pull failed.
+        let _guard = TempFile(tmp.clone());
         let r = client.pull_blob(r, d, file).await;
         match r {
             Ok(()) => {

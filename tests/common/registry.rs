@@ -177,9 +177,15 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Tags by force, ids without: an id another test still tags (the same build) stays.
         for t in &self.tags {
+            let force = if t.starts_with("sha256:") {
+                "--no-prune=false"
+            } else {
+                "-f"
+            };
             let _ = Command::new("docker")
-                .args(["rmi", "-f", t])
+                .args(["rmi", force, t])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
