@@ -7,9 +7,10 @@ if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 
 # podman, crun and runc are the peers `tend bench container` measures beside tend;
 # qemu-system-x86, cpio and binutils (strip) are for the cgroup v2 VM suite (deploy/vm-test.sh);
-# systemd gives systemd-analyze, which checks deploy/tend.service.
+# systemd gives systemd-analyze, which checks deploy/tend.service; docker-registry (the CNCF
+# distribution registry) and apache2-utils (htpasswd) are the real registry the image tests pull from.
 packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3
-  nftables podman crun runc qemu-system-x86 cpio binutils systemd)
+  nftables podman crun runc qemu-system-x86 cpio binutils systemd docker-registry apache2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +19,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup-host: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The image tests start their own registry per test on a free loopback port; the package's
+# service (port 5000) is not wanted.
+if command -v systemctl >/dev/null && systemctl is-enabled docker-registry >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 
 # btrfs and loop devices for the embedded snapshot backend.

@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod daemon;
 pub mod docker;
+pub mod image;
 /// Failpoints for fault-injection tests (defined in `tend-schema` so the store can use them).
 pub use tend_schema::failpoint;
 pub mod net;

@@ -124,6 +124,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
         probe_timings: None,
         usage_interval: Duration::from_secs(10),
         log: Default::default(),
+        registry_auth: None,
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

@@ -104,6 +104,7 @@ impl Env {
             probe_timings: None,
             usage_interval: Duration::from_secs(10),
             log: Default::default(),
+            registry_auth: None,
         };
         let d = Daemon::build(self.store.clone(), &cfg).await.unwrap();
         let mut ready = d.runtime.ready();

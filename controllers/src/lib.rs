@@ -11,6 +11,7 @@ pub mod context;
 pub mod controller;
 pub mod finalizer;
 pub mod gc;
+pub mod image;
 pub mod index;
 pub mod informer;
 pub mod metrics;

@@ -72,6 +72,9 @@ pub enum ImportSource {
     Directory(PathBuf),
     /// A `.tar` or `.tar.gz` file.
     Tarball(PathBuf),
+    /// Image layer blobs (tar, gzip or zstd), bottom first, verified and owned by tend: applied
+    /// in order with OCI whiteouts.
+    Layers(Vec<PathBuf>),
 }
 
 /// What the driver reports about one tree.
@@ -121,6 +124,14 @@ pub enum TreeError {
     Exists {
         /// The tree path.
         path: PathBuf,
+    },
+    /// An image layer that cannot be applied safely (an entry leaving the tree, ...).
+    #[error("bad layer {path}: {reason}")]
+    BadLayer {
+        /// The layer blob.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// Anything else (I/O, ioctl, btrfs), with the driver's message.
     #[error("{0}")]

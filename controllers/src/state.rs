@@ -5,11 +5,13 @@ use crate::action::{Action, Error};
 use crate::context::Context;
 use crate::controller::Reconciler;
 use crate::finalizer::{self, finalizer, Cleanup, Event};
+use crate::image::{FetchedImage, ImageError, ImageFetcher};
 use crate::snapshot::{ImportSource, ReconcileError, SnapshotDriver, TreeClass, TreeError};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tend_schema::kinds::state::{ImageStatus, PullPolicy};
 use tend_schema::kinds::{SandboxSpec, SandboxStatus, StateSpec, StateStatus};
 use tend_schema::store::EventType;
 use tend_schema::{AnyObject, ConditionStatus, Kind, Object, ObjectKey};
@@ -26,6 +28,8 @@ type State = Object<StateSpec, StateStatus>;
 pub struct StateReconciler {
     /// The snapshot backend.
     pub driver: Arc<dyn SnapshotDriver>,
+    /// Registries and image archives; `None`: image sources fail with `ImagePullFailed`.
+    pub images: Option<Arc<dyn ImageFetcher>>,
 }
 
 /// What the tree-making step ended with.
@@ -45,6 +49,10 @@ impl Reconciler for StateReconciler {
     }
 
     async fn observe(&self, _ctx: &Context) -> Result<(), Error> {
+        if let Some(images) = &self.images {
+            let n = images.remove_stale_temps().await?;
+            tracing::info!(removed = n, "half-downloaded image blobs removed");
+        }
         crate::snapshot::observe_class(&*self.driver, TreeClass::States).await
     }
 
@@ -74,6 +82,23 @@ impl StateReconciler {
             .await
             .map_err(ReconcileError::tree(key, "stat"))?
         {
+            // Made, but the daemon stopped before writing what it unpacked: fetch again (the
+            // blobs are on disk, so only the manifest is asked for).
+            Some(true) if st.spec.is_image() && status.image.is_none() => {
+                match self.fetch(&st.spec).await {
+                    Ok(img) => {
+                        status.image = Some(image_status(&st.spec, &img));
+                        Made::Ready(ready_reason(&st.spec))
+                    }
+                    Err(e) => Made::Failed(e.reason(), e.to_string(), true),
+                }
+            }
+            Some(true)
+                if st.spec.pull_policy == Some(PullPolicy::Always)
+                    && st.spec.source.image.is_some() =>
+            {
+                self.repull(ctx, key, &obj, &st, &uid, &mut status).await?
+            }
             Some(true) => Made::Ready(ready_reason(&st.spec)),
             Some(false) => {
                 d.set_read_only(TreeClass::States, &uid, true)
@@ -89,7 +114,7 @@ impl StateReconciler {
                 .await;
                 Made::Ready(ready_reason(&st.spec))
             }
-            None => self.make(ctx, key, &obj, &st, &uid).await?,
+            None => self.make(ctx, key, &obj, &st, &uid, &mut status).await?,
         };
         let action = match made {
             Made::Ready(reason) => {
@@ -143,11 +168,24 @@ impl StateReconciler {
         obj: &AnyObject,
         st: &State,
         uid: &str,
+        status: &mut StateStatus,
     ) -> Result<Made, Error> {
         let lost = st.status.path.is_some();
         let src = &st.spec.source;
         let d = &self.driver;
-        let result = if let Some(p) = src.directory.as_ref().or(src.tarball.as_ref()) {
+        let result = if st.spec.is_image() {
+            let img = match self.fetch(&st.spec).await {
+                Ok(img) => img,
+                Err(e) => return Ok(Made::Failed(e.reason(), e.to_string(), true)),
+            };
+            let r = d
+                .import(uid, &ImportSource::Layers(img.layers.clone()))
+                .await;
+            if r.is_ok() {
+                status.image = Some(image_status(&st.spec, &img));
+            }
+            r
+        } else if let Some(p) = src.directory.as_ref().or(src.tarball.as_ref()) {
             let path = PathBuf::from(p);
             let source = if src.directory.is_some() {
                 ImportSource::Directory(path)
@@ -251,6 +289,9 @@ impl StateReconciler {
             Err(e @ TreeError::BadTarball { .. }) => {
                 Ok(Made::Failed("BadTarball", e.to_string(), true))
             }
+            Err(e @ TreeError::BadLayer { .. }) => {
+                Ok(Made::Failed("BadLayer", e.to_string(), true))
+            }
             // I/O (a full disk), ioctl or backend errors: said in the status and an event, and
             // retried with backoff; the retry makes a fresh temp tree.
             Err(e) => Ok(Made::Failed(
@@ -296,10 +337,103 @@ impl StateReconciler {
     }
 }
 
+impl StateReconciler {
+    /// `pullPolicy: Always` (every reconcile, so at least every resync): asks the registry which
+    /// digest the reference names now; a new one replaces the tree's content with the new image
+    /// (pulled and verified first; the old tree goes only then). A registry that cannot be asked
+    /// keeps the content as it is, with a Warning event.
+    async fn repull(
+        &self,
+        ctx: &Context,
+        key: &ObjectKey,
+        obj: &AnyObject,
+        st: &State,
+        uid: &str,
+        status: &mut StateStatus,
+    ) -> Result<Made, Error> {
+        let ready = Made::Ready(ready_reason(&st.spec));
+        let (Some(images), Some(r)) = (&self.images, st.spec.source.image.as_deref()) else {
+            return Ok(ready);
+        };
+        let cur = status
+            .image
+            .as_ref()
+            .map(|i| i.digest.clone())
+            .unwrap_or_default();
+        let img = match images.resolve(r).await {
+            Ok(now) if now == cur => return Ok(ready),
+            Ok(_) => images.pull(r).await,
+            Err(e) => Err(e),
+        };
+        let img = match img {
+            Ok(img) => img,
+            Err(e) => {
+                let msg = format!("pullPolicy Always: {e}; keeping {cur}");
+                ctx.event(obj, EventType::Warning, e.reason(), msg).await;
+                return Ok(ready);
+            }
+        };
+        self.driver
+            .delete(TreeClass::States, uid)
+            .await
+            .map_err(ReconcileError::tree(key, "delete"))?;
+        if let Err(e) = self
+            .driver
+            .import(uid, &ImportSource::Layers(img.layers.clone()))
+            .await
+        {
+            return Ok(Made::Failed(
+                "CreateFailed",
+                format!("create tree: {e}"),
+                true,
+            ));
+        }
+        status.image = Some(image_status(&st.spec, &img));
+        status.size_bytes = None;
+        let msg = format!(
+            "{r} now names {} (was {cur}); the tree holds it",
+            img.digest
+        );
+        ctx.event(obj, EventType::Normal, "NewImage", msg).await;
+        Ok(ready)
+    }
+
+    /// Pulls the image or loads the archive `spec` names into verified local blobs.
+    async fn fetch(&self, spec: &StateSpec) -> Result<FetchedImage, ImageError> {
+        let Some(images) = &self.images else {
+            return Err(ImageError::PullFailed(
+                "this daemon has no image support configured".into(),
+            ));
+        };
+        match (&spec.source.image, &spec.source.oci_archive) {
+            (Some(r), _) => images.pull(r).await,
+            (None, Some(p)) => images.load_archive(std::path::Path::new(p)).await,
+            (None, None) => Err(ImageError::Other("not an image source".into())),
+        }
+    }
+}
+
+/// `status.image` for an image fetched for `spec`.
+fn image_status(spec: &StateSpec, img: &FetchedImage) -> ImageStatus {
+    let s = &spec.source;
+    ImageStatus {
+        reference: s
+            .image
+            .clone()
+            .or(s.oci_archive.clone())
+            .unwrap_or_default(),
+        digest: img.digest.clone(),
+        layers: img.layers.len() as u32,
+        config: img.config.clone(),
+    }
+}
+
 /// The Ready reason for a State made from `spec`'s source.
 fn ready_reason(spec: &StateSpec) -> &'static str {
     let s = &spec.source;
-    if s.state.is_some() {
+    if spec.is_image() {
+        "Pulled"
+    } else if s.state.is_some() {
         "Snapshotted"
     } else if s.sandbox.is_some() {
         "Frozen"

@@ -102,7 +102,11 @@ impl Policy {
 
     fn state(&self, spec: &StateSpec) -> Result<(), Forbidden> {
         let s = &spec.source;
-        for (field, path) in [("directory", &s.directory), ("tarball", &s.tarball)] {
+        for (field, path) in [
+            ("directory", &s.directory),
+            ("tarball", &s.tarball),
+            ("ociArchive", &s.oci_archive),
+        ] {
             if let Some(p) = path {
                 let field = format!("spec.source.{field}");
                 if !self.allows_source(Path::new(p)) {
@@ -257,5 +261,7 @@ mod tests {
             .unwrap();
         let tar = obj("State", json!({"source": {"tarball": "/etc/x.tar"}}));
         assert_eq!(refused(&p, &tar), "spec.source.tarball");
+        let arc = obj("State", json!({"source": {"ociArchive": "/etc/x.tar"}}));
+        assert_eq!(refused(&p, &arc), "spec.source.ociArchive");
     }
 }

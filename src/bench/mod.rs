@@ -9,6 +9,7 @@ pub mod container;
 pub mod daemon;
 pub mod docker;
 pub mod drift;
+pub mod image;
 pub mod netlink;
 pub mod network;
 pub mod peers;

@@ -127,6 +127,14 @@ pub enum What {
         #[arg(long, default_value_t = 30)]
         kubectl: usize,
     },
+    /// Images: pull+unpack of a ~50 MB 5-layer image from a local registry by tend, docker pull
+    /// and podman pull (cold, p50), a second image sharing 4 layers (time, bytes added),
+    /// Container apply→Running from an image State. Needs root, dockerd, docker-registry.
+    Image {
+        /// Cold pulls per puller.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Sandboxes from a 50 MB State: apply→Ready latency and a burst's throughput, per backend.
     Sandbox {
         /// Sandboxes applied one after another for the latency figures.
@@ -165,6 +173,7 @@ impl What {
             What::Usage { .. } => "usage",
             What::Cli { .. } => "cli",
             What::Rollback { .. } => "rollback",
+            What::Image { .. } => "image",
         }
     }
 }
@@ -206,6 +215,7 @@ pub async fn run(_dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
             repairs,
         } => crate::bench::docker::run(single, burst, repairs).await?,
         What::Api(a) => crate::bench::api::run(a).await?,
+        What::Image { rounds } => crate::bench::image::run(rounds).await?,
         What::Container {
             single,
             bulk,

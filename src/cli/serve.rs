@@ -41,6 +41,10 @@ pub struct Args {
     /// directory; repeatable, none by default. Admin credentials are not limited.
     #[arg(long = "allow-source-dir", value_name = "DIR")]
     pub allow_source_dirs: Vec<PathBuf>,
+    /// Registry credentials for image States: a docker `config.json` (as `docker login`
+    /// writes it). Default: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` if present.
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
     /// Fault injection for tests: read failpoints from `<state-dir>/failpoints` (or the file
     /// `TEND_FAILPOINTS` names, which turns them on too). Off by default: a daemon without it
     /// never looks for the file.
@@ -92,6 +96,7 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         btrfs_root: args.btrfs_root,
         orphan_grace: Duration::from_secs(args.orphan_grace_seconds),
     };
+    cfg.registry_auth = args.registry_auth;
     serve(
         store,
         cfg,

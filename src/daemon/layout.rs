@@ -68,6 +68,11 @@ impl Layout {
     pub fn containers(&self) -> PathBuf {
         self.root.join("containers")
     }
+
+    /// The image blob store (`blobs/sha256/<hex>`, `tmp/`).
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub struct DaemonConfig {
     pub usage_interval: std::time::Duration,
     /// Log rotation of native containers without `spec.logs` (`--log-max-size/--log-max-files`).
     pub log: crate::shim::LogLimits,
+    /// A docker `config.json` with registry credentials; `None`: `$DOCKER_CONFIG/config.json`
+    /// or `~/.docker/config.json` when present.
+    pub registry_auth: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -56,6 +59,7 @@ impl DaemonConfig {
             probe_timings: None,
             usage_interval: crate::runtime_native::usage::DEFAULT_INTERVAL,
             log: Default::default(),
+            registry_auth: None,
         })
     }
 }

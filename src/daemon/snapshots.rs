@@ -11,6 +11,8 @@ use tend_controllers::Runtime;
 use tend_schema::store::Store;
 
 use super::DaemonConfig;
+use crate::image::auth::Credentials;
+use crate::image::ImageStore;
 use crate::snapshot::adapter::Adapter;
 use crate::snapshot::choose::choose;
 use crate::snapshot::SnapshotBackend;
@@ -34,9 +36,11 @@ pub async fn register_snapshots(
     let root = backend.root().to_path_buf();
     let adapter = Arc::new(Adapter::new(Arc::new(backend), cfg.layout.root())?);
     let driver: Arc<dyn SnapshotDriver> = adapter.clone();
+    let images = image_store(cfg)?;
     let states = runtime.register(
         Arc::new(StateReconciler {
             driver: driver.clone(),
+            images: Some(Arc::new(images)),
         }),
         cfg.controller.clone(),
     );
@@ -80,6 +84,31 @@ pub async fn register_snapshots(
         }
     });
     Ok(adapter)
+}
+
+/// The image blob store under the state dir, with the registry credentials the flags name.
+fn image_store(cfg: &DaemonConfig) -> anyhow::Result<ImageStore> {
+    let creds = match &cfg.registry_auth {
+        // Named on the command line: a file that does not parse stops the start.
+        Some(p) => Credentials::load(p).map_err(anyhow::Error::msg)?,
+        None => default_credentials(),
+    };
+    Ok(ImageStore::new(&cfg.layout.images(), creds)?)
+}
+
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` when present; one that does not
+/// parse is logged and ignored (the user did not name it).
+fn default_credentials() -> Credentials {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")));
+    let Some(file) = dir.map(|d| d.join("config.json")).filter(|p| p.is_file()) else {
+        return Credentials::default();
+    };
+    Credentials::load(&file).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "registry credentials ignored");
+        Credentials::default()
+    })
 }
 
 /// How often every State tree's read-only flag is looked at.

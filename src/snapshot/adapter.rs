@@ -75,6 +75,7 @@ fn map(e: Error) -> TreeError {
         Error::BadSource { path, .. } if !path.exists() => TreeError::SourceNotFound { path },
         Error::BadSource { path, reason } => TreeError::BadSource { path, reason },
         Error::BadTarball { path, reason } => TreeError::BadTarball { path, reason },
+        Error::BadLayer { path, reason } => TreeError::BadLayer { path, reason },
         Error::NotFound { path } => TreeError::NotFound { path },
         Error::Exists { path } => TreeError::Exists { path },
         e => TreeError::Other(e.to_string()),
@@ -102,6 +103,14 @@ impl SnapshotDriver for Adapter {
         let (p, dir) = match source {
             ImportSource::Directory(p) => (p.clone(), true),
             ImportSource::Tarball(p) => (p.clone(), false),
+            // tend's own verified blobs (inside the state dir by design): no source check.
+            ImportSource::Layers(ls) => {
+                return self
+                    .backend
+                    .import_layers(&t, ls.clone())
+                    .await
+                    .map_err(map)
+            }
         };
         let this = self.clone();
         let src = blocking(move || this.check_source(&p, dir)).await?;

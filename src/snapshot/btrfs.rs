@@ -11,7 +11,7 @@ use btrfsutil::subvolume::{DeleteFlags, SnapshotFlags, Subvolume};
 use super::error::{Error, Result};
 use super::fsops;
 use super::{
-    ensure_absent, exchange_into_place, make_class_dirs, scan_class, sys, temp_path,
+    ensure_absent, exchange_into_place, layers, make_class_dirs, scan_class, sys, temp_path,
     SnapshotBackend, Tree, TreeClass, TreeInfo,
 };
 use crate::util::blocking;
@@ -98,6 +98,49 @@ impl BtrfsBackend {
         .await
     }
 
+    /// Fills the new subvolume `tmp` with `layers`: it starts as a snapshot of the longest
+    /// stored chain that is a prefix of `layers` (or empty), and every layer applied on top is
+    /// stored as a read-only chain subvolume for the next image that shares it.
+    fn build_from_chains(&self, tmp: &Path, layers: &[PathBuf]) -> Result<()> {
+        let chains = layers::chain_ids(layers)?;
+        let dir = layers::dir(&self.root);
+        std::fs::create_dir_all(&dir).map_err(Error::io("mkdir", &dir))?;
+        let have = (0..chains.len())
+            .rev()
+            .find(|&i| dir.join(&chains[i]).exists())
+            .map_or(0, |i| i + 1);
+        if have == 0 {
+            bt("create subvolume", tmp, Subvolume::create(tmp, None))?;
+        } else {
+            let base = dir.join(&chains[have - 1]);
+            bt(
+                "snapshot",
+                tmp,
+                subvol(&base)?.snapshot(tmp, SnapshotFlags::empty(), None),
+            )?;
+        }
+        for i in have..layers.len() {
+            super::apply_layers(&layers[i..=i], tmp)?;
+            let chain = dir.join(&chains[i]);
+            if chain.exists() {
+                continue;
+            }
+            let part = dir.join(format!(".tmp-{}-{:08x}", chains[i], rand::random::<u32>()));
+            bt(
+                "snapshot",
+                &part,
+                subvol(tmp)?.snapshot(part.as_path(), SnapshotFlags::READ_ONLY, None),
+            )?;
+            if let Err(e) = std::fs::rename(&part, &chain) {
+                let _ = delete_path(&part);
+                if !chain.exists() {
+                    return Err(Error::io("rename", &chain)(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn info_blocking(&self, tree: &Tree) -> Result<Option<TreeInfo>> {
         let path = self.path(tree);
         if !path.exists() {
@@ -132,6 +175,27 @@ impl SnapshotBackend for BtrfsBackend {
         let src = fsops::check_source(src, &self.root, false)?;
         self.import(tree, move |tmp| super::tarball::extract(&src, tmp))
             .await
+    }
+
+    async fn import_layers(&self, tree: &Tree, layers: Vec<PathBuf>) -> Result<TreeInfo> {
+        let (this, tree) = (self.clone(), tree.clone());
+        blocking(move || {
+            let dst = this.path(&tree);
+            ensure_absent(&dst)?;
+            let tmp = temp_path(&this.root, &tree);
+            let result = this
+                .build_from_chains(&tmp, &layers)
+                .and_then(|()| bt("set read-only", &tmp, subvol(&tmp)?.set_ro(true)))
+                .and_then(|()| std::fs::rename(&tmp, &dst).map_err(Error::io("rename", &dst)));
+            if let Err(e) = result {
+                if let Err(cleanup) = delete_path(&tmp) {
+                    tracing::warn!(path = %tmp.display(), error = %cleanup, "temp subvolume left behind");
+                }
+                return Err(e);
+            }
+            this.info_blocking(&tree)?.ok_or(Error::NotFound { path: dst })
+        })
+        .await
     }
 
     async fn snapshot(&self, src: &Tree, dst: &Tree, read_only: bool) -> Result<TreeInfo> {
@@ -218,7 +282,10 @@ impl SnapshotBackend for BtrfsBackend {
     async fn remove_stale_temps(&self, class: TreeClass) -> Result<Vec<PathBuf>> {
         let root = self.root.clone();
         blocking(move || {
-            let temps = scan_class(&root, class)?.1;
+            let mut temps = scan_class(&root, class)?.1;
+            if class == TreeClass::States {
+                temps.extend(layers::stale_temps(&root)?);
+            }
             for t in &temps {
                 delete_path(t)?;
             }

@@ -157,6 +157,13 @@ impl SnapshotBackend for CopyBackend {
         .await
     }
 
+    async fn import_layers(&self, tree: &Tree, layers: Vec<PathBuf>) -> Result<TreeInfo> {
+        self.build(tree, true, true, move |tmp| {
+            super::apply_layers(&layers, tmp)
+        })
+        .await
+    }
+
     async fn snapshot(&self, src: &Tree, dst: &Tree, read_only: bool) -> Result<TreeInfo> {
         let from = self.path(src);
         if !from.is_dir() {

@@ -29,6 +29,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An image layer that is not a tar or holds an unsafe entry.
+    #[error("bad layer {path}: {reason}")]
+    BadLayer {
+        /// The layer blob.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The target tree already exists under its real name.
     #[error("tree {path} already exists")]
     Exists {

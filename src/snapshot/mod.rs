@@ -16,6 +16,7 @@ pub mod choose;
 mod copy;
 mod error;
 mod fsops;
+pub mod layers;
 pub mod loopimg;
 mod sys;
 mod tarball;
@@ -144,6 +145,15 @@ pub trait SnapshotBackend: Send + Sync {
     /// tarball or holds unsafe entries; nothing is left behind.
     async fn import_tarball(&self, tree: &Tree, src: &Path) -> Result<TreeInfo>;
 
+    /// Applies image layer blobs (bottom first, OCI whiteouts) as a new read-only tree.
+    ///
+    /// # Guarantees
+    /// Atomic like [`import_dir`](Self::import_dir); nothing is written outside the tree
+    /// (see [`layers`]).
+    /// # Errors
+    /// [`Error::BadLayer`] for a layer that is not a tar or holds unsafe entries.
+    async fn import_layers(&self, tree: &Tree, layers: Vec<PathBuf>) -> Result<TreeInfo>;
+
     /// Snapshots `src` into a new tree `dst`, read-only or writable. Atomic like imports.
     /// The returned `size_bytes` is 0 (a snapshot is the hot path; [`inspect`](Self::inspect)
     /// walks the tree when the size is wanted).
@@ -215,6 +225,9 @@ impl SnapshotBackend for AnySnapshotter {
     async fn import_tarball(&self, tree: &Tree, src: &Path) -> Result<TreeInfo> {
         dispatch!(self, b => b.import_tarball(tree, src).await)
     }
+    async fn import_layers(&self, tree: &Tree, layers: Vec<PathBuf>) -> Result<TreeInfo> {
+        dispatch!(self, b => b.import_layers(tree, layers).await)
+    }
     async fn snapshot(&self, src: &Tree, dst: &Tree, read_only: bool) -> Result<TreeInfo> {
         dispatch!(self, b => b.snapshot(src, dst, read_only).await)
     }
@@ -272,6 +285,17 @@ pub fn probe(root: &Path, mode: BackendMode) -> Result<(AnySnapshotter, String)>
         ),
     };
     Ok((backend, why))
+}
+
+/// Applies layer blobs onto the temp tree `tmp` (the backends' import closure).
+fn apply_layers(layers: &[PathBuf], tmp: &Path) -> Result<()> {
+    layers::apply_layers(layers, tmp).map_err(|e| match e {
+        layers::UnpackError::BadLayer { layer, reason } => Error::BadLayer {
+            path: layer,
+            reason,
+        },
+        layers::UnpackError::Io { op, path, source } => Error::Io { op, path, source },
+    })
 }
 
 /// Creates the class directories under `root`.

@@ -68,4 +68,5 @@ fn radix36(mut v: u32) -> String {
 }
 pub mod daemon;
 pub mod fixtures;
+pub mod registry;
 pub mod sweep;

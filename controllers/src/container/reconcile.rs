@@ -17,6 +17,7 @@ use crate::action::{Action, Error};
 use crate::context::Context;
 use crate::controller::Reconciler;
 use crate::finalizer::{finalizer, Cleanup, Event};
+use crate::image::DefaultsError;
 use crate::runtime::Trigger;
 use crate::snapshot::{SnapshotDriver, TreeClass};
 use async_trait::async_trait;
@@ -472,6 +473,17 @@ impl ContainerReconciler {
                 return s.write(&st, Action::await_change()).await;
             }
         };
+        let spec = match rootfs::effective_spec(s.ctx, s.c, rootfs.as_deref()).await? {
+            Ok(spec) => spec,
+            Err(e) => {
+                let reason = match e {
+                    DefaultsError::NoCommand => "NoCommand",
+                    DefaultsError::User(..) => "ImageUserUnknown",
+                };
+                status::pending(&mut st, generation, reason, &e.to_string());
+                return s.write(&st, Action::await_change()).await;
+            }
+        };
         let (netns, networks) = match self.attach(s.c, uid).await? {
             Attach::Ready { netns, networks } => (netns, networks),
             Attach::Waiting { reason, message } => {
@@ -480,7 +492,8 @@ impl ContainerReconciler {
                 return s.write(&st, Action::await_change()).await;
             }
         };
-        let w = self.workload(s.c, rootfs, netns);
+        let mut w = self.workload(s.c, rootfs, netns);
+        w.spec = spec;
         let r = match rt.start(&w).await {
             Ok(r) => r,
             Err(e) => {

@@ -5,8 +5,11 @@ use super::reconcile::Container;
 use super::ContainerError;
 use crate::action::Error;
 use crate::context::Context;
+use crate::image::{container_defaults, DefaultsError};
 use std::path::PathBuf;
+use tend_schema::kinds::container::{ContainerSpec, ImageRef, Runtime};
 use tend_schema::kinds::sandbox::{SandboxSpec, SandboxStatus};
+use tend_schema::kinds::state::{ImageConfig, StateSpec, StateStatus};
 use tend_schema::meta::OwnerReference;
 use tend_schema::store::StoreError;
 use tend_schema::{AnyObject, Kind, ObjectKey};
@@ -49,6 +52,60 @@ pub(crate) async fn resolve(ctx: &Context, c: &Container) -> Result<RootfsState,
             "sandbox {sandbox:?} is not Ready"
         ))),
     }
+}
+
+/// The image config of the Container's rootfs State, when that State came from an image, and
+/// the State's tree.
+pub(crate) async fn image_config(
+    ctx: &Context,
+    c: &Container,
+) -> Result<Option<(ImageConfig, Option<PathBuf>)>, Error> {
+    let from_rootfs = c.spec.rootfs.as_ref().and_then(|r| r.state.as_ref());
+    let from_image = match &c.spec.image {
+        Some(ImageRef::State { state }) => Some(state),
+        _ => None,
+    };
+    let Some(state) = from_rootfs.or(from_image) else {
+        return Ok(None);
+    };
+    let key = ObjectKey::new(Kind::State, c.metadata.ns(), state);
+    let Some(obj) = ctx.get(&key).await.map_err(store_err(&key, "get"))? else {
+        return Ok(None);
+    };
+    let st = obj
+        .typed::<StateSpec, StateStatus>()
+        .map_err(|source| ContainerError::Decode { key, source })?;
+    Ok(st
+        .status
+        .image
+        .map(|i| (i.config, st.status.path.map(PathBuf::from))))
+}
+
+/// The spec the workload runs with: the image's defaults under the Container's own spec
+/// ([`crate::image::container_defaults`]); the image's `/etc/passwd` and `/etc/group` are read
+/// (from `rootfs`, else the State's own tree) only when the image names its user.
+pub(crate) async fn effective_spec(
+    ctx: &Context,
+    c: &Container,
+    rootfs: Option<&std::path::Path>,
+) -> Result<Result<ContainerSpec, DefaultsError>, Error> {
+    let found = image_config(ctx, c).await?;
+    if found.is_none() && c.spec.runtime == Runtime::Docker {
+        // A Docker image keeps its own defaults; dockerd applies them.
+        return Ok(Ok(c.spec.clone()));
+    }
+    let (cfg, tree) = found.map_or((None, None), |(c, t)| (Some(c), t));
+    let root = rootfs.map(std::path::Path::to_path_buf).or(tree);
+    let (mut passwd, mut group) = (String::new(), String::new());
+    if let (Some(root), Some(_)) = (root, cfg.as_ref().and_then(|i| i.user.as_ref())) {
+        passwd = tokio::fs::read_to_string(root.join("etc/passwd"))
+            .await
+            .unwrap_or_default();
+        group = tokio::fs::read_to_string(root.join("etc/group"))
+            .await
+            .unwrap_or_default();
+    }
+    Ok(container_defaults(&c.spec, cfg.as_ref(), &passwd, &group))
 }
 
 /// Makes sure the owned Sandbox `<container>-rootfs` of State `state` exists; returns its name.

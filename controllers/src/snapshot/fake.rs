@@ -109,6 +109,11 @@ impl SnapshotDriver for FakeDriver {
         let (path, want_tar) = match source {
             ImportSource::Directory(p) => (p, false),
             ImportSource::Tarball(p) => (p, true),
+            // Layers are tarballs the fake knows; the last one decides.
+            ImportSource::Layers(ps) => match ps.last() {
+                Some(p) => (p, true),
+                None => return Err(TreeError::Other("no layers".into())),
+            },
         };
         let size = match (g.sources.get(path), want_tar) {
             (None, _) => return Err(TreeError::SourceNotFound { path: path.clone() }),

@@ -39,6 +39,7 @@ async fn start() -> H {
     let states = rt.register(
         Arc::new(StateReconciler {
             driver: driver.clone(),
+            images: None,
         }),
         cfg.clone(),
     );

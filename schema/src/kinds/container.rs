@@ -20,8 +20,12 @@ pub struct ContainerSpec {
     /// Native runtime: the root filesystem; omitted means the host filesystem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<Rootfs>,
+    /// Empty with a rootfs State made from an image: the image's Entrypoint + Cmd.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    /// Replaces the image's Cmd (after the Entrypoint); appended to `command` when both are set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -242,8 +246,14 @@ impl ContainerSpec {
         let mut errs = FieldErrors::default();
         match self.runtime {
             Runtime::Native => {
-                if self.command.is_empty() {
-                    errs.push("spec.command", "must not be empty for the native runtime");
+                // A rootfs State may come from an image, whose config supplies the command;
+                // the controller says so in a condition when it does not.
+                let from_state = self.rootfs.as_ref().is_some_and(|r| r.state.is_some());
+                if self.command.is_empty() && !from_state {
+                    errs.push(
+                        "spec.command",
+                        "must not be empty for the native runtime (unless rootfs is an image State)",
+                    );
                 }
                 if self.image.is_some() {
                     errs.push(
@@ -278,9 +288,11 @@ impl ContainerSpec {
                 _ => errs.push("spec.rootfs", "exactly one of sandbox, state must be set"),
             }
         }
-        for (i, arg) in self.command.iter().enumerate() {
-            if arg.contains('\0') {
-                errs.push(format!("spec.command[{i}]"), "must not contain NUL");
+        for (field, list) in [("command", &self.command), ("args", &self.args)] {
+            for (i, arg) in list.iter().enumerate() {
+                if arg.contains('\0') {
+                    errs.push(format!("spec.{field}[{i}]"), "must not contain NUL");
+                }
             }
         }
         for (i, e) in self.env.iter().enumerate() {
