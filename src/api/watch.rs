@@ -90,13 +90,30 @@ pub async fn watch(
             ApiError::bad_request(format!("resourceVersion: {rv:?} is not a revision"))
         })?),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
-    let mut shutdown = s.shutdown.clone();
     let bookmarks = p.allow_bookmarks.then_some(s.limits.bookmark_interval);
     let deadline = p.timeout_seconds.map(Duration::from_secs);
+    let app = s.clone();
+    Ok(stream_lines(&app, slot, deadline, move |tx| async move {
+        pump(s, filter, from, bookmarks, tx).await;
+    }))
+}
+
+/// A watch's response: the lines `pump` sends, streamed until it ends, the client leaves,
+/// `deadline` passes or the server shuts down; the caller's watch `slot` is held as long.
+pub(crate) fn stream_lines<F>(
+    s: &AppRef,
+    slot: super::WatchSlot,
+    deadline: Option<Duration>,
+    pump: impl FnOnce(tokio::sync::mpsc::Sender<Bytes>) -> F,
+) -> Response
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let mut shutdown = s.shutdown.clone();
+    let run = pump(tx);
     tokio::spawn(async move {
         let _slot = slot;
-        let run = pump(s, filter, from, bookmarks, tx);
         let until = async {
             match deadline {
                 Some(d) => tokio::time::sleep(d).await,
@@ -112,11 +129,11 @@ pub async fn watch(
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
 }
 
 /// Sends the initial state (when no revision was given), then every matching change.

@@ -13,15 +13,14 @@ pub use view::Flavor;
 use super::error::{ApiError, ApiResult};
 use super::request::{wants_table, Params};
 use super::{AppRef, Identity};
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::Duration;
 use tend_schema::store::{Event, EventQuery};
 use view::{render, Selector};
@@ -203,31 +202,16 @@ async fn watch(
         })?),
     };
     let table = wants_table(headers);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
-    let mut shutdown = s.shutdown.clone();
     let deadline = p.timeout_seconds.map(Duration::from_secs);
-    tokio::spawn(async move {
-        let _slot = slot;
-        let until = async {
-            match deadline {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = pump(&s, &id, &sel, flavor, from, table, &tx) => {}
-            _ = until => {}
-            _ = async { let _ = shutdown.wait_for(|v| *v).await; } => {}
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    let app = s.clone();
+    Ok(super::watch::stream_lines(
+        &app,
+        slot,
+        deadline,
+        move |tx| async move {
+            let _ = pump(&s, &id, &sel, flavor, from, table, &tx).await;
+        },
+    ))
 }
 
 /// Sends the current events (when no revision was given), then every change after.
