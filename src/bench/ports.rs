@@ -119,19 +119,12 @@ impl DockerPeer {
         Ok(Self { name })
     }
 
-    /// The container's address on Docker's default bridge.
+    /// The container's address on Docker's default bridge (Engine API).
     async fn address(&self) -> Option<std::net::Ipv4Addr> {
-        let out = tokio::process::Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{.NetworkSettings.IPAddress}}",
-                &self.name,
-            ])
-            .output()
-            .await
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        let docker = bollard::Docker::connect_with_local_defaults().ok()?;
+        let c = docker.inspect_container(&self.name, None).await.ok()?;
+        let networks = c.network_settings?.networks?;
+        networks.get("bridge")?.ip_address.as_deref()?.parse().ok()
     }
 
     /// Whether a `docker-proxy` process serves `port` (dockerd's userland proxy).
@@ -151,10 +144,12 @@ impl DockerPeer {
     }
 
     async fn stop(self) {
-        let _ = tokio::process::Command::new("docker")
-            .args(["rm", "-f", &self.name])
-            .output()
-            .await;
+        if let Ok(docker) = bollard::Docker::connect_with_local_defaults() {
+            let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                .force(true)
+                .build();
+            let _ = docker.remove_container(&self.name, Some(opts)).await;
+        }
     }
 }
 
