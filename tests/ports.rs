@@ -497,3 +497,65 @@ spec:
     assert!(table(&inst).is_empty(), "the sweep removes tend's table");
     let _ = Firewall::delete_table(&inst);
 }
+
+#[test]
+fn a_docker_runtime_container_is_published_the_same_way() {
+    if !common::privileged("a_docker_runtime_container_is_published_the_same_way") {
+        return;
+    }
+    let (a, b) = octets();
+    let net = format!("10.{a}.{b}");
+    let port = host_port(5);
+    let d = Daemon::start(&["--resync-seconds", "3600"]);
+    let inst = d.instance();
+    d.apply(&format!(
+        r#"
+apiVersion: tend.dev/v1
+kind: Network
+metadata: {{name: dnet}}
+spec: {{subnet: {net}.0/24}}
+---
+apiVersion: tend.dev/v1
+kind: Container
+metadata: {{name: dweb}}
+spec:
+  runtime: docker
+  image: tend-test/busybox:latest
+  command: ["/bin/sh", "-c", "mkdir -p /tmp/www && echo from-docker > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+  networks: [{{name: dnet, ip: {net}.20}}]
+  ports:
+  - {{containerPort: 8080, hostPort: {port}, hostIP: 127.0.0.1}}
+  stopGracePeriodSeconds: 1
+"#
+    ));
+    let t = Duration::from_secs(60);
+    let web = d.wait_ready("container", "dweb", t);
+    assert!(web["status"]["containerID"].is_string(), "{web:#}");
+    assert_eq!(web["status"]["ports"][0]["hostPort"], port, "{web:#}");
+    // Through tend's DNAT on 127.0.0.1, to the Docker container on tend's bridge.
+    let body = until("GET 127.0.0.1 to the docker container", t, || {
+        http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/index.html")
+    });
+    assert_eq!(body, "from-docker");
+    let rules = table(&inst);
+    assert!(
+        rules
+            .iter()
+            .any(|o| o.to_string().contains("\"dport\"")
+                && o.to_string().contains(&port.to_string())),
+        "no DNAT rule for {port} in tend's table: {rules:#?}"
+    );
+    // Deleted: the rule goes with it.
+    let out = d.tend(&["delete", "container", "dweb", "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !table(&inst)
+            .iter()
+            .any(|o| o.to_string().contains(&port.to_string())),
+        "a rule for {port} is left"
+    );
+}
