@@ -2,8 +2,9 @@
 //! straight to the container's address and through `docker run -p` of the same busybox httpd.
 //!
 //! One tend Container (host filesystem, default isolation) on a bench Network runs busybox
-//! `httpd`, published on 127.0.0.1:PORT (tend's nftables DNAT). The peer is `docker run -d -p
-//! 127.0.0.1:PORT2:80` of tend's test image on Docker's default bridge: for localhost that is
+//! `httpd`, published on 127.0.0.1:PORT (tend's nftables DNAT). The peer is the equivalent of
+//! `docker run -d -p 127.0.0.1:PORT2:80` of tend's test image on Docker's default bridge (made
+//! through the Engine API): for localhost that is
 //! Docker's userland proxy (`docker-proxy`) when dockerd runs with it, and the label says which
 //! it was. Every request is a new connection (busybox httpd answers HTTP/1.0 and closes), from
 //! `--clients` concurrent clients; latency is connect → last byte, the rate is requests over the
@@ -103,19 +104,39 @@ impl DockerPeer {
             "echo '{}' > /tmp/index.html && exec /bin/busybox httpd -f -p 80 -h /tmp",
             BODY.trim_end()
         );
-        let out = tokio::process::Command::new("docker")
-            .args(["run", "-d", "--rm", "--name", &name, "-p"])
-            .arg(format!("127.0.0.1:{port}:80"))
-            .args([super::peers::DOCKER_IMAGE, "/bin/sh", "-c", &script])
-            .output()
-            .await
-            .map_err(|e| format!("docker: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "docker run: {} (deploy/docker-test-image.sh builds the image)",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        // `docker run -d -p 127.0.0.1:PORT:80` through the Engine API: the path measured is
+        // dockerd's port publishing, which the client does not change.
+        use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+        use bollard::query_parameters::CreateContainerOptionsBuilder;
+        let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| e.to_string())?;
+        let binding = PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: Some(port.to_string()),
+        };
+        let body = ContainerCreateBody {
+            image: Some(super::peers::DOCKER_IMAGE.into()),
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            exposed_ports: Some(vec!["80/tcp".into()]),
+            host_config: Some(HostConfig {
+                port_bindings: Some(
+                    [("80/tcp".to_string(), Some(vec![binding]))]
+                        .into_iter()
+                        .collect(),
+                ),
+                auto_remove: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let made = docker.create_container(Some(opts), body).await;
+        let started = match made {
+            Ok(_) => docker.start_container(&name, None).await,
+            Err(e) => Err(e),
+        };
+        started.map_err(|e| {
+            format!("docker create/start: {e} (deploy/docker-test-image.sh builds the image)")
+        })?;
         Ok(Self { name })
     }
 
