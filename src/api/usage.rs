@@ -5,20 +5,22 @@
 
 use super::AppState;
 use std::fmt::Write;
-use tend_controllers::container::ContainerRuntime;
-use tend_schema::kinds::container::{ContainerSpec, ContainerUsage};
+use tend_schema::kinds::container::ContainerUsage;
 use tend_schema::store::ListQuery;
 use tend_schema::{AnyObject, Kind};
 
-/// The last usage sample of Container `obj`, from the runtime that serves it.
+/// The last usage sample of Container `obj`: a lookup by uid in each runtime's sampler (no
+/// decoding of the spec: this runs for every item of every list).
 fn sample(s: &AppState, obj: &AnyObject) -> Option<ContainerUsage> {
     if obj.kind().ok() != Some(Kind::Container) {
         return None;
     }
     let uid = obj.metadata.uid.as_deref()?;
-    let spec: ContainerSpec = serde_json::from_value(obj.spec.clone()).ok()?;
-    let rt: &std::sync::Arc<dyn ContainerRuntime> = s.runtimes.as_ref()?.serving(&spec)?;
-    rt.usage(uid)
+    s.runtimes
+        .as_ref()?
+        .all()
+        .into_iter()
+        .find_map(|rt| rt.usage(uid))
 }
 
 /// `obj` with `status.usage` set from the last sample, when it is a sampled Container.
