@@ -48,6 +48,15 @@ vm_failed=$(echo "$vm_line" | sed -nE 's/.* ([0-9]+) failed$/\1/p')
 if [ "${TEND_SKIP_KUBECTL:-}" = 1 ] && ! command -v kubectl >/dev/null; then
   echo "SKIPPED: kubectl_drives_tend (kubectl is not installed and TEND_SKIP_KUBECTL=1)"
 fi
+# The failing tests' own output again, last, so it is in the tail a CI log keeps (nextest printed
+# it before fuzzing and the VM's console pushed it up).
+if [ "$failed" != 0 ]; then
+  echo "=== output of the failing host tests (from nextest's final report) ==="
+  start=$(grep -nE "^\s+(stdout|stderr) ───" "$summary" | head -1 | cut -d: -f1)
+  if [ -n "$start" ]; then
+    tail -n +"$start" "$summary" | grep -vE "^\s+(PASS|SLOW|START) \[" | tail -150
+  fi
+fi
 echo "host: ${passed} passed, ${failed} failed"
 echo "vm-cgroup-v2: ${vm_passed} passed, ${vm_failed} failed"
 echo "tend: $((passed + vm_passed)) passed, $((failed + vm_failed)) failed"

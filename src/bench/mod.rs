@@ -51,6 +51,14 @@ pub fn cpu_time(who: nix::sys::resource::UsageWho) -> Duration {
     tv(u.user_time()) + tv(u.system_time())
 }
 
+/// CPU time used so far by the calling thread, to the nanosecond (`CLOCK_THREAD_CPUTIME_ID`;
+/// `getrusage(RUSAGE_THREAD)` can round a short pass down to nothing).
+pub fn thread_cpu_time() -> Duration {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .expect("clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
+}
+
 /// Calls `check` every `every` until it returns true or `limit` has passed; says which.
 pub async fn until<F, Fut>(limit: Duration, every: Duration, mut check: F) -> bool
 where

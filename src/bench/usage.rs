@@ -4,9 +4,8 @@
 //! share of one core that makes at the default interval.
 
 use super::daemon::{BenchDaemon, BenchOptions};
-use super::{cpu_time, emit, note, Figure};
+use super::{emit, note, thread_cpu_time, Figure};
 use crate::runtime_native::usage::{UsageSampler, DEFAULT_INTERVAL};
-use nix::sys::resource::UsageWho;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tend_schema::store::{ListQuery, Store};
@@ -64,10 +63,10 @@ async fn figures(d: &BenchDaemon, containers: usize, passes: usize) -> anyhow::R
     let (wall, cpu, seen) = tokio::task::spawn_blocking(move || {
         let (mut wall, mut cpu, mut seen) = (vec![], vec![], 0);
         for _ in 0..passes {
-            let (t, c) = (Instant::now(), cpu_time(UsageWho::RUSAGE_THREAD));
+            let (t, c) = (Instant::now(), thread_cpu_time());
             seen = sampler.sample();
             wall.push(t.elapsed());
-            cpu.push(cpu_time(UsageWho::RUSAGE_THREAD) - c);
+            cpu.push(thread_cpu_time() - c);
         }
         (wall, cpu, seen)
     })
