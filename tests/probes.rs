@@ -399,3 +399,76 @@ fn a_ready_container_stays_ready_through_a_daemon_restart() {
     let flips: Vec<&str> = text.lines().skip(1).map(str::trim).collect();
     assert_eq!(flips, ["0"], "{text}");
 }
+
+/// `(state, remote port)` of every IPv4 TCP socket of this network namespace.
+fn tcp_sockets() -> Vec<(u8, u16)> {
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("read /proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = u16::from_str_radix(f.get(2)?.split(':').nth(1)?, 16).ok()?;
+            Some((u8::from_str_radix(f.get(3)?, 16).ok()?, port))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tcp_probe_connects_refuses_and_leaves_no_time_wait_socket() {
+    if !common::privileged("a_tcp_probe_connects_refuses_and_leaves_no_time_wait_socket") {
+        return;
+    }
+    let sockets = tend::probe::SocketFactory::start().expect("socket thread");
+    let me = std::process::id();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let to = listener.local_addr().unwrap();
+    for _ in 0..20 {
+        sockets
+            .probe(me, to)
+            .await
+            .expect("a listening port answers");
+    }
+    // The server side saw the connections (accepting them proves the probes reached it).
+    listener.set_nonblocking(true).unwrap();
+    let accepted = std::iter::from_fn(|| listener.accept().ok()).count();
+    assert!(accepted >= 1, "the listener saw no connection");
+    // Closed with a reset (SO_LINGER 0): no TIME-WAIT (state 06) socket towards the port.
+    const TIME_WAIT: u8 = 0x06;
+    let waiting = tcp_sockets()
+        .into_iter()
+        .filter(|&(st, port)| st == TIME_WAIT && port == to.port())
+        .count();
+    assert_eq!(waiting, 0, "probes left TIME-WAIT sockets towards {to}");
+
+    drop(listener);
+    let err = sockets
+        .probe(me, to)
+        .await
+        .expect_err("a closed port refuses");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    // A connect that does not complete within the call is handed to the executor and ends
+    // with the caller's timeout, not on the socket thread: a listener whose accept queue is
+    // full drops the SYN (loopback only).
+    let full = tokio::net::TcpSocket::new_v4().unwrap();
+    full.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full_addr = full.local_addr().unwrap();
+    let full = full.listen(0).unwrap();
+    let _held: Vec<_> = (0..3)
+        .filter_map(|_| {
+            std::net::TcpStream::connect_timeout(&full_addr, Duration::from_millis(200)).ok()
+        })
+        .collect();
+    let r = tokio::time::timeout(Duration::from_millis(300), sockets.probe(me, full_addr)).await;
+    assert!(
+        r.is_err(),
+        "a dropped SYN should leave the probe waiting: {r:?}"
+    );
+    drop(full);
+    // The thread is free again at once.
+    let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    sockets
+        .probe(me, l2.local_addr().unwrap())
+        .await
+        .expect("the socket thread answers after a slow connect");
+}

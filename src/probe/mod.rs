@@ -129,8 +129,8 @@ impl HostProbes {
                 },
                 Some(Handler::TcpSocket(s)) => {
                     let to = addr(s.host.as_deref(), s.port);
-                    match self.sockets.connect(t.pid, to).await {
-                        Ok(_) => ProbeOutcome::new(true, format!("connected to {to}")),
+                    match self.sockets.probe(t.pid, to).await {
+                        Ok(()) => ProbeOutcome::new(true, format!("connected to {to}")),
                         Err(e) => ProbeOutcome::new(false, format!("connect {to}: {e}")),
                     }
                 }

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 pub use config::{ExitRecord, LogLimits, OomCheck, ShimConfig, ShimHandle};
 pub use exec::exec_in;
 pub use log::RotatingLog;
-pub use proc::{process_start_time, PidFd};
+pub use proc::{pidfd_open, process_start_time, PidFd};
 pub use run::main_from_args;
 pub use seccomp::SeccompError;
 pub use security::{Security, SecurityError, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};

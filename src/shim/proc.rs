@@ -97,8 +97,12 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(std::io::Error::from)
 }
 
+/// A non-blocking pidfd for `pid` (no check of which process it is: see [`PidFd::open`]).
+///
+/// # Errors
+/// `ESRCH` when no process has that pid.
 #[allow(unsafe_code)]
-fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
+pub fn pidfd_open(pid: i32) -> nix::Result<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and returns a new fd or -1; no memory is shared.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, libc::PIDFD_NONBLOCK) };
     Errno::result(fd)?;
