@@ -457,9 +457,56 @@ fn a_state_is_imported_as_an_image_once_per_generation() {
     let v = running(&d, &name, Some(&id));
     let again = docker_ok(&["inspect", "-f", "{{.Image}}", &cid(&v)]);
     assert_eq!(again, created);
+    assert_eq!(
+        docker_ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"dev.tend.instance\"}}",
+            &image
+        ]),
+        d.instance(),
+        "the imported image carries the instance that owns it"
+    );
+
+    // The Container moves to another State: it is replaced from that State's image, and the
+    // first image, used by nothing now, is removed.
+    let st2 = common::unique("st2");
+    let root2 = common::fixtures::busybox_rootfs(&src.path().join("v2"), &[]);
+    std::fs::write(root2.join("marker"), "second\n").unwrap();
+    d.apply(&format!(
+        "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: {st2}}}\nspec:\n  source: {{directory: {}}}\n",
+        root2.display()
+    ));
+    d.apply(&container(
+        &name,
+        &format!("{{state: {st2}}}"),
+        "exec /bin/sleep 3600",
+        "",
+    ));
+    let v = d.wait("container", &name, "on the second State's image", |v| {
+        v["status"]["phase"] == "Running"
+            && v["status"]["containerID"].as_str().is_some_and(|c| {
+                let out = docker(&["inspect", "-f", "{{.Config.Image}}", c]);
+                out.status.success() && String::from_utf8_lossy(&out.stdout).trim() != image
+            })
+    });
+    let id2 = cid(&v);
+    let image2 = docker_ok(&["inspect", "-f", "{{.Config.Image}}", &id2]);
+    guard.0 = image2.clone();
+    assert_eq!(docker_ok(&["exec", &id2, "/bin/cat", "/marker"]), "second");
+    assert!(
+        !docker(&["image", "inspect", &image]).status.success(),
+        "{image} is used by nothing and still there"
+    );
 
     assert!(d.tend(&["delete", "container", &name]).status.success());
     d.wait_for("container", &name, "deleted", |v| v.is_none());
+    // Deleting the last container on a State image removes the image (nothing leaks in dockerd).
+    assert!(
+        !docker(&["image", "inspect", &image2]).status.success(),
+        "{image2} outlived the container made from it"
+    );
 }
 
 #[test]

@@ -362,7 +362,7 @@ async fn imports_a_rootfs_directory_as_an_image() {
     let image = format!("tend-test/{}:v1", common::unique("imp"));
     clean.images.push(image.clone());
     let source = tend::docker::ImportSource::Directory(root.path().to_path_buf());
-    let image_id = d.import_image(&source, &image).await.unwrap();
+    let image_id = d.import_image(&source, &image, &[]).await.unwrap();
     assert!(image_id.starts_with("sha256:"), "{image_id}");
     assert!(d.image_exists(&image).await.unwrap());
 

@@ -38,6 +38,8 @@ pub struct ContainerInfo {
     pub started_at: Option<DateTime<Utc>>,
     /// When the last run ended; `None` if it has not.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The image reference the container was created from (`Config.Image`).
+    pub image: Option<String>,
     /// All labels on the container.
     pub labels: HashMap<String, String>,
     /// The owner from tend's labels; `None` for containers tend does not own.
@@ -247,7 +249,8 @@ fn parse_time(s: Option<String>) -> Option<DateTime<Utc>> {
 
 fn info_from(raw: ContainerInspectResponse) -> ContainerInfo {
     let state = raw.state.unwrap_or_default();
-    let labels = raw.config.and_then(|c| c.labels).unwrap_or_default();
+    let config = raw.config.unwrap_or_default();
+    let labels = config.labels.unwrap_or_default();
     let hc = raw.host_config.unwrap_or_default();
     let mut networks: Vec<EndpointInfo> = raw
         .network_settings
@@ -279,6 +282,7 @@ fn info_from(raw: ContainerInspectResponse) -> ContainerInfo {
         finished_at: parse_time(state.finished_at),
         owner: Owner::from_labels(&labels),
         spec_hash: labels.get(LABEL_SPEC_HASH).cloned(),
+        image: config.image.filter(|i| !i.is_empty()),
         labels,
         memory: hc.memory.filter(|m| *m > 0),
         nano_cpus: hc.nano_cpus.filter(|n| *n > 0),

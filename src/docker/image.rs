@@ -45,8 +45,73 @@ impl DockerDriver {
         }
     }
 
-    /// Imports `source` as the image `repo_tag` (like `docker import`) and returns the image id.
-    /// Importing the same content again re-points the tag; bounded by the import timeout.
+    /// Removes the local image `image` unless a container still uses it: true when it was
+    /// removed, false when it was in use or already gone.
+    ///
+    /// # Errors
+    /// `Unavailable`, or what else dockerd answers.
+    pub async fn remove_image_if_unused(&self, image: &str) -> Result<bool, DockerError> {
+        let ctx = self.ctx("remove image", image, Target::Image);
+        match self
+            .call(&ctx, |d| async move {
+                d.remove_image(
+                    image,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await
+            })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(DockerError::ImageNotFound { .. } | DockerError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every local image tagged `repo_prefix…` carrying the label `key=value` that no
+    /// container uses and that was made at least `min_age` ago; returns the tags removed.
+    ///
+    /// # Errors
+    /// `Unavailable`, or what else dockerd answers.
+    pub async fn remove_unused_images(
+        &self,
+        repo_prefix: &str,
+        (key, value): (&str, &str),
+        min_age: std::time::Duration,
+    ) -> Result<Vec<String>, DockerError> {
+        let ctx = self.ctx("list images", repo_prefix, Target::Image);
+        let filters = std::collections::HashMap::from([("label", vec![format!("{key}={value}")])]);
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let images = self
+            .call(&ctx, |d| async move { d.list_images(Some(opts)).await })
+            .await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut removed = Vec::new();
+        for image in images {
+            if now - image.created < min_age.as_secs() as i64 {
+                continue;
+            }
+            for tag in image
+                .repo_tags
+                .iter()
+                .filter(|t| t.starts_with(repo_prefix))
+            {
+                if self.remove_image_if_unused(tag).await? {
+                    removed.push(tag.clone());
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Imports `source` as the image `repo_tag` (like `docker import`) with `labels` on it and
+    /// returns the image id. Importing the same content again re-points the tag; bounded by the
+    /// import timeout.
     ///
     /// # Errors
     /// `ImportSource` when the directory or file cannot be read; `Unavailable`; `Other` when
@@ -55,6 +120,7 @@ impl DockerDriver {
         &self,
         source: &ImportSource,
         repo_tag: &str,
+        labels: &[(&str, &str)],
     ) -> Result<String, DockerError> {
         let (repo, tag) = split_repo_tag(repo_tag);
         let src_err = |err| DockerError::ImportSource {
@@ -81,6 +147,12 @@ impl DockerDriver {
             .from_src("-")
             .repo(repo)
             .tag(tag)
+            .changes(
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("LABEL {k}={v:?}"))
+                    .collect(),
+            )
             .build();
         let ctx = self.ctx("import image", repo_tag, Target::Image);
         self.call_within(&ctx, self.timeouts.import, |d| async move {

@@ -127,6 +127,9 @@ impl ImageSource {
     }
 }
 
+/// The repository State images are imported under (`tend-state/<uid>:g<generation>`).
+pub const STATE_IMAGE_REPO: &str = "tend-state/";
+
 /// Resolves `spec.image`: a name is used as is; `{state: NAME}` must name a Ready State of the
 /// Container's namespace, whose `status.path` is imported as `tend-state/<uid>:g<generation>`.
 pub async fn resolve_image(
@@ -152,17 +155,18 @@ pub async fn resolve_image(
         .map_err(|e| waiting(&e.to_string()))?
         .ok_or_else(|| waiting("not found"))?;
     let st: StateStatus = serde_json::from_value(obj.status.clone()).unwrap_or_default();
+    // The tag names the generation whose content is at `status.path`: the one Ready was
+    // observed for (a newer generation still importing keeps the older content there).
     let ready = st
         .common
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == tend_schema::ConditionStatus::True);
+        .condition("Ready")
+        .filter(|c| c.status == tend_schema::ConditionStatus::True && c.observed_generation > 0);
     match (ready, st.path) {
-        (true, Some(path)) => Ok(ImageSource::State {
+        (Some(c), Some(path)) => Ok(ImageSource::State {
             tag: format!(
-                "tend-state/{}:g{}",
+                "{STATE_IMAGE_REPO}{}:g{}",
                 obj.metadata.uid.clone().unwrap_or_default(),
-                obj.metadata.generation
+                c.observed_generation
             ),
             path,
         }),
@@ -294,6 +298,7 @@ mod tests {
             pid: running.then_some(42),
             started_at: Some(chrono::Utc::now()),
             finished_at: None,
+            image: None,
             labels: HashMap::from([(LABEL_GENERATION.to_string(), "5".to_string())]),
             owner: None,
             spec_hash: None,

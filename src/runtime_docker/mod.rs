@@ -98,6 +98,9 @@ pub struct DockerRuntime {
     oom: Mutex<HashSet<String>>,
     /// Serializes imports of one State image.
     imports: tokio::sync::Mutex<()>,
+    /// Held shared from resolving a State image to the container made from it, and exclusively
+    /// by the sweep of unused State images, so the sweep never removes an image about to be used.
+    images_in_use: tokio::sync::RwLock<()>,
     wake: broadcast::Sender<Wake>,
 }
 
@@ -128,6 +131,7 @@ impl DockerRuntime {
             oom: Mutex::default(),
             down_until: Mutex::default(),
             imports: tokio::sync::Mutex::default(),
+            images_in_use: tokio::sync::RwLock::default(),
             wake: broadcast::channel(1024).0,
         }))
     }

@@ -80,12 +80,38 @@ impl DockerRuntime {
                 tracing::info!(%tag, %path, "importing a State as a docker image");
                 let source = ImportSource::Directory(path.into());
                 self.driver
-                    .import_image(&source, tag)
+                    .import_image(&source, tag, &[(LABEL_INSTANCE, &self.instance)])
                     .await
                     .map_err(|e| self.fault(&w.uid, "import image", e))?;
             }
         }
         Ok(src.reference().to_string())
+    }
+
+    /// Removes the State images this instance imported that no container uses any more (a
+    /// deleted Container's, or an older generation's). Skipped, never waited for, while a
+    /// container is being made from a State image; failures are logged: the next removal or
+    /// start-up sweep tries again.
+    pub(crate) async fn sweep_state_images(&self) {
+        let Ok(_alone) = self.images_in_use.try_write() else {
+            return;
+        };
+        let _one = self.imports.lock().await;
+        match self
+            .driver
+            .remove_unused_images(
+                mapping::STATE_IMAGE_REPO,
+                (LABEL_INSTANCE, &self.instance),
+                Duration::ZERO,
+            )
+            .await
+        {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(?removed, "removed State images no container uses");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping unused State images"),
+        }
     }
 
     /// The Docker spec `w` asks for now.
@@ -167,8 +193,19 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, w: &WorkloadSpec) -> Result<Running, DriverError> {
+        // The State image of the container this start replaces, as last inspected.
+        let before = lock(&self.last)
+            .get(&w.uid)
+            .and_then(|(_, i)| i.image.clone())
+            .filter(|i| i.starts_with(mapping::STATE_IMAGE_REPO));
+        let using = self.images_in_use.read().await;
         let spec = self.desired(w).await?;
-        self.create(w, &spec).await
+        let running = self.create(w, &spec).await?;
+        drop(using);
+        if before.is_some_and(|b| b != spec.image) {
+            self.sweep_state_images().await;
+        }
+        Ok(running)
     }
 
     async fn stop(&self, uid: &str, grace: Duration) -> Result<Option<Exit>, DriverError> {
@@ -200,6 +237,7 @@ impl ContainerRuntime for DockerRuntime {
         lock(&self.ids).remove(uid);
         lock(&self.last).remove(uid);
         lock(&self.known).remove(uid);
+        self.sweep_state_images().await;
         Ok(())
     }
 
@@ -224,6 +262,7 @@ impl ContainerRuntime for DockerRuntime {
         }
         mine.sort();
         mine.dedup();
+        self.sweep_state_images().await;
         let mut have = lock(&self.have);
         let h = have.get_or_insert_with(Default::default);
         h.extend(mine.iter().cloned());
@@ -242,6 +281,7 @@ impl ContainerRuntime for DockerRuntime {
                 None => return Ok(vec![]),
             },
         };
+        let using = self.images_in_use.read().await;
         let want = self.desired(w).await?;
         let hash = spec_hash(&want);
         let drift = if info.spec_hash.as_deref() != Some(hash.as_str()) {
@@ -265,6 +305,9 @@ impl ContainerRuntime for DockerRuntime {
         let grace = Duration::from_secs(u64::from(w.spec.grace_period_seconds()));
         self.stop(&w.uid, grace).await?;
         let new = self.create(w, &want).await?;
+        drop(using);
+        // The replaced container may have been the last one on an older State image.
+        self.sweep_state_images().await;
         Ok(vec![format!(
             "docker container {} (pid {}): {why}: replaced by {} (pid {})",
             short(&info.id),
