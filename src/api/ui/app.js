@@ -93,9 +93,11 @@
 
   function spark(metric, values, label) {
     const W = 120, H = 22;
-    const max = Math.max(...values, 0) || 1;
+    const max = Math.max(...values), min = Math.min(...values);
+    // Scaled between the series' own extremes; a flat series is a line across the middle.
+    const y = (v) => max === min ? H / 2 : H - 1 - ((v - min) / (max - min)) * (H - 2);
     const pts = (values.length === 1 ? [values[0], values[0]] : values).map((v, i, a) =>
-      (i * W / (a.length - 1)).toFixed(1) + "," + (H - 1 - (v / max) * (H - 2)).toFixed(1));
+      (i * W / (a.length - 1)).toFixed(1) + "," + y(v).toFixed(1));
     const svg = document.createElementNS(SVG, "svg");
     for (const [k, v] of [["class", "spark"], ["data-metric", metric], ["data-samples", values.length], ["width", W], ["height", H], ["viewBox", "0 0 " + W + " " + H]]) svg.setAttribute(k, String(v));
     const line = document.createElementNS(SVG, "polyline");
@@ -110,7 +112,6 @@
     const last = h[h.length - 1];
     return el("td", { class: "usage" },
       spark("cpu", h.map((s) => s.cpu), Math.round(last.cpu * 1000) + "m"),
-      el("br"),
       spark("memory", h.map((s) => s.mem), (last.mem / 1048576).toFixed(1) + "Mi"));
   }
 
