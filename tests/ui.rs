@@ -123,6 +123,24 @@ fn start_failed(d: &Daemon, name: &str) -> bool {
         .any(|e| e["reason"] == "StartFailed" && e["name"] == name)
 }
 
+/// `GET /apis/tend.dev/v1/usage` on the socket (admin).
+fn history(d: &Daemon) -> serde_json::Value {
+    let (code, body) = d.http("GET", "/apis/tend.dev/v1/usage", None, "");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// How many samples `history` holds for Container `name`.
+fn samples(history: &serde_json::Value, name: &str) -> usize {
+    history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .and_then(|i| i["samples"].as_array())
+        .map_or(0, Vec::len)
+}
+
 fn token(d: &Daemon, args: &[&str]) -> String {
     let mut a = vec!["token", "create", "--read-only"];
     a.extend(args);
@@ -206,6 +224,13 @@ apiVersion: tend.dev/v1
 kind: Network
 metadata: {{name: hidden-net, namespace: team-b}}
 spec: {{subnet: {other}}}
+---
+apiVersion: tend.dev/v1
+kind: Container
+metadata: {{name: hidden-ct, namespace: team-b}}
+spec:
+  command: ["/bin/sleep", "3600"]
+  stopGracePeriodSeconds: 0
 "#,
         rootfs = rootfs.display(),
         lan = subnet(0),
@@ -215,8 +240,11 @@ spec: {{subnet: {other}}}
     let t = Duration::from_secs(60);
     d.wait_ready("container", "db", t);
     d.wait_ready("container", "web", t);
-    d.wait("container", "web", "a usage sample", |v| {
-        v["status"]["usage"]["sampledAt"].is_string()
+    // The daemon keeps the last samples of each Container: wait for three of `web`'s and one
+    // of team-b's container.
+    d.wait_for("container", "web", "three kept usage samples", |_| {
+        let h = history(&d);
+        samples(&h, "web") >= 3 && samples(&h, "hidden-ct") >= 1
     });
     d.wait_for("container", "broken", "a StartFailed event", |_| {
         start_failed(&d, "broken")
@@ -233,11 +261,23 @@ spec: {{subnet: {other}}}
                 "/apis/tend.dev/v1/containers",
                 "/apis/tend.dev/v1/networks",
                 "/apis/tend.dev/v1/events?limit=50",
+                "/apis/tend.dev/v1/usage",
             ] {
                 let r = c.raw(hyper::Method::GET, path, None, vec![]).await.unwrap();
                 assert_eq!(r.status.as_u16(), 401, "{path} with {tok:?}");
             }
         }
+        // The kept usage of team-b's container is not served to a token for `default`.
+        let c = Client::tcp(addr, &ca, Some(team.clone()));
+        let r = c
+            .raw(hyper::Method::GET, "/apis/tend.dev/v1/usage", None, vec![])
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            r.status.is_success() && body.contains("\"web\"") && !body.contains("hidden-ct"),
+            "{body}"
+        );
         // The page itself holds no data and opens without one.
         let c = Client::tcp(addr, &ca, None);
         let r = c
@@ -275,6 +315,7 @@ spec: {{subnet: {other}}}
         );
     }
     row(&dom, "Network/team-b/hidden-net");
+    row(&dom, "Container/team-b/hidden-ct");
     let web = row(&dom, "Container/default/web");
     assert!(
         web.contains(r#"<td class="phase">Running</td>"#)
@@ -295,6 +336,14 @@ spec: {{subnet: {other}}}
         );
     }
     assert!(web.contains("<polyline points=\""), "{web}");
+    // They draw the daemon's kept samples: three or more from the moment the page opens.
+    let n: usize = web
+        .split(r#"data-metric="cpu" data-samples=""#)
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sample count: {web}"));
+    assert!(n >= 3, "{n} samples drawn: {web}");
     // The dependency edge web -> db, with the condition it waits for.
     assert!(
         dom.contains(r#"data-from="default/web" data-to="default/db"><span class="edge">needs Ready of </span>"#),
@@ -324,10 +373,7 @@ spec: {{subnet: {other}}}
     let dom = dump_dom(tmp.path(), &url(&team));
     assert!(dom.contains(r#"<body data-state="loaded">"#), "{dom}");
     row(&dom, "Container/default/web");
-    assert!(
-        !dom.contains("team-b") && !dom.contains("hidden-net"),
-        "{dom}"
-    );
+    assert!(!dom.contains("team-b") && !dom.contains("hidden-"), "{dom}");
     // A refused token shows the server's 401 and the form to enter another.
     let dom = dump_dom(tmp.path(), &url("tend_not-a-token"));
     assert!(

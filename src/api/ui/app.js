@@ -6,7 +6,7 @@
   const API = "/apis/tend.dev/v1";
   const KINDS = [["Network", "networks"], ["State", "states"], ["Sandbox", "sandboxes"], ["Container", "containers"]];
   const EVENTS = 50; // newest events shown
-  const HISTORY = 120; // usage samples kept per container, in this tab only
+  const HISTORY = 60; // usage samples per container, as many as the daemon keeps
   const SVG = "http://www.w3.org/2000/svg";
 
   const frag = new URLSearchParams(location.hash.slice(1));
@@ -79,9 +79,15 @@
     return lines.length ? el("div", { class: "details" }, ...lines.map((l) => el("div", { class: "line" }, l))) : null;
   }
 
-  function record(o) {
-    const u = (o.status || {}).usage;
+  // The daemon's kept samples of a Container, or this tab's own record of status.usage when the
+  // daemon keeps none for it.
+  function record(o, kept) {
     const uid = o.metadata.uid;
+    if (kept && kept.length) {
+      usage.set(uid, kept.map((u) => ({ t: u.sampledAt, cpu: u.cpuCores || 0, mem: u.workingSetBytes || 0 })));
+      return;
+    }
+    const u = (o.status || {}).usage;
     if (!u || !uid) return;
     const h = usage.get(uid) || [];
     if (!h.length || h[h.length - 1].t !== u.sampledAt) {
@@ -184,15 +190,17 @@
   async function refresh() {
     clearTimeout(timer);
     try {
-      const [lists, events] = await Promise.all([
+      const [lists, events, history] = await Promise.all([
         Promise.all(KINDS.map(([, plural]) => get(API + "/" + plural))),
         get(API + "/events?limit=" + EVENTS),
+        get(API + "/usage"),
       ]);
+      const kept = new Map((history.items || []).map((h) => [h.uid, h.samples]));
       const byKind = {};
       KINDS.forEach(([kind], i) => { byKind[kind] = lists[i].items || []; });
       const live = new Set(byKind.Container.map((c) => c.metadata.uid));
       for (const uid of usage.keys()) if (!live.has(uid)) usage.delete(uid);
-      byKind.Container.forEach(record);
+      byKind.Container.forEach((c) => record(c, kept.get(c.metadata.uid)));
       renderObjects(byKind);
       renderDeps(byKind.Container);
       renderEvents(events.items || []);
