@@ -8,9 +8,10 @@ if [ "$(id -u)" != 0 ]; then exec sudo -E "$0" "$@"; fi
 # podman, crun and runc are the peers `tend bench container` measures beside tend;
 # qemu-system-x86, cpio and binutils (strip) are for the cgroup v2 VM suite (deploy/vm-test.sh);
 # systemd gives systemd-analyze, which checks deploy/tend.service; docker-registry (the CNCF
-# distribution registry) and apache2-utils (htpasswd) are the real registry the image tests pull from.
+# distribution registry) and apache2-utils (htpasswd) are the real registry the image tests pull from;
+# chromium (headless) loads the daemon's web view /ui in tests/ui.rs.
 packages=(btrfs-progs libbtrfsutil-dev libclang-dev docker.io iproute2 busybox-static pkg-config python3
-  nftables podman crun runc qemu-system-x86 cpio binutils systemd docker-registry apache2-utils)
+  nftables podman crun runc qemu-system-x86 cpio binutils systemd docker-registry apache2-utils chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

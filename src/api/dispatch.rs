@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
+use axum::{Extension, Json};
 use std::collections::HashMap;
 
 /// `GET {base}/namespaces/{ns}/{plural}`: events, or a list (or watch) of objects.
@@ -28,7 +28,7 @@ pub async fn ns_collection(
     objects::list_ns(State(s), Extension(id), Path((ns, plural)), p, headers).await
 }
 
-/// `GET {base}/{plural}`: events or objects in every namespace.
+/// `GET {base}/{plural}`: events, usage history or objects in every namespace.
 pub async fn all_collection(
     State(s): State<AppRef>,
     Extension(id): Extension<Identity>,
@@ -40,6 +40,9 @@ pub async fn all_collection(
         return Ok(events::list_all(State(s), Extension(id), Query(q))
             .await?
             .into_response());
+    }
+    if plural == "usage" {
+        return Ok(Json(super::usage::history(&s, &id).await?).into_response());
     }
     let p = Params::parse(&q)?;
     objects::list_all(State(s), Extension(id), Path(plural), p, headers).await

@@ -1,7 +1,8 @@
 //! The REST API: Kubernetes-style paths, verbs and bodies over a unix socket and optional TCP.
 //!
 //! The socket (`<state-dir>/tend.sock`, 0600) is the trusted local admin; TCP needs a bearer
-//! token from `<state-dir>/tokens.json`. Handlers call the same [`Store`] the CLI uses.
+//! token from `<state-dir>/tokens.json`. Handlers call the same [`Store`] the CLI uses. `/ui` is
+//! a static web view over this same API ([`ui`]).
 
 pub mod auth;
 pub mod batch;
@@ -26,6 +27,7 @@ pub mod rollouts;
 mod ssa;
 mod table;
 pub mod tls;
+mod ui;
 mod usage;
 mod watch;
 
@@ -227,7 +229,8 @@ async fn gate(
     let started = Instant::now();
     let verb = verb(&req);
     let path = req.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz" | "/livez");
+    // Health, and the web view's static assets (no data: the page reads the API with a token).
+    let open = matches!(path, "/healthz" | "/readyz" | "/livez") || ui::is_open(path);
     let identity = if trusted || open {
         Ok(Identity::local())
     } else {
@@ -305,6 +308,7 @@ fn router(state: AppRef, trusted: bool) -> Router {
         .route("/metrics", get(metrics_text))
         .merge(discovery::routes())
         .merge(kevents::routes())
+        .merge(ui::routes())
         .route(
             &format!("{base}/namespaces/{{ns}}/{{plural}}"),
             get(dispatch::ns_collection).post(objects::create),

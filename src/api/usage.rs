@@ -1,9 +1,11 @@
 //! Usage of Containers as the API serves it: `status.usage` filled in on every read of a
 //! Container from its runtime's last sample ([`ContainerRuntime::usage`]), and per-container
-//! series on `/metrics` under the names cAdvisor uses, so existing dashboards and alerts work.
-//! Samples are never written to the store.
+//! series on `/metrics` under the names cAdvisor uses, so existing dashboards and alerts work,
+//! and the last few samples of each at `GET /apis/tend.dev/v1/usage` (the web view's
+//! sparklines). Samples are never written to the store.
 
-use super::AppState;
+use super::{AppState, Identity};
+use serde_json::{json, Value};
 use std::fmt::Write;
 use tend_schema::kinds::container::ContainerUsage;
 use tend_schema::store::ListQuery;
@@ -34,6 +36,43 @@ pub(crate) fn with_usage(s: &AppState, mut obj: AnyObject) -> AnyObject {
         }
     }
     obj
+}
+
+/// `GET /apis/tend.dev/v1/usage`: the kept samples (oldest first) of every sampled Container
+/// `id` may see, as `{namespace, name, uid, samples: [ContainerUsage]}` items.
+pub(crate) async fn history(s: &AppState, id: &Identity) -> super::ApiResult<Value> {
+    let list = s
+        .store
+        .list(&ListQuery {
+            kind: Some(Kind::Container),
+            ..Default::default()
+        })
+        .await?;
+    let runtimes = s.runtimes.as_ref().map(|r| r.all()).unwrap_or_default();
+    let items: Vec<Value> = list
+        .items
+        .into_iter()
+        .filter(|o| id.sees(o.metadata.ns()))
+        .filter_map(|o| {
+            let uid = o.metadata.uid.as_deref()?;
+            let samples = runtimes
+                .iter()
+                .map(|rt| rt.usage_history(uid))
+                .find(|h| !h.is_empty())?;
+            Some(json!({
+                "namespace": o.metadata.ns(),
+                "name": o.metadata.name,
+                "uid": uid,
+                "samples": samples,
+            }))
+        })
+        .collect();
+    Ok(json!({
+        "apiVersion": tend_schema::API_VERSION,
+        "kind": "UsageHistoryList",
+        "metadata": {},
+        "items": items,
+    }))
 }
 
 /// One value with a Prometheus label set: label values escaped as the text format asks.

@@ -256,6 +256,13 @@ impl ContainerRuntime for NativeRuntime {
         self.usage.as_ref()?.get(uid)
     }
 
+    fn usage_history(&self, uid: &str) -> Vec<tend_schema::kinds::container::ContainerUsage> {
+        self.usage
+            .as_ref()
+            .map(|u| u.history(uid))
+            .unwrap_or_default()
+    }
+
     fn name(&self) -> &'static str {
         "native"
     }

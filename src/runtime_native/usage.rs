@@ -1,18 +1,22 @@
 //! What native workloads use: one pass over this daemon's cgroups every interval — one listing
 //! of the groups named `<instance>-*`, then a handful of small reads per group — never a task or
 //! a timer per container. The last sample of each is kept in memory and served with reads of the
-//! Container (`status.usage`), by `tend top` and as cAdvisor-named series on `/metrics`; nothing
-//! is written to the store.
+//! Container (`status.usage`), by `tend top` and as cAdvisor-named series on `/metrics`; the last
+//! [`HISTORY`] samples of each are kept too, for the web view's sparklines. Nothing is written to
+//! the store.
 
 use super::files::cgroup_name;
 use crate::cgroup::{AnyCgroupManager, CgroupManager};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tend_schema::kinds::container::{ContainerUsage, PressureSample};
 
 /// How often [`UsageSampler::run`] samples unless `tend serve --usage-interval` says otherwise.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Samples kept per workload for [`UsageSampler::history`] (10 minutes at the default interval).
+pub const HISTORY: usize = 60;
 
 struct Sampled {
     usage: ContainerUsage,
@@ -25,6 +29,8 @@ pub struct UsageSampler {
     cgroups: Arc<AnyCgroupManager>,
     instance: String,
     last: RwLock<HashMap<String, Sampled>>,
+    /// The last [`HISTORY`] samples of each workload still present, oldest first.
+    history: Mutex<HashMap<String, VecDeque<ContainerUsage>>>,
 }
 
 impl UsageSampler {
@@ -33,6 +39,7 @@ impl UsageSampler {
             cgroups,
             instance: instance.to_string(),
             last: RwLock::default(),
+            history: Mutex::default(),
         }
     }
 
@@ -80,6 +87,17 @@ impl UsageSampler {
         }
         drop(prev);
         let n = next.len();
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.retain(|uid, _| next.contains_key(uid));
+            for (uid, s) in &next {
+                let ring = history.entry(uid.clone()).or_default();
+                if ring.len() == HISTORY {
+                    ring.pop_front();
+                }
+                ring.push_back(s.usage.clone());
+            }
+        }
         *self.last.write().unwrap_or_else(|p| p.into_inner()) = next;
         n
     }
@@ -88,6 +106,16 @@ impl UsageSampler {
     pub fn get(&self, uid: &str) -> Option<ContainerUsage> {
         let last = self.last.read().unwrap_or_else(|p| p.into_inner());
         last.get(uid).map(|s| s.usage.clone())
+    }
+
+    /// The last samples of `uid`'s workload (at most [`HISTORY`]), oldest first; empty when it
+    /// has none.
+    pub fn history(&self, uid: &str) -> Vec<ContainerUsage> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history
+            .get(uid)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Samples every `every` until the task is dropped, each pass on the blocking pool.

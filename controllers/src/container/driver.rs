@@ -244,6 +244,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn usage(&self, _uid: &str) -> Option<tend_schema::kinds::container::ContainerUsage> {
         None
     }
+
+    /// The last few samples of the workload of `uid`, oldest first (the web view's sparklines);
+    /// empty for a runtime that does not sample.
+    fn usage_history(&self, _uid: &str) -> Vec<tend_schema::kinds::container::ContainerUsage> {
+        Vec::new()
+    }
 }
 
 /// The runtimes of one daemon, and the one place that decides which serves a Container: the
