@@ -278,6 +278,22 @@ spec:
             r.status.is_success() && body.contains("\"web\"") && !body.contains("hidden-ct"),
             "{body}"
         );
+        // /metrics names every namespace's Containers: a namespace token is refused, an
+        // admin token reads it.
+        let r = c
+            .raw(hyper::Method::GET, "/metrics", None, vec![])
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status.as_u16(), 403, "{body}");
+        assert!(!body.contains("hidden-ct"), "{body}");
+        let a = Client::tcp(addr, &ca, Some(admin.clone()));
+        let r = a
+            .raw(hyper::Method::GET, "/metrics", None, vec![])
+            .await
+            .unwrap();
+        assert_eq!(r.status.as_u16(), 200);
+        assert!(String::from_utf8_lossy(&r.body).contains("hidden-ct"));
         // The page itself holds no data and opens without one.
         let c = Client::tcp(addr, &ca, None);
         let r = c

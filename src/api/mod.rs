@@ -290,7 +290,19 @@ async fn readyz(State(s): State<AppRef>) -> Response {
     }
 }
 
-async fn metrics_text(State(s): State<AppRef>) -> Response {
+/// `/metrics`: the daemon's series and every Container's usage, of every namespace — so only
+/// for credentials that see every namespace (403 for a namespace-limited token).
+async fn metrics_text(
+    State(s): State<AppRef>,
+    axum::Extension(id): axum::Extension<Identity>,
+) -> Response {
+    if id.namespaces.is_some() {
+        return ApiError::forbidden(format!(
+            "token {:?} is limited to namespaces; /metrics lists every namespace's containers and needs an admin token",
+            id.id
+        ))
+        .into_response();
+    }
     let mut text = s.metrics.render();
     if let Some(extra) = &s.extra_metrics {
         text.push_str(&extra());
