@@ -645,6 +645,31 @@ async fn tokens_authenticate_and_limit_namespaces() {
         .map(|o| o["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["na", "x"]);
+    // Events across namespaces: `limit` counts the events the token may see, however many
+    // newer ones another namespace has.
+    use tend_schema::store::{EventType, NewEvent, Store};
+    let event = |ns: &str, name: &str, reason: &str| NewEvent {
+        object: tend_schema::ObjectKey::new(Kind::Network, ns, name),
+        uid: format!("uid-{ns}-{name}"),
+        type_: EventType::Normal,
+        reason: reason.into(),
+        message: String::new(),
+    };
+    s.store.record_event(event("a", "na", "InA")).await.unwrap();
+    for i in 0..5 {
+        s.store
+            .record_event(event("b", "nb", &format!("InB{i}")))
+            .await
+            .unwrap();
+    }
+    let ev = get(&ca, "/apis/tend.dev/v1/events?limit=1").await.json();
+    let reasons: Vec<&str> = ev["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["InA"], "{ev}");
     assert_eq!(
         get(
             &ca,

@@ -84,13 +84,34 @@ async fn list(
         id.check(Some(ns), false)?;
     }
     let query = event_query(&q, ns.as_deref())?;
-    let items: Vec<_> = s
-        .store
-        .list_events(&query)
-        .await?
-        .into_iter()
-        .filter(|e| id.sees(&e.namespace))
-        .collect();
+    let items = match (&id.namespaces, &query.namespace, &query.object) {
+        // A namespace token asking across namespaces: each of its namespaces with the limit,
+        // merged newest first and cut to the limit again, so `limit` counts what it may see.
+        (Some(mine), None, None) => {
+            let mut all = Vec::new();
+            for n in mine {
+                let one = EventQuery {
+                    namespace: Some(n.clone()),
+                    ..query.clone()
+                };
+                all.extend(s.store.list_events(&one).await?);
+            }
+            if query.after.is_some() {
+                all.sort_by_key(|e| e.id);
+            } else {
+                all.sort_by(|a, b| (b.last_timestamp, b.id).cmp(&(a.last_timestamp, a.id)));
+            }
+            all.truncate(query.limit.unwrap_or(usize::MAX));
+            all
+        }
+        _ => s
+            .store
+            .list_events(&query)
+            .await?
+            .into_iter()
+            .filter(|e| id.sees(&e.namespace))
+            .collect(),
+    };
     Ok(Json(json!({
         "apiVersion": tend_schema::API_VERSION,
         "kind": "EventList",
