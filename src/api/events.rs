@@ -99,7 +99,7 @@ async fn list(
             if query.after.is_some() {
                 all.sort_by_key(|e| e.id);
             } else {
-                all.sort_by(|a, b| (b.last_timestamp, b.id).cmp(&(a.last_timestamp, a.id)));
+                all.sort_by_key(|e| std::cmp::Reverse((e.last_timestamp, e.id)));
             }
             all.truncate(query.limit.unwrap_or(usize::MAX));
             all
