@@ -9,6 +9,9 @@ use crate::quantity::Quantity;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
+/// How many container ids (uids and gids alike) a user namespace maps: 0..65535.
+pub const USERNS_IDS: u32 = 65536;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
@@ -364,6 +367,9 @@ impl ContainerSpec {
         }
         if let Some(sc) = &self.security_context {
             sc.validate(&mut errs);
+            if sc.user_namespace {
+                self.validate_user_namespace(&mut errs);
+            }
         }
         self.validate_ports(&mut errs);
         self.validate_logs(&mut errs);
@@ -388,6 +394,35 @@ impl ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// `securityContext.userNamespace: true`: native runtime, a rootfs (the host filesystem
+    /// cannot be id-mapped), and a user inside the 65536 ids the namespace maps.
+    fn validate_user_namespace(&self, errs: &mut FieldErrors) {
+        let field = "spec.securityContext.userNamespace";
+        if self.runtime == Runtime::Docker {
+            errs.push(
+                field,
+                "is not supported with runtime: docker (Docker remaps users only daemon-wide, userns-remap); use the native runtime",
+            );
+            return;
+        }
+        if self.rootfs.is_none() {
+            errs.push(
+                field,
+                "needs spec.rootfs (a Sandbox or State): the host filesystem is not id-mapped into a container's user namespace",
+            );
+        }
+        if let Some(u) = &self.user {
+            for (f, id) in [("uid", u.uid), ("gid", u.gid)] {
+                if id >= USERNS_IDS {
+                    errs.push(
+                        format!("spec.user.{f}"),
+                        format!("{id} is outside the {USERNS_IDS} ids a user namespace maps (0-{})", USERNS_IDS - 1),
+                    );
+                }
+            }
+        }
+    }
+
     fn validate_logs(&self, errs: &mut FieldErrors) {
         let Some(l) = &self.logs else { return };
         if let Some(q) = &l.max_size {
@@ -488,10 +523,22 @@ pub struct ContainerStatus {
     /// The last generation rolled back, while it is still the spec's generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<RolledBack>,
+    /// The host ids the Container's user namespace maps (`securityContext.userNamespace`), held
+    /// from its first start until it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<UserNamespaceStatus>,
     /// What the running workload uses, from the daemon's last sample. Served with every read of
     /// the object, never stored (a sample is not a change of the object; watches do not carry it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ContainerUsage>,
+}
+
+/// `status.userNamespace`: container uid/gid `n` (0 ≤ n < size) is host id `hostId + n`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserNamespaceStatus {
+    pub host_id: u32,
+    pub size: u32,
 }
 
 /// A sample of a running workload's use (`status.usage`, `tend top`, the `container_*` series
@@ -573,6 +620,31 @@ mod tests {
         assert_eq!(
             err.to_string(),
             r#"spec.resources.memory: "12XB" is not a quantity"#
+        );
+    }
+
+    #[test]
+    fn user_namespaces_need_the_native_runtime_a_rootfs_and_a_mapped_user() {
+        let err = |spec: serde_json::Value| {
+            Kind::Container
+                .validate_spec(&spec)
+                .map(|_| String::new())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        let sc = json!({"userNamespace": true});
+        assert!(err(json!({"runtime": "docker", "image": "busybox", "securityContext": sc}))
+            .starts_with("spec.securityContext.userNamespace: is not supported with runtime: docker"));
+        assert!(err(json!({"command": ["sh"], "securityContext": sc}))
+            .starts_with("spec.securityContext.userNamespace: needs spec.rootfs"));
+        assert_eq!(
+            err(json!({"command": ["sh"], "rootfs": {"sandbox": "s"}, "securityContext": sc,
+                "user": {"uid": 65536}})),
+            "spec.user.uid: 65536 is outside the 65536 ids a user namespace maps (0-65535)"
+        );
+        assert_eq!(
+            err(json!({"command": ["sh"], "rootfs": {"sandbox": "s"}, "securityContext": sc,
+                "user": {"uid": 1000, "gid": 1000}})),
+            ""
         );
     }
 

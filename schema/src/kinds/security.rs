@@ -1,5 +1,5 @@
 //! A Container's `securityContext`: privileged, capabilities, seccomp, no_new_privs, read-only
-//! root, runAsNonRoot; and the capability sets every runtime and the policy share.
+//! root, runAsNonRoot, userNamespace; and the capability sets every runtime and the policy share.
 
 use crate::field::FieldErrors;
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,8 @@ pub struct SecurityContext {
     /// Refuse to start when the resolved uid is 0.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub run_as_non_root: bool,
-    /// Not supported yet: refused at validation.
+    /// Run in a user namespace of its own: container uid/gid 0..65535 are an unprivileged host
+    /// range allocated to this Container (native runtime with a rootfs only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub user_namespace: bool,
 }
@@ -166,12 +167,6 @@ impl SecurityContext {
                 }
             }
         }
-        if self.user_namespace {
-            errs.push(
-                format!("{base}.userNamespace"),
-                "not supported yet: tend cannot map container root to an unprivileged host uid",
-            );
-        }
     }
 }
 
@@ -209,18 +204,11 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_bad_capability_and_refuses_user_namespaces() {
+    fn validation_names_the_bad_capability() {
         let mut errs = FieldErrors::default();
-        let mut c = ctx(&["NET_ADMIN", "FLY"], &["all"]);
-        c.user_namespace = true;
+        let c = ctx(&["NET_ADMIN", "FLY"], &["all"]);
         c.validate(&mut errs);
         let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "spec.securityContext.capabilities.add[1]",
-                "spec.securityContext.userNamespace"
-            ]
-        );
+        assert_eq!(fields, ["spec.securityContext.capabilities.add[1]"]);
     }
 }

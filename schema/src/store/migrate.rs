@@ -15,6 +15,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_revisions",
         include_str!("../../migrations/0003_revisions.sql"),
     ),
+    (
+        "0004_id_ranges",
+        include_str!("../../migrations/0004_id_ranges.sql"),
+    ),
 ];
 
 /// The schema version this binary writes.

@@ -5,6 +5,7 @@
 
 mod events;
 mod feed;
+mod idranges;
 mod leases;
 mod migrate;
 mod pool;
@@ -13,6 +14,7 @@ mod sqlite;
 mod txn;
 
 pub use events::{Event, EventQuery, EventType, NewEvent};
+pub use idranges::{IdPool, IdRange, IdRangeError};
 pub use leases::{Lease, LeaseError, LeaseFilter, LeaseRequest};
 pub use migrate::SCHEMA_VERSION;
 pub use revisions::{Requester, Revision};
@@ -69,6 +71,9 @@ pub enum StoreError {
     /// An IPv4 lease could not be given (subnet full, fixed address unavailable).
     #[error("{0}")]
     Lease(#[from] LeaseError),
+    /// No host uid/gid range is free for a user-namespaced Container.
+    #[error("{0}")]
+    IdRange(#[from] IdRangeError),
     #[error("watching {path} for changes: {source}")]
     Inotify { path: PathBuf, source: nix::Error },
 }
@@ -301,6 +306,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Leases matching the filter, ordered by network and address.
     async fn list_leases(&self, filter: &LeaseFilter) -> Result<Vec<Lease>>;
+
+    /// Gives `owner_uid` (a Container uid) a range of `pool.size` host ids for its user
+    /// namespace: the range it already holds, else the lowest free one in `pool`.
+    ///
+    /// # Guarantees
+    /// No two held ranges overlap, even under concurrent allocation from several processes
+    /// (one serialized transaction; the primary key on the first id backs it). A range stays
+    /// the owner's, across daemon restarts and pool changes, until [`Store::release_id_range`].
+    ///
+    /// # Errors
+    /// `IdRange(PoolExhausted)` when no gap of `pool.size` ids is left in the pool.
+    async fn allocate_id_range(&self, owner_uid: &str, pool: IdPool) -> Result<IdRange>;
+
+    /// Releases the range of `owner_uid`; true when it held one. Releasing nothing is success.
+    async fn release_id_range(&self, owner_uid: &str) -> Result<bool>;
+
+    /// Held ranges, lowest first (only `owner_uid`'s when given).
+    async fn list_id_ranges(&self, owner_uid: Option<&str>) -> Result<Vec<IdRange>>;
 
     /// Every change of one object still in the change feed, oldest first, and the revision up
     /// to which older history was compacted away (`tend history`).

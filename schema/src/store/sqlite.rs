@@ -5,6 +5,7 @@
 //! them). Readers never wait for the writer: WAL gives each read a consistent snapshot.
 
 use super::feed::Feed;
+use super::idranges;
 use super::leases;
 use super::migrate::migrate;
 use super::pool::{self, Pool};
@@ -626,6 +627,22 @@ impl Store for SqliteStore {
     async fn list_leases(&self, filter: &LeaseFilter) -> Result<Vec<Lease>> {
         let f = filter.clone();
         self.read(move |c| leases::list(c, &f)).await
+    }
+
+    async fn allocate_id_range(&self, owner_uid: &str, pool: IdPool) -> Result<IdRange> {
+        let o = owner_uid.to_string();
+        self.write_leases(move |c| idranges::allocate(c, &o, &pool, &now().to_rfc3339()))
+            .await
+    }
+
+    async fn release_id_range(&self, owner_uid: &str) -> Result<bool> {
+        let o = owner_uid.to_string();
+        self.write_leases(move |c| idranges::release(c, &o)).await
+    }
+
+    async fn list_id_ranges(&self, owner_uid: Option<&str>) -> Result<Vec<IdRange>> {
+        let o = owner_uid.map(str::to_string);
+        self.read(move |c| idranges::list(c, o.as_deref())).await
     }
 
     async fn history(&self, key: &ObjectKey) -> Result<(Vec<WatchEvent>, u64)> {
