@@ -61,6 +61,14 @@ pub struct Args {
     /// Log files kept per container, the current one included (`spec.logs.maxFiles`).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=99))]
     pub log_max_files: u32,
+    /// First host uid/gid of the pool `securityContext.userNamespace` ranges are cut from
+    /// (65536 ids per Container).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    pub userns_first_id: u32,
+    /// How many 65536-id ranges the pool holds (how many user-namespaced Containers may exist
+    /// at once).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub userns_ranges: u32,
 }
 
 /// Runs the daemon on the state dir `dir` with these flags.
@@ -97,6 +105,14 @@ pub async fn run(dir: &Path, args: Args) -> anyhow::Result<ExitCode> {
         orphan_grace: Duration::from_secs(args.orphan_grace_seconds),
     };
     cfg.registry_auth = args.registry_auth;
+    cfg.id_pool = tend_schema::store::IdPool {
+        first: args.userns_first_id,
+        size: tend_schema::kinds::container::USERNS_IDS,
+        count: args.userns_ranges,
+    };
+    cfg.id_pool
+        .check()
+        .map_err(|e| anyhow::anyhow!("--userns-first-id/--userns-ranges: {e}"))?;
     serve(
         store,
         cfg,

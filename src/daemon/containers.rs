@@ -71,7 +71,10 @@ pub fn register_containers(
                     set.native.clone(),
                     set.docker.clone(),
                     attachments,
-                    ContainerConfig::default(),
+                    ContainerConfig {
+                        id_pool: cfg.id_pool,
+                        ..ContainerConfig::default()
+                    },
                     Some(trigger),
                 )
                 .with_probes(probes)

@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     /// A docker `config.json` with registry credentials; `None`: `$DOCKER_CONFIG/config.json`
     /// or `~/.docker/config.json` when present.
     pub registry_auth: Option<PathBuf>,
+    /// Host id ranges for `securityContext.userNamespace` (`--userns-first-id/--userns-ranges`).
+    pub id_pool: tend_schema::store::IdPool,
 }
 
 impl DaemonConfig {
@@ -60,6 +62,7 @@ impl DaemonConfig {
             usage_interval: crate::runtime_native::usage::DEFAULT_INTERVAL,
             log: Default::default(),
             registry_auth: None,
+            id_pool: Default::default(),
         })
     }
 }

@@ -236,6 +236,7 @@ mod tests {
             spec,
             rootfs: None,
             netns: None,
+            user_namespace: None,
         }
     }
 

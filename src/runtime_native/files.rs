@@ -7,7 +7,7 @@
 
 use super::NativeError;
 use crate::cgroup::{AnyCgroupManager, CgroupManager, Limits};
-use crate::shim::{LogLimits, OomCheck, Security, ShimConfig};
+use crate::shim::{IdMap, LogLimits, OomCheck, Security, ShimConfig};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tend_controllers::container::WorkloadSpec;
@@ -130,6 +130,10 @@ pub fn shim_config(
         oom: oom_check(cg, cgroup),
         security: security(&w.spec, matches!(cg, AnyCgroupManager::V1(_))),
         init: w.spec.init,
+        user_namespace: w.user_namespace.map(|u| IdMap {
+            host_id: u.host_id,
+            size: u.size,
+        }),
     }
 }
 

@@ -68,6 +68,13 @@ impl From<NativeError> for DriverError {
             NativeError::NotRunning { .. } => DriverError::NotRunning {
                 message: e.to_string(),
             },
+            NativeError::Shim {
+                source: ShimError::Unsupported { message },
+                ..
+            } => DriverError::Refused {
+                reason: "UserNamespaceUnsupported",
+                message,
+            },
             e => DriverError::failed(e),
         }
     }
@@ -300,6 +307,20 @@ impl ContainerRuntime for NativeRuntime {
                 reason: "RunAsNonRoot",
                 message: "securityContext.runAsNonRoot is set but the container would run as uid 0 (set spec.user.uid)".into(),
             });
+        }
+        if let Some(ns) = w.user_namespace {
+            let user = w.spec.user.unwrap_or_default();
+            if user.uid >= ns.size || user.gid >= ns.size {
+                return Err(DriverError::Refused {
+                    reason: "UserOutsideUserNamespace",
+                    message: format!(
+                        "securityContext.userNamespace maps ids 0-{} but the container would run as {}:{}",
+                        ns.size - 1,
+                        user.uid,
+                        user.gid
+                    ),
+                });
+            }
         }
         let (me, w) = (self.clone(), w.clone());
         Ok(blocking(move || me.start_blocking(&w)).await?)

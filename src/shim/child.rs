@@ -75,19 +75,21 @@ pub(crate) fn mask_ops(root: &Path) -> Vec<Op> {
         .collect()
 }
 
-/// The mounts that build a container root in `root` before `pivot_root`: the root bind itself,
+/// The mounts that build a container root in `root` before `pivot_root`: the root bind itself
+/// (left out when `idmapped`: the child attaches the shim's id-mapped clone there instead),
 /// /proc, a minimal /dev, /dev/pts, /dev/shm, /dev/mqueue and a read-only /sys.
-pub(crate) fn rootfs_ops(root: &Path) -> Vec<Op> {
+pub(crate) fn rootfs_ops(root: &Path, idmapped: bool) -> Vec<Op> {
     let at = |rel: &str| cp(&root.join(rel));
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let mut ops = vec![
-        Op::Mount {
-            source: Some(cp(root)),
-            target: cp(root),
-            fstype: None,
-            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
-            data: None,
-        },
+    let bind = Op::Mount {
+        source: Some(cp(root)),
+        target: cp(root),
+        fstype: None,
+        flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+        data: None,
+    };
+    let mut ops: Vec<Op> = (!idmapped).then_some(bind).into_iter().collect();
+    ops.extend([
         Op::Mkdir(at("proc")),
         mount(Some("proc"), at("proc"), Some("proc"), nosuid, None),
         Op::Mkdir(at("dev")),
@@ -98,7 +100,7 @@ pub(crate) fn rootfs_ops(root: &Path) -> Vec<Op> {
             MsFlags::MS_NOSUID,
             Some("mode=755,size=65536k"),
         ),
-    ];
+    ]);
     for dev in ["null", "zero", "full", "random", "urandom", "tty"] {
         ops.push(Op::Touch(at(&format!("dev/{dev}"))));
         ops.push(mount(
@@ -212,6 +214,8 @@ pub(crate) const STEPS: &[&str] = &[
     "read-only path",
     "read-only root",
     "block signals",
+    "attach id-mapped root",
+    "setns user",
 ];
 
 /// Everything the workload child needs, prepared before the fork.
@@ -238,6 +242,10 @@ pub(crate) struct ChildPlan {
     /// Stay as PID 1 (an init: signals forwarded, zombies reaped) and run the command as its
     /// child.
     pub init: bool,
+    /// The user namespace to enter after `pivot_root` (see [`super::userns`]).
+    pub userns: Option<OwnedFd>,
+    /// The id-mapped clone of the rootfs, attached at `root` instead of a plain bind.
+    pub root_tree: Option<OwnedFd>,
 }
 
 /// Writes `(step, errno)` on the report pipe and exits 127 without running any destructor.
@@ -401,6 +409,12 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
             None::<&str>,
         ),
     );
+    if let (Some(tree), Some(root)) = (&plan.root_tree, &plan.root) {
+        step(
+            "attach id-mapped root",
+            super::userns::attach(tree.as_fd(), root.as_c_str()),
+        );
+    }
     for op in &plan.ops {
         if let Err((s, e)) = run_op(op) {
             fail(report, s, e)
@@ -426,6 +440,11 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
         );
     }
     step("chdir", nix::unistd::chdir(plan.cwd.as_c_str()));
+    if let Some(ns) = &plan.userns {
+        // Last namespace step: from here on the capabilities count only inside it, and
+        // entering it resets the bounding set, which the security plan cuts next.
+        step("setns user", nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER));
+    }
     if let Err((s, e)) = plan.security.apply_before_setuid() {
         fail(report, s, e)
     }
@@ -469,8 +488,11 @@ mod tests {
 
     #[test]
     fn rootfs_ops_start_with_the_root_bind_and_end_with_sys() {
-        let ops = rootfs_ops(Path::new("/r"));
+        let ops = rootfs_ops(Path::new("/r"), false);
         assert!(matches!(&ops[0], Op::Mount { target, .. } if target.as_bytes() == b"/r"));
+        let idmapped = rootfs_ops(Path::new("/r"), true);
+        assert_eq!(idmapped[0], Op::Mkdir(c("/r/proc")), "no plain bind under the id-mapped root");
+        assert_eq!(idmapped.len() + 1, ops.len());
         assert!(
             matches!(ops.last(), Some(Op::Mount { flags, .. }) if flags.contains(MsFlags::MS_RDONLY))
         );

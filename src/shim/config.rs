@@ -49,6 +49,10 @@ pub struct ShimConfig {
     /// How to tell an OOM kill: read before start and after exit, a rise means OOM-killed.
     #[serde(default)]
     pub oom: Option<OomCheck>,
+    /// Run in a user namespace with this mapping, on an id-mapped `rootfs` (required then);
+    /// `uid` and `gid` are ids inside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_namespace: Option<super::IdMap>,
     /// Run an init as PID 1 that forwards signals to the command and reaps zombies.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,

@@ -31,13 +31,16 @@ struct ExecPlan {
     argv: Vec<CString>,
     envp: Vec<CString>,
     security: SecurityPlan,
+    /// The workload's user namespace, entered last (see [`super::userns`]).
+    userns: Option<OwnedFd>,
     uid: u32,
     gid: u32,
 }
 
 /// Runs `argv` with exactly `env` inside the PID, mount, UTS, IPC and network namespaces and the
 /// root of `workload_pid`, in the cgroups of `config` (its `cgroup_procs`), as its user and with
-/// its [`super::Security`] (capabilities, `no_new_privs`, seccomp), with the caller's
+/// its [`super::Security`] (capabilities, `no_new_privs`, seccomp) and in its user namespace
+/// when it has one, with the caller's
 /// stdin/stdout/stderr. Returns its exit code (128 + signal when a signal killed it).
 ///
 /// Blocking until the command ends: call it through `tend::util::blocking` from async code.
@@ -64,6 +67,13 @@ pub fn exec_in(
         let p = ns_dir.join(name);
         namespaces.push((File::open(&p).map_err(io_err("open", &p))?.into(), flag));
     }
+    let userns = match config.user_namespace {
+        Some(_) => {
+            let p = ns_dir.join("user");
+            Some(File::open(&p).map_err(io_err("open", &p))?.into())
+        }
+        None => None,
+    };
     let root_path = PathBuf::from(format!("/proc/{workload_pid}/root"));
     let root: OwnedFd = File::open(&root_path)
         .map_err(io_err("open", &root_path))?
@@ -84,6 +94,7 @@ pub fn exec_in(
             .collect(),
         envp: child::envp(env),
         security,
+        userns,
         uid: config.uid,
         gid: config.gid,
     };
@@ -171,6 +182,11 @@ fn run_middle(plan: ExecPlan) -> ! {
     }
     let pid = match fork_raw() {
         Ok(ForkResult::Child) => {
+            if let Some(ns) = &plan.userns {
+                if let Err(e) = nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER) {
+                    fail(report, "setns user", e)
+                }
+            }
             if let Err((s, e)) = plan.security.apply_before_setuid() {
                 fail(report, s, e)
             }

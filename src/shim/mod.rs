@@ -17,7 +17,8 @@
 //! The daemon runs `exe shim <dir>` (stage 0) with stdout on a pipe. Stage 0 takes the lock,
 //! forks and exits; the fork calls `setsid` and becomes the shim, re-parented away from the daemon
 //! (to init or the nearest subreaper), so killing the daemon never kills it. The shim forks the
-//! workload into new PID, mount, UTS and IPC namespaces, reports one JSON line on the pipe and then
+//! workload into new PID, mount, UTS and IPC namespaces (and a user namespace when asked, see
+//! [`userns`]), reports one JSON line on the pipe and then
 //! points its stdio at /dev/null.
 //!
 //! # Tests
@@ -35,6 +36,7 @@ mod run;
 mod seccomp;
 mod security;
 mod spawn;
+mod userns;
 
 use std::path::PathBuf;
 
@@ -45,6 +47,7 @@ pub use proc::{pidfd_open, process_start_time, PidFd};
 pub use run::main_from_args;
 pub use seccomp::SeccompError;
 pub use security::{Security, SecurityError, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
+pub use userns::IdMap;
 pub use spawn::{kill_recorded, read_state, read_state_in, spawn_shim, stop, ShimState};
 
 /// Everything that can go wrong in the shim and its daemon-side helpers; each variant names the
@@ -101,6 +104,13 @@ pub enum ShimError {
     ProcessGone {
         /// The pid.
         pid: i32,
+    },
+    /// The kernel or the filesystem cannot give the container what it asks for (a user
+    /// namespace, an id-mapped root); the message says what refused and with which errno.
+    #[error("{message}")]
+    Unsupported {
+        /// What refused, and why.
+        message: String,
     },
     /// `tend shim` was called with bad arguments.
     #[error("usage: tend shim <container-dir>: {0}")]

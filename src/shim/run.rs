@@ -19,6 +19,7 @@ use super::config::{
 use super::log::{LineSplitter, RotatingLog};
 use super::proc::process_start_time;
 use super::security::SecurityPlan;
+use super::userns;
 use super::{io_err, sys_err, Result, ShimError};
 
 /// The one JSON line the shim writes on its stdout for [`super::spawn_shim`].
@@ -30,6 +31,8 @@ pub(crate) enum Report {
     AlreadyRunning,
     /// Starting failed; the message says where.
     Failed(String),
+    /// The kernel or filesystem refused what the container asks for ([`ShimError::Unsupported`]).
+    Unsupported(String),
 }
 
 /// Entry point of `tend shim`: `args` are the words after `tend shim` (a leading `"shim"` is
@@ -105,6 +108,10 @@ fn stage0(dir: &Path) -> Result<i32> {
             let _ = nix::unistd::setsid();
             let code = match shim(dir, &config) {
                 Ok(()) => 0,
+                Err(ShimError::Unsupported { message }) => {
+                    report(&Report::Unsupported(message));
+                    1
+                }
                 Err(e) => {
                     report(&Report::Failed(e.to_string()));
                     1
@@ -147,6 +154,7 @@ fn shim(dir: &Path, config: &ShimConfig) -> Result<()> {
             write_json_atomic(&dir.join("exit.json"), &rec, true)?;
             let message = match e {
                 ShimError::StartFailed { message, .. } => message,
+                e @ ShimError::Unsupported { .. } => return Err(e),
                 e => e.to_string(),
             };
             return Err(ShimError::StartFailed {
@@ -204,8 +212,30 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
         dir: PathBuf::new(),
         message: e.to_string(),
     })?;
+    // Before the PID namespace: the helper that makes the user namespace must not be its init.
+    let (userns, root_tree) = match (config.user_namespace, &config.rootfs) {
+        (None, _) => (None, None),
+        (Some(_), None) => {
+            return Err(ShimError::Usage(
+                "config.json: user_namespace needs a rootfs to id-map".into(),
+            ))
+        }
+        (Some(map), Some(root)) => {
+            let ns = userns::create(map)?;
+            // Mount points made here, as host root on the real tree: host root cannot create
+            // anything through the id-mapped mount (it has no id inside the mapping).
+            for d in ["proc", "dev", "sys"] {
+                let p = root.join(d);
+                if !p.is_dir() {
+                    std::fs::create_dir_all(&p).map_err(io_err("mkdir", &p))?;
+                }
+            }
+            let tree = userns::idmapped_tree(root, ns.as_fd())?;
+            (Some(ns), Some(tree))
+        }
+    };
     let mut ops = match &config.rootfs {
-        Some(r) => child::rootfs_ops(r),
+        Some(r) => child::rootfs_ops(r, root_tree.is_some()),
         None => child::host_ops(),
     };
     if config.security.mask_paths {
@@ -234,6 +264,8 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
             .map(|h| std::ffi::CString::new(h).unwrap_or_default()),
         cwd: std::ffi::CString::new(config.cwd.as_os_str().as_encoded_bytes()).unwrap_or_default(),
         init: config.init,
+        userns,
+        root_tree,
         uid: config.uid,
         gid: config.gid,
         candidates: child::exec_candidates(

@@ -61,6 +61,7 @@ pub fn spawn_shim(exe: &Path, container_dir: &Path) -> Result<ShimHandle> {
             dir: container_dir.to_owned(),
         }),
         Some(Report::Failed(m)) => Err(failed(m)),
+        Some(Report::Unsupported(message)) => Err(ShimError::Unsupported { message }),
         None => Err(failed(format!(
             "no report from the shim ({status}); last output {:?}",
             last.trim()

@@ -7,7 +7,9 @@ use futures::stream::BoxStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tend_schema::kinds::container::{ContainerSpec, NetworkStatusEntry, Runtime};
+use tend_schema::kinds::container::{
+    ContainerSpec, NetworkStatusEntry, Runtime, UserNamespaceStatus,
+};
 use tend_schema::Time;
 
 use super::exec::{ExecLimits, ExecOutput, ExecSession};
@@ -82,6 +84,9 @@ pub struct WorkloadSpec {
     pub rootfs: Option<PathBuf>,
     /// The network namespace to join; `None` keeps the host's.
     pub netns: Option<PathBuf>,
+    /// The host ids of its user namespace (`securityContext.userNamespace`), allocated by the
+    /// controller; `None` runs without one.
+    pub user_namespace: Option<UserNamespaceStatus>,
 }
 
 /// A running workload as the runtime sees it.

@@ -25,8 +25,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tend_schema::kinds::container::{ContainerSpec, ContainerStatus, CrashLoopStatus};
-use tend_schema::store::EventType;
+use tend_schema::kinds::container::{
+    ContainerSpec, ContainerStatus, CrashLoopStatus, UserNamespaceStatus,
+};
+use tend_schema::store::{EventType, IdPool};
 use tend_schema::{AnyObject, Kind, Object, ObjectKey};
 
 /// The finalizer this controller puts on every Container.
@@ -43,6 +45,8 @@ pub struct ContainerConfig {
     pub backoff_max: Duration,
     /// A run that lasted this long ends the crash loop: the next restart is immediate again.
     pub backoff_reset: Duration,
+    /// Where the host id ranges of `securityContext.userNamespace` come from.
+    pub id_pool: IdPool,
 }
 
 impl Default for ContainerConfig {
@@ -51,6 +55,7 @@ impl Default for ContainerConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             backoff_reset: Duration::from_secs(10),
+            id_pool: IdPool::default(),
         }
     }
 }
@@ -494,6 +499,11 @@ impl ContainerReconciler {
         };
         let mut w = self.workload(s.c, rootfs, netns);
         w.spec = spec;
+        if w.spec.security().user_namespace {
+            let ns = self.user_namespace(s).await?;
+            st.user_namespace = Some(ns);
+            w.user_namespace = Some(ns);
+        }
         let r = match rt.start(&w).await {
             Ok(r) => r,
             Err(e) => {
@@ -517,6 +527,22 @@ impl ContainerReconciler {
         s.write(&st, Action::await_change()).await
     }
 
+    /// The host id range of the Container's user namespace: the one it holds, else a new one
+    /// from the pool. Held until the Container is deleted ([`Self::cleanup`] releases it), so a
+    /// restart, a new generation or a daemon restart keeps the same host ids.
+    async fn user_namespace(&self, s: &Step<'_>) -> Result<UserNamespaceStatus, Error> {
+        let r = s
+            .ctx
+            .store
+            .allocate_id_range(&s.uid, self.cfg.id_pool)
+            .await
+            .map_err(store_err(s.key, "allocate user namespace ids"))?;
+        Ok(UserNamespaceStatus {
+            host_id: r.first,
+            size: r.size,
+        })
+    }
+
     async fn attach(&self, c: &Container, uid: &str) -> Result<Attach, Error> {
         Ok(self
             .attachments
@@ -538,6 +564,7 @@ impl ContainerReconciler {
             spec: c.spec.clone(),
             rootfs,
             netns,
+            user_namespace: None,
         }
     }
 
@@ -581,6 +608,11 @@ impl ContainerReconciler {
             .await
             .map_err(drv(&uid, "attachments", "remove"))?;
         self.drop_snapshots(ctx, &key, &uid).await?;
+        // Only now that nothing of the workload is left may its host ids go to another.
+        ctx.store
+            .release_id_range(&uid)
+            .await
+            .map_err(store_err(&key, "release user namespace ids"))?;
         self.prober.forget(&uid);
         lock(&self.watched).remove(&uid);
         Ok(Cleanup::Done)

@@ -27,6 +27,7 @@ pub(super) fn cfg() -> ContainerConfig {
         backoff_base: Duration::from_millis(100),
         backoff_max: Duration::from_secs(1),
         backoff_reset: Duration::from_secs(10),
+        ..ContainerConfig::default()
     }
 }
 
