@@ -125,6 +125,7 @@ async fn start_with_resync(dir: &Path, instance: &str, resync: Duration) -> Test
         usage_interval: Duration::from_secs(10),
         log: Default::default(),
         registry_auth: None,
+        id_pool: Default::default(),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
     let mut rt = Runtime::new(dyn_store.clone(), RuntimeConfig::default());

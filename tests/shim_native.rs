@@ -60,6 +60,7 @@ impl Container {
             oom: None,
             security: Default::default(),
             init: false,
+            user_namespace: None,
         }
     }
 

@@ -105,6 +105,7 @@ impl Env {
             usage_interval: Duration::from_secs(10),
             log: Default::default(),
             registry_auth: None,
+            id_pool: Default::default(),
         };
         let d = Daemon::build(self.store.clone(), &cfg).await.unwrap();
         let mut ready = d.runtime.ready();

@@ -71,7 +71,9 @@ fn output(d: &Daemon, name: &str) -> String {
 fn range_and_pid(v: &Value) -> ((u64, u64), i64) {
     let ns = &v["status"]["userNamespace"];
     let range = (
-        ns["hostId"].as_u64().unwrap_or_else(|| panic!("no status.userNamespace in {v:#}")),
+        ns["hostId"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no status.userNamespace in {v:#}")),
         ns["size"].as_u64().unwrap(),
     );
     (range, v["status"]["pid"].as_i64().unwrap())
@@ -84,7 +86,9 @@ fn status_ids(pid: i64, key: &str) -> Vec<u64> {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{key}:")))
         .unwrap_or_else(|| panic!("no {key} in {text}"));
-    line.split_whitespace().map(|n| n.parse().unwrap()).collect()
+    line.split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -106,7 +110,9 @@ fn running(d: &Daemon, name: &str) -> Value {
 
 #[test]
 fn container_root_is_an_unprivileged_host_range_and_sees_its_sandbox_as_root() {
-    if !common::privileged("container_root_is_an_unprivileged_host_range_and_sees_its_sandbox_as_root") {
+    if !common::privileged(
+        "container_root_is_an_unprivileged_host_range_and_sees_its_sandbox_as_root",
+    ) {
         return;
     }
     let (d, _src) = daemon_with_state(btrfs_daemon());
@@ -117,7 +123,10 @@ fn container_root_is_an_unprivileged_host_range_and_sees_its_sandbox_as_root() {
 
     // Inside: root, and the busybox tree (host root's files) owned by root.
     assert!(out.contains("uid=0 gid=0"), "{out}");
-    assert!(out.contains("owner=0:0"), "host-root files must show as root inside: {out}");
+    assert!(
+        out.contains("owner=0:0"),
+        "host-root files must show as root inside: {out}"
+    );
 
     // Outside: the workload is the allocated unprivileged host id, from the default pool.
     assert_eq!(size, 65536);
@@ -139,21 +148,36 @@ fn container_root_is_an_unprivileged_host_range_and_sees_its_sandbox_as_root() {
     assert_eq!((by_4242.uid(), by_4242.gid()), (4242, 4242));
 
     // tend exec joins the same user namespace.
-    let exec = d.tend(&["exec", "mapped", "--", "sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    let exec = d.tend(&[
+        "exec",
+        "mapped",
+        "--",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map",
+    ]);
     let text = String::from_utf8_lossy(&exec.stdout);
     assert_eq!(words(&text), words(&format!("0 0 {host} 65536")), "{text}");
     // The default confinement still holds inside the user namespace.
     let exec = d.tend(&["exec", "mapped", "--", "cat", "/proc/self/status"]);
     let text = String::from_utf8_lossy(&exec.stdout);
     assert!(text.contains("CapBnd:\t00000000a80425fb"), "{text}");
-    assert!(text.contains("NoNewPrivs:\t1") && text.contains("Seccomp:\t2"), "{text}");
+    assert!(
+        text.contains("NoNewPrivs:\t1") && text.contains("Seccomp:\t2"),
+        "{text}"
+    );
     let exec = d.tend(&["exec", "mapped", "--", "unshare", "-U", "-r", "true"]);
-    assert!(!exec.status.success(), "a nested user namespace was allowed");
+    assert!(
+        !exec.status.success(),
+        "a nested user namespace was allowed"
+    );
 }
 
 #[test]
 fn ranges_are_disjoint_survive_a_daemon_restart_and_are_free_again_after_delete() {
-    if !common::privileged("ranges_are_disjoint_survive_a_daemon_restart_and_are_free_again_after_delete") {
+    if !common::privileged(
+        "ranges_are_disjoint_survive_a_daemon_restart_and_are_free_again_after_delete",
+    ) {
         return;
     }
     let (mut d, _src) = daemon_with_state(btrfs_daemon());
@@ -218,10 +242,16 @@ impl Drop for Ramfs {
 
 #[test]
 fn a_filesystem_that_refuses_id_mapping_keeps_the_container_from_starting() {
-    if !common::privileged("a_filesystem_that_refuses_id_mapping_keeps_the_container_from_starting") {
+    if !common::privileged("a_filesystem_that_refuses_id_mapping_keeps_the_container_from_starting")
+    {
         return;
     }
-    let mnt = Ramfs(tempfile::Builder::new().prefix("tend-ramfs").tempdir().unwrap());
+    let mnt = Ramfs(
+        tempfile::Builder::new()
+            .prefix("tend-ramfs")
+            .tempdir()
+            .unwrap(),
+    );
     nix::mount::mount(
         Some("ramfs"),
         mnt.0.path(),

@@ -443,7 +443,10 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
     if let Some(ns) = &plan.userns {
         // Last namespace step: from here on the capabilities count only inside it, and
         // entering it resets the bounding set, which the security plan cuts next.
-        step("setns user", nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER));
+        step(
+            "setns user",
+            nix::sched::setns(ns, CloneFlags::CLONE_NEWUSER),
+        );
     }
     if let Err((s, e)) = plan.security.apply_before_setuid() {
         fail(report, s, e)
@@ -491,7 +494,11 @@ mod tests {
         let ops = rootfs_ops(Path::new("/r"), false);
         assert!(matches!(&ops[0], Op::Mount { target, .. } if target.as_bytes() == b"/r"));
         let idmapped = rootfs_ops(Path::new("/r"), true);
-        assert_eq!(idmapped[0], Op::Mkdir(c("/r/proc")), "no plain bind under the id-mapped root");
+        assert_eq!(
+            idmapped[0],
+            Op::Mkdir(c("/r/proc")),
+            "no plain bind under the id-mapped root"
+        );
         assert_eq!(idmapped.len() + 1, ops.len());
         assert!(
             matches!(ops.last(), Some(Op::Mount { flags, .. }) if flags.contains(MsFlags::MS_RDONLY))

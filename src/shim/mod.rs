@@ -47,8 +47,8 @@ pub use proc::{pidfd_open, process_start_time, PidFd};
 pub use run::main_from_args;
 pub use seccomp::SeccompError;
 pub use security::{Security, SecurityError, DOCKER_DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
-pub use userns::IdMap;
 pub use spawn::{kill_recorded, read_state, read_state_in, spawn_shim, stop, ShimState};
+pub use userns::IdMap;
 
 /// Everything that can go wrong in the shim and its daemon-side helpers; each variant names the
 /// path or syscall involved.

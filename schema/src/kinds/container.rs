@@ -416,7 +416,10 @@ impl ContainerSpec {
                 if id >= USERNS_IDS {
                     errs.push(
                         format!("spec.user.{f}"),
-                        format!("{id} is outside the {USERNS_IDS} ids a user namespace maps (0-{})", USERNS_IDS - 1),
+                        format!(
+                            "{id} is outside the {USERNS_IDS} ids a user namespace maps (0-{})",
+                            USERNS_IDS - 1
+                        ),
                     );
                 }
             }
@@ -632,18 +635,26 @@ mod tests {
                 .unwrap_or_else(|e| e.to_string())
         };
         let sc = json!({"userNamespace": true});
-        assert!(err(json!({"runtime": "docker", "image": "busybox", "securityContext": sc}))
-            .starts_with("spec.securityContext.userNamespace: is not supported with runtime: docker"));
+        assert!(
+            err(json!({"runtime": "docker", "image": "busybox", "securityContext": sc}))
+                .starts_with(
+                    "spec.securityContext.userNamespace: is not supported with runtime: docker"
+                )
+        );
         assert!(err(json!({"command": ["sh"], "securityContext": sc}))
             .starts_with("spec.securityContext.userNamespace: needs spec.rootfs"));
         assert_eq!(
-            err(json!({"command": ["sh"], "rootfs": {"sandbox": "s"}, "securityContext": sc,
-                "user": {"uid": 65536}})),
+            err(
+                json!({"command": ["sh"], "rootfs": {"sandbox": "s"}, "securityContext": sc,
+                "user": {"uid": 65536}})
+            ),
             "spec.user.uid: 65536 is outside the 65536 ids a user namespace maps (0-65535)"
         );
         assert_eq!(
-            err(json!({"command": ["sh"], "rootfs": {"sandbox": "s"}, "securityContext": sc,
-                "user": {"uid": 1000, "gid": 1000}})),
+            err(
+                json!({"command": ["sh"], "rootfs": {"sandbox": "s"}, "securityContext": sc,
+                "user": {"uid": 1000, "gid": 1000}})
+            ),
             ""
         );
     }

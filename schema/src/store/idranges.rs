@@ -40,7 +40,9 @@ impl IdPool {
     /// Checks that the pool fits below 2^32 - 1 (`(uid_t)-1` is never an id) and is not empty.
     pub fn check(&self) -> std::result::Result<(), String> {
         if self.size == 0 || self.count == 0 {
-            return Err("the user namespace pool needs at least one range of at least one id".into());
+            return Err(
+                "the user namespace pool needs at least one range of at least one id".into(),
+            );
         }
         if self.end() > u64::from(u32::MAX) {
             return Err(format!(
@@ -100,7 +102,12 @@ fn held_by(c: &Connection, owner_uid: &str) -> Result<Option<IdRange>> {
 /// Allocates inside an open write transaction: the range `owner_uid` already holds (whatever
 /// the pool says now), or the lowest gap of `pool.size` ids in the pool that overlaps no held
 /// range.
-pub(super) fn allocate(c: &Connection, owner_uid: &str, pool: &IdPool, now: &str) -> Result<IdRange> {
+pub(super) fn allocate(
+    c: &Connection,
+    owner_uid: &str,
+    pool: &IdPool,
+    now: &str,
+) -> Result<IdRange> {
     if let Some(r) = held_by(c, owner_uid)? {
         return Ok(r);
     }
@@ -173,14 +180,24 @@ mod tests {
     async fn ranges_are_disjoint_kept_per_owner_and_free_again_after_release() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
-        let a = std::sync::Arc::new(SqliteStore::open(&db, OpenOptions::default()).await.unwrap());
-        let b = std::sync::Arc::new(SqliteStore::open(&db, OpenOptions::default()).await.unwrap());
+        let a = std::sync::Arc::new(
+            SqliteStore::open(&db, OpenOptions::default())
+                .await
+                .unwrap(),
+        );
+        let b = std::sync::Arc::new(
+            SqliteStore::open(&db, OpenOptions::default())
+                .await
+                .unwrap(),
+        );
         // Two store handles on one file allocate at once: every owner gets a distinct range.
         let mut tasks = Vec::new();
         for i in 0..8 {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
             tasks.push(tokio::spawn(async move {
-                s.allocate_id_range(&format!("c{i}"), pool(8)).await.unwrap()
+                s.allocate_id_range(&format!("c{i}"), pool(8))
+                    .await
+                    .unwrap()
             }));
         }
         let mut firsts = Vec::new();
@@ -191,13 +208,22 @@ mod tests {
         let want: Vec<u32> = (0..8).map(|i| 1_000_000_000 + i * 65536).collect();
         assert_eq!(firsts, want);
         let err = a.allocate_id_range("c8", pool(8)).await.unwrap_err();
-        assert!(matches!(err, StoreError::IdRange(IdRangeError::PoolExhausted { held: 8, .. })), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::IdRange(IdRangeError::PoolExhausted { held: 8, .. })
+            ),
+            "{err}"
+        );
         // Idempotent: the owner keeps its range.
         let c3 = a.list_id_ranges(Some("c3")).await.unwrap().remove(0);
         assert_eq!(a.allocate_id_range("c3", pool(8)).await.unwrap(), c3);
         assert!(a.release_id_range("c3").await.unwrap());
         assert!(!a.release_id_range("c3").await.unwrap());
-        assert_eq!(a.allocate_id_range("c8", pool(8)).await.unwrap().first, c3.first);
+        assert_eq!(
+            a.allocate_id_range("c8", pool(8)).await.unwrap().first,
+            c3.first
+        );
     }
 
     #[tokio::test]
@@ -215,7 +241,12 @@ mod tests {
         let new = s.allocate_id_range("new", moved).await.unwrap();
         assert_eq!(new.first, old.first + 65536);
         assert_eq!(s.allocate_id_range("old", moved).await.unwrap(), old);
-        assert!(IdPool { first: u32::MAX - 10, ..pool(1) }.check().is_err());
+        assert!(IdPool {
+            first: u32::MAX - 10,
+            ..pool(1)
+        }
+        .check()
+        .is_err());
         assert!(IdPool::default().check().is_ok());
     }
 }
