@@ -61,6 +61,7 @@ impl Container {
             security: Default::default(),
             init: false,
             user_namespace: None,
+            net_sysctls: vec![],
         }
     }
 

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tend_schema::store::Store;
 
-const APPLETS: [&str; 10] = [
-    "sh", "echo", "sleep", "cat", "id", "stat", "chown", "unshare", "true", "head",
+const APPLETS: [&str; 11] = [
+    "sh", "echo", "sleep", "cat", "id", "stat", "chown", "unshare", "true", "head", "httpd",
 ];
 
 /// Prints what the container sees of its ids, writes two files into its Sandbox, then sleeps.
@@ -171,6 +171,26 @@ fn container_root_is_an_unprivileged_host_range_and_sees_its_sandbox_as_root() {
         !exec.status.success(),
         "a nested user namespace was allowed"
     );
+    // Root in a user namespace may still serve on a port below 1024 (as in Docker), in its own
+    // network namespace only: the host's setting is untouched. (httpd binds, then daemonizes
+    // with its stdio on /dev/null, so the exec ends.)
+    let exec = d.tend(&[
+        "exec",
+        "mapped",
+        "--",
+        "sh",
+        "-c",
+        "httpd -p 80 && cat /proc/net/tcp /proc/net/tcp6 | grep -cE ':0050 0+:0000 0A'",
+    ]);
+    let text = String::from_utf8_lossy(&exec.stdout);
+    assert_eq!(
+        text.trim(),
+        "1",
+        "nothing listens on :80: {}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host.trim(), "0", "the host's own setting was changed");
 }
 
 #[test]

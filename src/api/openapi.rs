@@ -161,7 +161,7 @@ fn spec(kind: Kind) -> Value {
                     "noNewPrivileges": json!({"type": "boolean", "description": "Default true."}),
                     "readOnlyRootFilesystem": json!({"type": "boolean", "description": "Mount the root read-only."}),
                     "runAsNonRoot": json!({"type": "boolean", "description": "Refuse to start as uid 0."}),
-                    "userNamespace": json!({"type": "boolean", "description": "Not supported yet."}),
+                    "userNamespace": json!({"type": "boolean", "description": "Native runtime with a rootfs: container ids 0-65535 are an unprivileged host range allocated to this Container (status.userNamespace); the rootfs is id-mapped so host-root files are root inside."}),
                 }), &[]),
             }),
             &[],
@@ -181,6 +181,7 @@ fn status(kind: Kind) -> Value {
             "startedAt": json!({"type": "string", "format": "date-time"}), "restartCount": int("Restarts."),
             "lastState": json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
             "networks": arr("Attachments as observed.", json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})),
+            "userNamespace": obj("Host ids of its user namespace: container id n is host id hostId+n.", json!({"hostId": int("Host uid/gid of container root."), "size": int("Ids mapped (65536).")}), &[]),
         }),
     })
 }

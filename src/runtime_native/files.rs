@@ -130,11 +130,26 @@ pub fn shim_config(
         oom: oom_check(cg, cgroup),
         security: security(&w.spec, matches!(cg, AnyCgroupManager::V1(_))),
         init: w.spec.init,
+        net_sysctls: userns_net_sysctls(w),
         user_namespace: w.user_namespace.map(|u| IdMap {
             host_id: u.host_id,
             size: u.size,
         }),
     }
+}
+
+/// In a user namespace, container root's capabilities do not reach the network namespace (the
+/// initial user namespace owns it), so what Docker grants every container by sysctl is granted
+/// here the same way: ports below 1024 (`ip_unprivileged_port_start=0`) and ICMP echo sockets
+/// for every group (`ping_group_range`). Never for the host's network namespace.
+fn userns_net_sysctls(w: &WorkloadSpec) -> Vec<(String, String)> {
+    if w.user_namespace.is_none() || w.spec.host_network {
+        return vec![];
+    }
+    vec![
+        ("net/ipv4/ip_unprivileged_port_start".into(), "0".into()),
+        ("net/ipv4/ping_group_range".into(), "0 2147483647".into()),
+    ]
 }
 
 /// Writes JSON atomically (temp file + rename; no fsync: a host crash ends the run too).

@@ -164,6 +164,24 @@ pub(crate) fn host_ops() -> Vec<Op> {
     )]
 }
 
+/// `(/proc/sys/<name>, value)` for each net sysctl, ready for the child.
+pub(crate) fn sysctl_ops(sysctls: &[(String, String)]) -> Vec<(CString, CString)> {
+    sysctls
+        .iter()
+        .map(|(k, v)| (c(format!("/proc/sys/{}", k.trim_start_matches('/'))), c(v)))
+        .collect()
+}
+
+/// `open(O_WRONLY)` + one `write`: how a sysctl file takes its value.
+fn write_file(path: &std::ffi::CStr, data: &[u8]) -> nix::Result<()> {
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    nix::unistd::write(&fd, data).map(drop)
+}
+
 /// Paths to try for `argv0`: itself when it has a `/`, else each `PATH` entry of `env`.
 pub(crate) fn exec_candidates(argv0: &str, env: &[(String, String)]) -> Vec<CString> {
     if argv0.contains('/') {
@@ -216,6 +234,7 @@ pub(crate) const STEPS: &[&str] = &[
     "block signals",
     "attach id-mapped root",
     "setns user",
+    "net sysctl",
 ];
 
 /// Everything the workload child needs, prepared before the fork.
@@ -228,6 +247,8 @@ pub(crate) struct ChildPlan {
     pub netns: Option<OwnedFd>,
     /// Without `netns`: unshare a new network namespace and bring `lo` up.
     pub own_netns: bool,
+    /// `/proc/sys/...` files and values written once in the container's network namespace.
+    pub net_sysctls: Vec<(CString, CString)>,
     pub security: SecurityPlan,
     pub readonly_root: bool,
     pub root: Option<CString>,
@@ -392,6 +413,10 @@ pub(crate) fn run(plan: &ChildPlan) -> ! {
     } else if plan.own_netns {
         step("unshare net", nix::sched::unshare(CloneFlags::CLONE_NEWNET));
         step("loopback up", loopback_up());
+    }
+    // Net sysctls resolve against the writer's network namespace: the container's, by now.
+    for (path, value) in &plan.net_sysctls {
+        step("net sysctl", write_file(path, value.as_bytes()));
     }
     step(
         "unshare mnt/uts/ipc",

@@ -53,6 +53,10 @@ pub struct ShimConfig {
     /// `uid` and `gid` are ids inside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_namespace: Option<super::IdMap>,
+    /// Sysctls written in the container's own network namespace before anything else, as
+    /// (`net/ipv4/...` under /proc/sys, value); never applied to the host's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net_sysctls: Vec<(String, String)>,
     /// Run an init as PID 1 that forwards signals to the command and reaps zombies.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,

@@ -251,6 +251,11 @@ fn start(config: &ShimConfig) -> Result<(ShimHandle, OwnedFd, OwnedFd)> {
         report: rep_w,
         netns: config.netns.as_deref().map(open_ro).transpose()?,
         own_netns: config.security.own_network,
+        net_sysctls: if config.netns.is_some() || config.security.own_network {
+            child::sysctl_ops(&config.net_sysctls)
+        } else {
+            vec![] // the host's network namespace: never touched
+        },
         security,
         readonly_root: config.security.readonly_rootfs,
         root: config

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tend_schema::kinds::container::{
     ContainerSpec, ContainerStatus, CrashLoopStatus, UserNamespaceStatus,
 };
-use tend_schema::store::{EventType, IdPool};
+use tend_schema::store::{EventType, IdPool, IdRangeError, StoreError};
 use tend_schema::{AnyObject, Kind, Object, ObjectKey};
 
 /// The finalizer this controller puts on every Container.
@@ -500,7 +500,15 @@ impl ContainerReconciler {
         let mut w = self.workload(s.c, rootfs, netns);
         w.spec = spec;
         if w.spec.security().user_namespace {
-            let ns = self.user_namespace(s).await?;
+            let ns = match self.user_namespace(s).await? {
+                Ok(ns) => ns,
+                Err(full) => {
+                    // Level-triggered: a delete elsewhere frees a range; look again shortly.
+                    let why = full.to_string();
+                    status::pending(&mut st, generation, "UserNamespacePoolExhausted", &why);
+                    return s.write(&st, Action::requeue(Duration::from_secs(10))).await;
+                }
+            };
             st.user_namespace = Some(ns);
             w.user_namespace = Some(ns);
         }
@@ -530,17 +538,23 @@ impl ContainerReconciler {
     /// The host id range of the Container's user namespace: the one it holds, else a new one
     /// from the pool. Held until the Container is deleted ([`Self::cleanup`] releases it), so a
     /// restart, a new generation or a daemon restart keeps the same host ids.
-    async fn user_namespace(&self, s: &Step<'_>) -> Result<UserNamespaceStatus, Error> {
-        let r = s
+    async fn user_namespace(
+        &self,
+        s: &Step<'_>,
+    ) -> Result<Result<UserNamespaceStatus, IdRangeError>, Error> {
+        match s
             .ctx
             .store
             .allocate_id_range(&s.uid, self.cfg.id_pool)
             .await
-            .map_err(store_err(s.key, "allocate user namespace ids"))?;
-        Ok(UserNamespaceStatus {
-            host_id: r.first,
-            size: r.size,
-        })
+        {
+            Ok(r) => Ok(Ok(UserNamespaceStatus {
+                host_id: r.first,
+                size: r.size,
+            })),
+            Err(StoreError::IdRange(full)) => Ok(Err(full)),
+            Err(e) => Err(store_err(s.key, "allocate user namespace ids")(e).into()),
+        }
     }
 
     async fn attach(&self, c: &Container, uid: &str) -> Result<Attach, Error> {

@@ -10,7 +10,7 @@ use crate::runtime::{Runtime as CtlRuntime, RuntimeConfig};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tend_schema::kinds::container::ContainerStatus;
+use tend_schema::kinds::container::{ContainerStatus, UserNamespaceStatus};
 use tend_schema::store::{DeleteOptions, OpenOptions, SqliteStore, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
@@ -466,4 +466,76 @@ async fn an_unreachable_docker_runtime_is_a_condition_and_holds_up_nothing_else(
         (s.common.phase.as_deref(), reason(&s).as_str()),
         (Some("Running"), "Running")
     );
+}
+
+#[tokio::test]
+async fn user_namespaces_get_a_held_range_wait_for_a_full_pool_and_release_on_delete() {
+    let h = harness().await;
+    let pool = tend_schema::store::IdPool {
+        first: 2_000_000_000,
+        size: 65536,
+        count: 1,
+    };
+    let r = ContainerReconciler::new(
+        h.rt.clone(),
+        None,
+        h.att.clone(),
+        ContainerConfig {
+            id_pool: pool,
+            ..cfg()
+        },
+        None,
+    );
+    let sb = h
+        .create(Kind::Sandbox, "dev", json!({"state": "base"}))
+        .await;
+    let ready = json!({"phase": "Ready", "path": "/srv/dev", "conditions": [{"type": "Ready",
+        "status": "True", "reason": "Cloned", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        "observedGeneration": 1}]});
+    h.ctx
+        .store
+        .update_status(&sb.key().unwrap(), sb.metadata.revision().unwrap(), ready)
+        .await
+        .unwrap();
+    let spec = json!({"command": ["a"], "rootfs": {"sandbox": "dev"},
+        "securityContext": {"userNamespace": true}});
+    let a = h.create(Kind::Container, "a", spec.clone()).await;
+    let b = h.create(Kind::Container, "b", spec).await;
+    let mapped = UserNamespaceStatus {
+        host_id: 2_000_000_000,
+        size: 65536,
+    };
+    r.reconcile(&h.ctx, &key("a")).await.unwrap();
+    let ua = a.metadata.uid.clone().unwrap();
+    assert_eq!(h.rt.spec_of(&ua).unwrap().user_namespace, Some(mapped));
+    assert_eq!(h.status("a").await.user_namespace, Some(mapped));
+
+    // The pool holds one range: b waits, and says why.
+    let act = r.reconcile(&h.ctx, &key("b")).await.unwrap();
+    assert_eq!(act.requeue_after(), Some(Duration::from_secs(10)));
+    assert_eq!(reason(&h.status("b").await), "UserNamespacePoolExhausted");
+    assert_eq!(h.rt.spec_of(b.metadata.uid.as_deref().unwrap()), None);
+
+    // A restart of a's workload keeps its range.
+    h.rt.exit(&ua, 1, false, Duration::from_secs(60));
+    r.reconcile(&h.ctx, &key("a")).await.unwrap();
+    assert_eq!(h.rt.count("start"), 2);
+    assert_eq!(h.rt.spec_of(&ua).unwrap().user_namespace, Some(mapped));
+
+    // Deleted, a gives its range back, and b gets it.
+    h.ctx
+        .store
+        .delete(&key("a"), &DeleteOptions::default())
+        .await
+        .unwrap();
+    r.reconcile(&h.ctx, &key("a")).await.unwrap();
+    assert!(h
+        .ctx
+        .store
+        .list_id_ranges(Some(&ua))
+        .await
+        .unwrap()
+        .is_empty());
+    r.reconcile(&h.ctx, &key("b")).await.unwrap();
+    assert_eq!(h.status("b").await.user_namespace, Some(mapped));
 }
