@@ -511,6 +511,9 @@ impl ContainerReconciler {
             };
             st.user_namespace = Some(ns);
             w.user_namespace = Some(ns);
+        } else {
+            // A spec that turned it off runs without one; the range stays held until delete.
+            st.user_namespace = None;
         }
         let r = match rt.start(&w).await {
             Ok(r) => r,
