@@ -415,60 +415,97 @@ fn tcp_sockets() -> Vec<(u8, u16)> {
 }
 
 #[tokio::test]
-async fn a_tcp_probe_connects_refuses_and_leaves_no_time_wait_socket() {
-    if !common::privileged("a_tcp_probe_connects_refuses_and_leaves_no_time_wait_socket") {
+async fn a_tcp_probe_agrees_with_a_real_connect_and_disturbs_nothing() {
+    if !common::privileged("a_tcp_probe_agrees_with_a_real_connect_and_disturbs_nothing") {
         return;
     }
     let sockets = tend::probe::SocketFactory::start().expect("socket thread");
     let me = std::process::id();
+    // What a client's connect says, within 300 ms (a dropped SYN is retried after 1 s).
+    let connects = |to: std::net::SocketAddr| {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_ok()
+    };
+    let probe = |to| {
+        let sockets = sockets.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(300), sockets.probe(me, to))
+                .await
+                .map_err(|_| std::io::Error::other("timed out"))
+                .and_then(|r| r)
+        }
+    };
+
+    // A listener: the probe succeeds, many times, and the server never sees a connection
+    // (the probe is the kernel's own lookup of the listener a SYN would reach).
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
     let to = listener.local_addr().unwrap();
     for _ in 0..20 {
-        sockets
-            .probe(me, to)
-            .await
-            .expect("a listening port answers");
+        probe(to).await.expect("a listening port answers");
     }
-    // The server side saw the connections (accepting them proves the probes reached it).
     listener.set_nonblocking(true).unwrap();
-    let accepted = std::iter::from_fn(|| listener.accept().ok()).count();
-    assert!(accepted >= 1, "the listener saw no connection");
-    // Closed with a reset (SO_LINGER 0): no TIME-WAIT (state 06) socket towards the port.
+    assert_eq!(std::iter::from_fn(|| listener.accept().ok()).count(), 0);
+    // No TIME-WAIT (state 06) socket towards the port either.
     const TIME_WAIT: u8 = 0x06;
     let waiting = tcp_sockets()
         .into_iter()
         .filter(|&(st, port)| st == TIME_WAIT && port == to.port())
         .count();
     assert_eq!(waiting, 0, "probes left TIME-WAIT sockets towards {to}");
+    assert!(connects(to));
 
-    drop(listener);
-    let err = sockets
-        .probe(me, to)
-        .await
-        .expect_err("a closed port refuses");
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
-    // A connect that does not complete within the call is handed to the executor and ends
-    // with the caller's timeout, not on the socket thread: a listener whose accept queue is
-    // full drops the SYN (loopback only).
+    // A dual-stack IPv6 listener takes IPv4 connections; a v6-only one does not.
+    let dual = std::net::TcpListener::bind("[::]:0").expect("listen [::]");
+    let dual_to: std::net::SocketAddr = ([127, 0, 0, 1], dual.local_addr().unwrap().port()).into();
+    assert_eq!(
+        probe(dual_to).await.is_ok(),
+        connects(dual_to),
+        "dual-stack"
+    );
+    assert!(probe(dual_to).await.is_ok());
+    let only6 = tokio::net::TcpSocket::new_v6().unwrap();
+    nix::sys::socket::setsockopt(&only6, nix::sys::socket::sockopt::Ipv6V6Only, &true).unwrap();
+    only6.bind("[::]:0".parse().unwrap()).unwrap();
+    let only6_to: std::net::SocketAddr =
+        ([127, 0, 0, 1], only6.local_addr().unwrap().port()).into();
+    let _only6 = only6.listen(16).unwrap();
+    assert_eq!(probe(only6_to).await.is_ok(), connects(only6_to), "v6-only");
+    assert!(probe(only6_to).await.is_err());
+
+    // A full accept queue drops the SYN: the probe fails at once and says why.
     let full = tokio::net::TcpSocket::new_v4().unwrap();
     full.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let full_addr = full.local_addr().unwrap();
+    let full_to = full.local_addr().unwrap();
     let full = full.listen(0).unwrap();
     let _held: Vec<_> = (0..3)
         .filter_map(|_| {
-            std::net::TcpStream::connect_timeout(&full_addr, Duration::from_millis(200)).ok()
+            std::net::TcpStream::connect_timeout(&full_to, Duration::from_millis(200)).ok()
         })
         .collect();
-    let r = tokio::time::timeout(Duration::from_millis(300), sockets.probe(me, full_addr)).await;
+    let err = probe(full_to).await.expect_err("a full accept queue");
+    assert!(err.to_string().contains("accept queue is full"), "{err}");
     assert!(
-        r.is_err(),
-        "a dropped SYN should leave the probe waiting: {r:?}"
+        !connects(full_to),
+        "a real connect should not complete either"
     );
     drop(full);
-    // The thread is free again at once.
+
+    // Nothing listening: refused, like a connect.
+    drop(listener);
+    let err = probe(to).await.expect_err("a closed port refuses");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    assert!(!connects(to));
+
+    // httpGet probes connect for real, with SO_LINGER 0: no TIME-WAIT left behind.
     let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    sockets
-        .probe(me, l2.local_addr().unwrap())
-        .await
-        .expect("the socket thread answers after a slow connect");
+    let to2 = l2.local_addr().unwrap();
+    for _ in 0..5 {
+        drop(sockets.connect(me, to2).await.expect("connect"));
+    }
+    l2.set_nonblocking(true).unwrap();
+    assert_eq!(std::iter::from_fn(|| l2.accept().ok()).count(), 5);
+    let waiting = tcp_sockets()
+        .into_iter()
+        .filter(|&(st, port)| st == TIME_WAIT && port == to2.port())
+        .count();
+    assert_eq!(waiting, 0, "connects left TIME-WAIT sockets towards {to2}");
 }

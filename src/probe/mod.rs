@@ -4,6 +4,7 @@
 //! ends within its `timeoutSeconds`; output is capped. Decides nothing: the Container
 //! controller reads the outcomes.
 
+mod diag;
 mod http;
 mod netns;
 

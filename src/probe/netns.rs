@@ -6,14 +6,18 @@
 //! ends), so the thread answers it at once and the executor never registers it; a connect still
 //! in progress is handed to the executor to finish. One thread serves every probe of the daemon.
 //!
+//! `tcpSocket` probes to the loopback do not connect at all: the thread opens a `sock_diag`
+//! socket in the namespace once and the caller keeps it ([`super::diag`]).
+//!
 //! Sockets close with `SO_LINGER` 0 (a reset, as the kubelet's probe dialer does): a probe every
 //! second per container would otherwise leave tens of thousands of TIME-WAIT sockets in the
 //! containers' namespaces.
 
+use super::diag::{Listeners, Lookup};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -30,16 +34,34 @@ const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Reply = oneshot::Sender<std::io::Result<Started>>;
 
+/// What the socket thread is asked to do inside a workload's network namespace.
+enum Request {
+    /// Start a connect to the address.
+    Connect(u32, SocketAddr, Reply),
+    /// Open a `sock_diag` socket there (kept by the caller for later probes), with a pidfd of
+    /// the process that tells when it has exited.
+    Listeners(u32, oneshot::Sender<std::io::Result<Probed>>),
+}
+
+/// A process whose namespace has a `sock_diag` socket open, kept between probes.
+struct Probed {
+    pidfd: OwnedFd,
+    listeners: Listeners,
+}
+
 /// The handle of the socket thread.
 #[derive(Clone)]
 pub struct SocketFactory {
-    tx: mpsc::Sender<(u32, SocketAddr, Reply)>,
+    tx: mpsc::Sender<Request>,
+    /// `sock_diag` sockets by pid, dropped once their process has exited (each keeps its
+    /// namespace alive while held).
+    probed: Arc<Mutex<HashMap<u32, Arc<Mutex<Probed>>>>>,
 }
 
 impl SocketFactory {
     /// Starts the thread (it ends when the last handle is dropped).
     pub fn start() -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<(u32, SocketAddr, Reply)>();
+        let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("tend-probe-netns".into())
             .spawn(move || {
@@ -49,8 +71,11 @@ impl SocketFactory {
                 let home = std::fs::File::open("/proc/thread-self/ns/net");
                 loop {
                     match rx.recv_timeout(IDLE) {
-                        Ok((pid, to, reply)) => {
+                        Ok(Request::Connect(pid, to, reply)) => {
                             let _ = reply.send(targets.connect(pid, to));
+                        }
+                        Ok(Request::Listeners(pid, reply)) => {
+                            let _ = reply.send(targets.listeners(pid));
                         }
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             if let (Some(_), Ok(home)) = (targets.joined.take(), &home) {
@@ -62,14 +87,45 @@ impl SocketFactory {
                     }
                 }
             })?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            probed: Arc::default(),
+        })
+    }
+
+    fn gone() -> std::io::Error {
+        std::io::Error::other("the probe socket thread has ended")
     }
 
     async fn start_connect(&self, pid: u32, to: SocketAddr) -> std::io::Result<Started> {
-        let gone = || std::io::Error::other("the probe socket thread has ended");
         let (reply, rx) = oneshot::channel();
-        self.tx.send((pid, to, reply)).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.tx
+            .send(Request::Connect(pid, to, reply))
+            .map_err(|_| Self::gone())?;
+        rx.await.map_err(|_| Self::gone())?
+    }
+
+    /// The kept `sock_diag` socket of `pid`'s namespace, opened on first use; `None` when the
+    /// kept one's process has exited (it is dropped: the pid may name another process now).
+    async fn listeners(&self, pid: u32) -> std::io::Result<Arc<Mutex<Probed>>> {
+        let kept = lock(&self.probed).get(&pid).cloned();
+        if let Some(p) = kept {
+            if !exited(&lock(&p).pidfd) {
+                return Ok(p);
+            }
+            lock(&self.probed).remove(&pid);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Listeners(pid, reply))
+            .map_err(|_| Self::gone())?;
+        let p = Arc::new(Mutex::new(rx.await.map_err(|_| Self::gone())??));
+        let mut all = lock(&self.probed);
+        all.insert(pid, p.clone());
+        if all.len() > 64 && all.len().is_power_of_two() {
+            all.retain(|_, p| !exited(&lock(p).pidfd));
+        }
+        Ok(p)
     }
 
     /// Connects to `to` from inside the network namespace of `pid`.
@@ -88,7 +144,32 @@ impl SocketFactory {
 
     /// Opens and closes a connection to `to` from inside the network namespace of `pid`: a
     /// `tcpSocket` probe. Without the executor when the connect completes within the call.
+    ///
+    /// To the loopback the kernel's own lookup answers instead (see [`super::diag`]): the
+    /// same verdict without a packet.
     pub async fn probe(&self, pid: u32, to: SocketAddr) -> std::io::Result<()> {
+        if let SocketAddr::V4(v4) = to {
+            if v4.ip().is_loopback() {
+                let p = self.listeners(pid).await?;
+                let found = lock(&p).listeners.lookup(v4);
+                return match found {
+                    Ok(Lookup::Accepts) => Ok(()),
+                    Ok(Lookup::Refused) => Err(std::io::ErrorKind::ConnectionRefused.into()),
+                    Ok(Lookup::Full { queued, backlog }) => Err(std::io::Error::other(format!(
+                        "the listener's accept queue is full ({queued} queued, backlog {backlog})"
+                    ))),
+                    // No answer without waiting: ask the way a client would.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.connect_probe(pid, to).await
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+        }
+        self.connect_probe(pid, to).await
+    }
+
+    async fn connect_probe(&self, pid: u32, to: SocketAddr) -> std::io::Result<()> {
         match self.start_connect(pid, to).await? {
             Started::Connected(_) => Ok(()),
             Started::InProgress(fd) => self.finish(fd).await,
@@ -117,6 +198,16 @@ impl Targets {
     fn connect(&mut self, pid: u32, to: SocketAddr) -> std::io::Result<Started> {
         self.join(pid)?;
         start(to)
+    }
+
+    /// Joins the namespace of `pid` and opens a `sock_diag` socket there, with a pidfd of its own.
+    fn listeners(&mut self, pid: u32) -> std::io::Result<Probed> {
+        self.join(pid)?;
+        let pidfd = self.pidfds[&pid].try_clone()?;
+        Ok(Probed {
+            pidfd,
+            listeners: Listeners::open()?,
+        })
     }
 
     fn join(&mut self, pid: u32) -> std::io::Result<()> {
@@ -155,6 +246,10 @@ impl Targets {
             self.sweep_at = (self.pidfds.len() * 2).max(1024);
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// True when the process behind `pidfd` has exited (the pidfd polls readable).
