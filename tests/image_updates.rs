@@ -1,0 +1,201 @@
+//! Image content that changes under a tag, end to end against a real registry (Debian's
+//! `docker-registry` on 127.0.0.1, images pushed with the Docker CLI) and a real `tend serve` on
+//! btrfs: `pullPolicy: Always` re-resolves the tag on `tend apply` of an unchanged spec, and the
+//! Containers running from the State are replaced (`Recreate`) or rolled out and rolled back
+//! (`Rollout`) — asserted on what the workload process itself sees in its root.
+
+mod common;
+
+use common::daemon::{condition, Daemon};
+use common::registry::Registry;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PULL: Duration = Duration::from_secs(60);
+
+/// A daemon on btrfs whose resync never comes during the test: whatever happens after an
+/// apply was started by the apply.
+fn daemon() -> Daemon {
+    Daemon::start(&[
+        "--btrfs-image-size",
+        "512Mi",
+        "--snapshot-backend",
+        "btrfs",
+        "--resync-seconds",
+        "3600",
+    ])
+}
+
+/// A build context for a busybox image whose `/version` says `version`; `healthy` adds the
+/// `/healthy` file the readiness probe of the rollout test reads.
+fn versioned(dir: &Path, version: &str, healthy: bool) -> PathBuf {
+    let ctx = dir.join(version);
+    std::fs::create_dir_all(&ctx).unwrap();
+    let root = common::fixtures::busybox_rootfs(&ctx, &["grep"]);
+    std::fs::write(root.join("version"), version).unwrap();
+    if healthy {
+        std::fs::write(root.join("healthy"), "ok\n").unwrap();
+    }
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
+    ctx
+}
+
+/// The State `app` (`pullPolicy: Always`) and the Container `web` running from it; every start
+/// appends `ran-on-<version>` to `/runs` in its own root. `extra` is more of the Container spec.
+fn spec(reg: &Registry, extra: &str) -> String {
+    format!(
+        r#"apiVersion: tend.dev/v1
+kind: State
+metadata: {{name: app}}
+spec:
+  source: {{image: "{}/test/app:1"}}
+  pullPolicy: Always
+---
+apiVersion: tend.dev/v1
+kind: Container
+metadata: {{name: web}}
+spec:
+  rootfs: {{state: app}}
+  command: [/bin/sh, -c, "echo ran-on-$(cat /version) >> /runs; exec sleep 3600"]
+  stopGracePeriodSeconds: 1
+{extra}"#,
+        reg.host()
+    )
+}
+
+/// What the running workload of `web` sees at `file` in its root (read through /proc, so it
+/// is the process's own view), and its pid.
+fn seen(v: &Value, file: &str) -> (u64, String) {
+    let pid = v["status"]["pid"].as_u64().expect("a running pid");
+    let text = std::fs::read_to_string(format!("/proc/{pid}/root/{file}")).unwrap_or_default();
+    (pid, text)
+}
+
+fn running(v: &Value) -> bool {
+    v["status"]["phase"] == "Running" && v["status"]["pid"].as_u64().is_some()
+}
+
+fn progressing(v: &Value) -> (String, String) {
+    let c = v["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing").cloned())
+        .unwrap_or(Value::Null);
+    (
+        c["reason"].as_str().unwrap_or("").into(),
+        c["message"].as_str().unwrap_or("").into(),
+    )
+}
+
+fn describe(d: &Daemon, kind: &str, name: &str) -> String {
+    String::from_utf8_lossy(&d.tend(&["describe", kind, name]).stdout).into_owned()
+}
+
+#[test]
+fn an_unchanged_apply_re_resolves_the_tag_and_a_recreate_container_runs_the_new_content() {
+    let mut reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    let first = reg.build_push(&versioned(t.path(), "v1", true), "test/app:1");
+    let d = daemon();
+    let yaml = spec(&reg, "");
+    d.apply(&yaml);
+    d.wait_ready("state", "app", PULL);
+    let v = d.wait("container", "web", "running v1", |v| {
+        running(v) && seen(v, "version").1 == "v1"
+    });
+    assert_eq!(v["status"]["imageDigest"], first.as_str(), "{v:#}");
+    let (old_pid, _) = seen(&v, "version");
+
+    // The tag moves; the spec does not. Only the apply can make tend look (resync is an hour).
+    let second = reg.build_push(&versioned(t.path(), "v2", true), "test/app:1");
+    assert_ne!(first, second);
+    d.apply(&yaml);
+    let st = d.wait_for("state", "app", "the new digest after apply", |v| {
+        v.is_some_and(|v| v["status"]["image"]["digest"] == second.as_str())
+    });
+    assert_eq!(st["metadata"]["generation"], 1, "no new spec generation");
+    assert!(
+        st["metadata"]["annotations"]["tend.dev/reconcile-requested-at"].is_string(),
+        "{st:#}"
+    );
+    let v = d.wait("container", "web", "running v2 in a new process", |v| {
+        running(v) && seen(v, "version").1 == "v2"
+    });
+    let (pid, runs) = seen(&v, "runs");
+    assert_ne!(pid, old_pid);
+    // Recreate: a fresh tree of the new image, not the old tree with writes carried over.
+    assert_eq!(runs, "ran-on-v2\n");
+    assert_eq!(v["status"]["imageDigest"], second.as_str());
+    assert_eq!(
+        v["status"]["restartCount"], 0,
+        "a replacement, not a crash restart"
+    );
+    assert_eq!(v["metadata"]["generation"], 1);
+    let events = describe(&d, "state", "app");
+    assert!(events.contains("NewImage"), "{events}");
+    let events = describe(&d, "container", "web");
+    assert!(
+        events.contains("NewImage") && events.contains(&second),
+        "{events}"
+    );
+}
+
+#[test]
+fn a_rollout_container_rolls_back_a_broken_new_image_and_rolls_out_a_good_one() {
+    let mut reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    let first = reg.build_push(&versioned(t.path(), "v1", true), "test/app:1");
+    let d = daemon();
+    let yaml = spec(
+        &reg,
+        "  probes:\n    readiness: {exec: {command: [/bin/cat, /healthy]}, periodSeconds: 1}\n  updateStrategy: {type: Rollout, progressDeadlineSeconds: 4}\n",
+    );
+    d.apply(&yaml);
+    d.wait_ready("state", "app", PULL);
+    let v = d.wait("container", "web", "v1 Ready", |v| {
+        running(v) && condition(v, "Ready") == "True" && seen(v, "version").1 == "v1"
+    });
+    let revision = v["status"]["revision"].clone();
+
+    // A broken image under the same tag: no /healthy, so readiness never passes.
+    let broken = reg.build_push(&versioned(t.path(), "v3", false), "test/app:1");
+    d.apply(&yaml);
+    let v = d.wait("container", "web", "rolled back to v1", |v| {
+        progressing(v).0 == "RolledBack"
+            && running(v)
+            && condition(v, "Ready") == "True"
+            && seen(v, "version").1 == "v1"
+    });
+    let (reason, message) = progressing(&v);
+    assert!(
+        message.contains(&broken) && message.contains(&first) && message.contains("not Ready"),
+        "{reason}: {message}"
+    );
+    // The data as v1 left it: the broken run's write is gone with its tree.
+    let (_, runs) = seen(&v, "runs");
+    assert!(runs.starts_with("ran-on-v1\n"), "{runs:?}");
+    assert!(!runs.contains("v3"), "{runs:?}");
+    assert_eq!(v["status"]["imageDigest"], first.as_str(), "{v:#}");
+    assert_eq!(v["status"]["rolledBack"]["imageDigest"], broken.as_str());
+    assert_eq!(v["status"]["revision"], revision);
+    let st = d.get("state", "app").unwrap();
+    assert_eq!(st["status"]["image"]["digest"], broken.as_str());
+    let events = describe(&d, "container", "web");
+    assert!(
+        events.contains("NewImage") && events.contains("RolledBack"),
+        "{events}"
+    );
+
+    // A good image: the same rollout completes and the workload runs it.
+    let good = reg.build_push(&versioned(t.path(), "v4", true), "test/app:1");
+    d.apply(&yaml);
+    let v = d.wait("container", "web", "v4 rolled out", |v| {
+        progressing(v).0 == "RolloutComplete"
+            && running(v)
+            && condition(v, "Ready") == "True"
+            && seen(v, "version").1 == "v4"
+    });
+    assert_eq!(v["status"]["imageDigest"], good.as_str());
+    assert!(v["status"]["rolledBack"].is_null(), "{v:#}");
+    assert_eq!(v["metadata"]["generation"], 1);
+}
