@@ -180,6 +180,7 @@ async fn the_socket_is_private_even_in_an_existing_open_state_dir() {
         limits: Default::default(),
         runtimes: None,
         policy: Default::default(),
+        images: None,
     })
     .await
     .unwrap();

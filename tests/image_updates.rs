@@ -2,7 +2,8 @@
 //! `docker-registry` on 127.0.0.1, images pushed with the Docker CLI) and a real `tend serve` on
 //! btrfs: `pullPolicy: Always` re-resolves the tag on `tend apply` of an unchanged spec, and the
 //! Containers running from the State are replaced (`Recreate`) or rolled out and rolled back
-//! (`Rollout`) — asserted on what the workload process itself sees in its root.
+//! (`Rollout`) — asserted on what the workload process itself sees in its root; and `tend image
+//! prune` removes exactly the content no State records, only when told to.
 
 mod common;
 
@@ -198,4 +199,138 @@ fn a_rollout_container_rolls_back_a_broken_new_image_and_rolls_out_a_good_one() 
     assert_eq!(v["status"]["imageDigest"], good.as_str());
     assert!(v["status"]["rolledBack"].is_null(), "{v:#}");
     assert_eq!(v["metadata"]["generation"], 1);
+}
+
+/// `tend_image_bytes{store="..."}` from the daemon's /metrics.
+fn image_bytes(d: &Daemon, store: &str) -> u64 {
+    let (code, text) = d.http("GET", "/metrics", None, "");
+    assert_eq!(code, 200, "{text}");
+    let want = format!("tend_image_bytes{{store=\"{store}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .unwrap_or_else(|| panic!("no {want} in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The blob files and the chain dirs of an image State, from what its status records.
+fn content_of(v: &Value) -> (Vec<String>, PathBuf) {
+    let path = PathBuf::from(v["status"]["path"].as_str().unwrap());
+    let btrfs_root = path.parent().unwrap().parent().unwrap().to_path_buf();
+    let img = &v["status"]["image"];
+    let hex = |d: &Value| {
+        d.as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+    let mut digests: Vec<String> = img["layerDigests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hex)
+        .collect();
+    let first_chain = btrfs_root.join("layers").join(&digests[0]);
+    digests.push(hex(&img["configDigest"]));
+    (digests, first_chain)
+}
+
+fn blob_path(d: &Daemon, hex: &str) -> PathBuf {
+    d.path().join("images/blobs/sha256").join(hex)
+}
+
+#[test]
+fn image_prune_lists_unrecorded_content_removes_it_only_with_force_and_the_metric_drops() {
+    let mut reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    reg.build_push(&versioned(t.path(), "kept", true), "test/kept:1");
+    reg.build_push(&versioned(t.path(), "dropped", true), "test/dropped:1");
+    let d = daemon();
+    let state = |name: &str, repo: &str| {
+        format!(
+            "apiVersion: tend.dev/v1\nkind: State\nmetadata: {{name: {name}}}\nspec:\n  source: {{image: \"{}/{repo}\"}}\n---\n",
+            reg.host()
+        )
+    };
+    d.apply(&format!(
+        "{}{}apiVersion: tend.dev/v1\nkind: Container\nmetadata: {{name: web}}\nspec:\n  rootfs: {{state: kept}}\n  command: [/bin/sleep, \"3600\"]\n",
+        state("kept", "test/kept:1"),
+        state("dropped", "test/dropped:1")
+    ));
+    let kept = d.wait_ready("state", "kept", PULL);
+    let dropped = d.wait_ready("state", "dropped", PULL);
+    d.wait("container", "web", "Running", running);
+    let (kept_blobs, kept_chain) = content_of(&kept);
+    let (dropped_blobs, dropped_chain) = content_of(&dropped);
+    let prune = |args: &[&str]| {
+        let mut a = vec!["image", "prune"];
+        a.extend_from_slice(args);
+        let out = d.tend(&a);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        eprintln!("tend {a:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+
+    // Every piece of content is recorded by a State: nothing to prune.
+    let (code, text) = prune(&[]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("(dry run: 0 item(s)"), "{text}");
+
+    // The State goes; its content stays until a prune.
+    let out = d.tend(&["delete", "state", "dropped", "--wait"]);
+    assert!(out.status.success(), "{out:?}");
+    for p in dropped_blobs.iter().map(|h| blob_path(&d, h)) {
+        assert!(p.exists(), "{} went with the State", p.display());
+    }
+    let before = image_bytes(&d, "blobs") + image_bytes(&d, "layers");
+
+    // Dry run (the default): lists it with its bytes, removes nothing.
+    let (code, text) = prune(&[]);
+    assert_eq!(code, Some(0));
+    for h in &dropped_blobs {
+        assert!(text.contains(h.as_str()), "{h} not listed: {text}");
+    }
+    for h in &kept_blobs {
+        assert!(!text.contains(h.as_str()), "kept blob {h} listed: {text}");
+    }
+    assert!(text.contains("would be freed"), "{text}");
+    for p in dropped_blobs.iter().map(|h| blob_path(&d, h)) {
+        assert!(p.exists(), "a dry run removed {}", p.display());
+    }
+    assert!(dropped_chain.exists(), "a dry run removed the chain");
+    assert_eq!(image_bytes(&d, "blobs") + image_bytes(&d, "layers"), before);
+
+    // --force removes exactly that; the metric drops by what was freed.
+    let out = d.tend(&["image", "prune", "--force", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let freed = report["bytes"].as_u64().unwrap();
+    assert!(freed > 0 && report["dryRun"] == false, "{report:#}");
+    for p in dropped_blobs.iter().map(|h| blob_path(&d, h)) {
+        assert!(!p.exists(), "{} was not removed", p.display());
+    }
+    assert!(!dropped_chain.exists(), "the chain was not removed");
+    for p in kept_blobs.iter().map(|h| blob_path(&d, h)) {
+        assert!(
+            p.exists(),
+            "{} of a declared State was removed",
+            p.display()
+        );
+    }
+    assert!(kept_chain.exists());
+    let after = image_bytes(&d, "blobs") + image_bytes(&d, "layers");
+    assert_eq!(after, before - freed, "before {before}, freed {freed}");
+    let (_, text) = prune(&[]);
+    assert!(text.contains("(dry run: 0 item(s)"), "{text}");
+
+    // What is kept still works: the Container runs and a new Container starts from the State.
+    d.apply(
+        "apiVersion: tend.dev/v1\nkind: Container\nmetadata: {name: again}\nspec:\n  rootfs: {state: kept}\n  command: [/bin/sh, -c, \"cat /version; exec sleep 3600\"]\n",
+    );
+    let v = d.wait("container", "again", "Running on kept", |v| {
+        running(v) && seen(v, "version").1 == "kept"
+    });
+    assert!(running(&v));
+    assert!(running(&d.get("container", "web").unwrap()));
 }

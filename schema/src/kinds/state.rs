@@ -250,6 +250,12 @@ pub struct ImageStatus {
     pub digest: String,
     /// How many layers the image has.
     pub layers: u32,
+    /// The blobs the tree was made from, as stored under `<state dir>/images/blobs`: the
+    /// config and the layers (bottom first). `tend image prune` keeps what some State names here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_digests: Vec<String>,
     /// The runtime defaults the image declares.
     #[serde(default)]
     pub config: ImageConfig,
