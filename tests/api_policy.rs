@@ -167,7 +167,10 @@ async fn a_namespace_token_cannot_ask_for_the_host_on_any_write_path() {
         let v = r.json();
         assert_eq!(r.status.as_u16(), 403, "{v}");
         assert_eq!(v["reason"], "Forbidden");
-        assert!(v["message"].as_str().unwrap().contains("images/prune"), "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("images/prune"),
+            "{v}"
+        );
     }
 }
 

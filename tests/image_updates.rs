@@ -18,15 +18,24 @@ const PULL: Duration = Duration::from_secs(60);
 /// A daemon on btrfs whose resync never comes during the test: whatever happens after an
 /// apply was started by the apply.
 fn daemon() -> Daemon {
-    Daemon::start(&[
+    daemon_with(&[])
+}
+
+fn daemon_with(extra: &[&str]) -> Daemon {
+    let mut args = vec![
         "--btrfs-image-size",
         "512Mi",
         "--snapshot-backend",
         "btrfs",
         "--resync-seconds",
         "3600",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
 }
+
+/// The Container spec of the rollout tests: Ready when `/healthy` exists, 4 s to get there.
+const ROLLOUT: &str = "  probes:\n    readiness: {exec: {command: [/bin/cat, /healthy]}, periodSeconds: 1}\n  updateStrategy: {type: Rollout, progressDeadlineSeconds: 4}\n";
 
 /// A build context for a busybox image whose `/version` says `version`; `healthy` adds the
 /// `/healthy` file the readiness probe of the rollout test reads.
@@ -147,10 +156,7 @@ fn a_rollout_container_rolls_back_a_broken_new_image_and_rolls_out_a_good_one() 
     let t = tempfile::tempdir().unwrap();
     let first = reg.build_push(&versioned(t.path(), "v1", true), "test/app:1");
     let d = daemon();
-    let yaml = spec(
-        &reg,
-        "  probes:\n    readiness: {exec: {command: [/bin/cat, /healthy]}, periodSeconds: 1}\n  updateStrategy: {type: Rollout, progressDeadlineSeconds: 4}\n",
-    );
+    let yaml = spec(&reg, ROLLOUT);
     d.apply(&yaml);
     d.wait_ready("state", "app", PULL);
     let v = d.wait("container", "web", "v1 Ready", |v| {
@@ -333,4 +339,81 @@ fn image_prune_lists_unrecorded_content_removes_it_only_with_force_and_the_metri
     });
     assert!(running(&v));
     assert!(running(&d.get("container", "web").unwrap()));
+}
+
+/// The daemon SIGKILLs itself at one step of an image rollout of a broken image; after a
+/// restart the Container runs the old content on the old data, with one workload and no
+/// half-made tree.
+#[test]
+fn sigkill_at_each_image_rollout_step_ends_on_the_old_content_with_one_workload() {
+    let mut reg = Registry::start(None);
+    let t = tempfile::tempdir().unwrap();
+    reg.build_push(&versioned(t.path(), "v1", true), "test/app:1");
+    let mut d = daemon_with(&["--failpoints"]);
+    let yaml = spec(&reg, ROLLOUT);
+    d.apply(&yaml);
+    d.wait_ready("state", "app", PULL);
+    let v = d.wait("container", "web", "v1 Ready", |v| {
+        running(v) && condition(v, "Ready") == "True" && seen(v, "version").1 == "v1"
+    });
+    let uid = v["metadata"]["uid"].as_str().unwrap().to_string();
+    let faults = d.path().join("failpoints");
+    let steps = [
+        "rollout.stop",
+        "rollout.after-snapshot",
+        "rollout.restore-target",
+        "snapshot.restore.exchange",
+        "rollout.rollback",
+        "rollout.restore",
+        "rollout.after-restore",
+    ];
+    for (i, fp) in steps.iter().enumerate() {
+        let bad = reg.build_push(
+            &versioned(t.path(), &format!("bad{i}"), false),
+            "test/app:1",
+        );
+        std::fs::write(&faults, format!("{fp}=kill\n")).unwrap();
+        let pid = d.pid().unwrap() as i32;
+        d.apply(&yaml);
+        let t0 = std::time::Instant::now();
+        while common::daemon::alive(pid) {
+            assert!(
+                t0.elapsed() < common::scaled(Duration::from_secs(60)),
+                "{fp}: the daemon never reached the failpoint\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::write(&faults, "").unwrap();
+        d.restart();
+        let v = d.wait("container", "web", "rolled back after the kill", |v| {
+            progressing(v).0 == "RolledBack"
+                && v["status"]["rolledBack"]["imageDigest"] == bad.as_str()
+                && v["status"]["rollout"].is_null()
+                && running(v)
+                && condition(v, "Ready") == "True"
+        });
+        let (_, version) = seen(&v, "version");
+        let (_, runs) = seen(&v, "runs");
+        assert_eq!(version, "v1", "{fp}: {v:#}");
+        assert!(runs.starts_with("ran-on-v1\n"), "{fp}: {runs:?}");
+        assert!(!runs.contains("bad"), "{fp}: {runs:?}");
+        assert_eq!(
+            d.shims().get(&uid).map_or(0, Vec::len),
+            1,
+            "{fp}: exactly one workload"
+        );
+        let sandboxes = PathBuf::from(
+            d.get("sandbox", "web-rootfs").unwrap()["status"]["path"]
+                .as_str()
+                .unwrap(),
+        );
+        let left: Vec<_> = std::fs::read_dir(sandboxes.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{fp}: half-made trees left: {left:?}");
+    }
 }
