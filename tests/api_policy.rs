@@ -159,6 +159,19 @@ async fn a_namespace_token_cannot_ask_for_the_host_on_any_write_path() {
     assert_eq!(r.status.as_u16(), 201, "{}", r.json());
     let r = post(&s.local(), states, &state("etc", "/etc")).await;
     assert_eq!(r.status.as_u16(), 201, "the socket is admin: {}", r.json());
+    // Image content is shared by every namespace: a namespace token may not prune it, not
+    // even as a dry run.
+    let prune = "/apis/tend.dev/v1/images/prune";
+    for body in [json!({}), json!({"dryRun": false})] {
+        let r = post(&team, prune, &body).await;
+        let v = r.json();
+        assert_eq!(r.status.as_u16(), 403, "{v}");
+        assert_eq!(v["reason"], "Forbidden");
+        assert!(
+            v["message"].as_str().unwrap().contains("images/prune"),
+            "{v}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,6 +193,7 @@ async fn the_socket_is_private_even_in_an_existing_open_state_dir() {
         limits: Default::default(),
         runtimes: None,
         policy: Default::default(),
+        images: None,
     })
     .await
     .unwrap();

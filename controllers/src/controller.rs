@@ -52,8 +52,8 @@ pub trait Reconciler: Send + Sync + 'static {
 }
 
 /// The standard triggers for a controller of `kind`:
-/// - its own objects, when spec (generation), deletion, finalizers or owners changed — not on
-///   status-only writes, so a controller's own status updates do not wake it in a loop;
+/// - its own objects, when spec (generation), deletion, finalizers, owners or the
+///   `tend.dev/reconcile-requested-at` annotation changed — not on status-only writes, so a controller's own status updates do not wake it in a loop;
 /// - its objects that use the changed object by name (a Container when its Sandbox changes,
 ///   status included: readiness of a dependency matters);
 /// - its objects that own the changed object;
@@ -79,6 +79,7 @@ pub fn default_triggers(kind: Kind, change: &Change, index: &Index) -> Vec<Objec
                 || p.finalizers != c.finalizers
                 || p.owners != c.owners
                 || p.refs != c.refs
+                || p.requested != c.requested
         }
         _ => true,
     };

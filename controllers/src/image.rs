@@ -16,6 +16,8 @@ pub struct FetchedImage {
     pub layers: Vec<PathBuf>,
     /// The layer digests in the same order (chain identity for layer sharing).
     pub layer_digests: Vec<String>,
+    /// The config blob's digest.
+    pub config_digest: String,
     /// The runtime defaults of the image config.
     pub config: ImageConfig,
 }
@@ -71,7 +73,16 @@ pub trait ImageFetcher: Send + Sync + 'static {
     async fn load_archive(&self, path: &Path) -> Result<FetchedImage, ImageError>;
     /// Removes half-downloaded blobs left by a crash (call at start-up).
     async fn remove_stale_temps(&self) -> Result<usize, ImageError>;
+    /// A hold on the stored image content, taken for as long as a State's content is being
+    /// made and recorded in its status; `tend image prune` waits until no hold is left (and
+    /// new holds wait for it), so it never removes blobs a pull has not recorded yet.
+    async fn hold(&self) -> ImageHold {
+        Box::new(())
+    }
 }
+
+/// See [`ImageFetcher::hold`]; dropping it releases the hold.
+pub type ImageHold = Box<dyn std::any::Any + Send + Sync>;
 
 /// Why the image defaults give no runnable workload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,6 +20,10 @@ pub struct Entry {
     pub refs: Vec<ObjectKey>,
     /// uids of this object's owners.
     pub owners: Vec<String>,
+    /// The [`RECONCILE_REQUESTED`] annotation: its change wakes the object's controller.
+    ///
+    /// [`RECONCILE_REQUESTED`]: tend_schema::kinds::state::RECONCILE_REQUESTED
+    pub requested: Option<String>,
 }
 
 impl Entry {
@@ -37,6 +41,11 @@ impl Entry {
                 .iter()
                 .map(|o| o.uid.clone())
                 .collect(),
+            requested: obj
+                .metadata
+                .annotations
+                .get(tend_schema::kinds::state::RECONCILE_REQUESTED)
+                .cloned(),
         };
         Some((key, entry))
     }

@@ -74,6 +74,11 @@ fn decode(key: &ObjectKey, obj: &AnyObject) -> Result<(State, String), Reconcile
 impl StateReconciler {
     async fn apply(&self, ctx: &Context, key: &ObjectKey, obj: AnyObject) -> Result<Action, Error> {
         let (st, uid) = decode(key, &obj)?;
+        // Held until the status naming the image's blobs is written (`tend image prune`).
+        let _hold = match (&self.images, st.spec.is_image()) {
+            (Some(images), true) => Some(images.hold().await),
+            _ => None,
+        };
         let gen = obj.metadata.generation;
         let mut status = st.status.clone();
         let d = &self.driver;
@@ -82,9 +87,16 @@ impl StateReconciler {
             .await
             .map_err(ReconcileError::tree(key, "stat"))?
         {
-            // Made, but the daemon stopped before writing what it unpacked: fetch again (the
-            // blobs are on disk, so only the manifest is asked for).
-            Some(true) if st.spec.is_image() && status.image.is_none() => {
+            // Made, but the daemon stopped before writing what it unpacked (or a daemon before
+            // blob digests were recorded made it): fetch again (the blobs are on disk, so only
+            // the manifest is asked for).
+            Some(true)
+                if st.spec.is_image()
+                    && status
+                        .image
+                        .as_ref()
+                        .is_none_or(|i| i.config_digest.is_none()) =>
+            {
                 match self.fetch(&st.spec).await {
                     Ok(img) => {
                         status.image = Some(image_status(&st.spec, &img));
@@ -424,6 +436,8 @@ fn image_status(spec: &StateSpec, img: &FetchedImage) -> ImageStatus {
             .unwrap_or_default(),
         digest: img.digest.clone(),
         layers: img.layers.len() as u32,
+        config_digest: Some(img.config_digest.clone()),
+        layer_digests: img.layer_digests.clone(),
         config: img.config.clone(),
     }
 }

@@ -437,3 +437,42 @@ async fn dependency_cycles_are_refused_on_every_write_path_and_named() {
     // Diamonds are not cycles.
     s.create(ct("d", &["a", "b", "c"])).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unchanged_apply_of_an_always_image_state_stamps_a_reconcile_request_and_no_generation()
+{
+    let (_d, s) = open().await;
+    let state = |name: &str, policy: &str| {
+        AnyObject::new(
+            Kind::State,
+            "default",
+            name,
+            json!({"source": {"image": "127.0.0.1:5000/app:1"}, "pullPolicy": policy}),
+        )
+    };
+    let stamp = |o: &AnyObject| {
+        o.metadata
+            .annotations
+            .get("tend.dev/reconcile-requested-at")
+            .cloned()
+    };
+    // Created: the first reconcile pulls anyway.
+    s.apply(vec![state("a", "Always")], false).await.unwrap();
+    let once = s.apply(vec![state("a", "Always")], false).await.unwrap();
+    let t1 = stamp(&once[0].object).expect("stamped by an unchanged apply");
+    let again = s.apply(vec![state("a", "Always")], false).await.unwrap();
+    let t2 = stamp(&again[0].object).expect("stamped again");
+    assert_ne!(t1, t2, "every apply asks again");
+    assert_eq!(again[0].object.metadata.generation, 1);
+    assert_eq!(again[0].action, Applied::Configured);
+    // IfNotPresent: an unchanged apply writes nothing.
+    s.apply(vec![state("b", "IfNotPresent")], false)
+        .await
+        .unwrap();
+    let r = s
+        .apply(vec![state("b", "IfNotPresent")], false)
+        .await
+        .unwrap();
+    assert_eq!(r[0].action, Applied::Unchanged);
+    assert_eq!(stamp(&r[0].object), None);
+}

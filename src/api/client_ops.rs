@@ -126,6 +126,23 @@ impl Client {
             .await
     }
 
+    /// `POST /apis/tend.dev/v1/images/prune`: what image content no State records (removed
+    /// unless `dry_run`).
+    pub async fn prune_images(
+        &self,
+        dry_run: bool,
+    ) -> Result<crate::image::prune::PruneReport, ClientError> {
+        let req = super::images::PruneRequest { dry_run };
+        let body = serde_json::to_vec(&req).expect("requests serialize");
+        self.call(
+            Method::POST,
+            "/apis/tend.dev/v1/images/prune",
+            Some("application/json"),
+            body,
+        )
+        .await
+    }
+
     /// A container's output as it arrives (`follow` keeps the stream open).
     pub async fn logs(
         &self,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod exec_frames;
 pub mod history;
+pub mod images;
 mod kevents;
 pub mod metrics;
 mod objects;
@@ -127,6 +128,8 @@ pub struct ApiConfig {
     pub runtimes: Option<tend_controllers::container::Runtimes>,
     /// What namespace-limited tokens may ask for.
     pub policy: tend_schema::policy::Policy,
+    /// The image content pruner (`images/prune`; absent: 503).
+    pub images: Option<Arc<crate::image::prune::Pruner>>,
 }
 
 /// Shared by every handler.
@@ -142,6 +145,7 @@ pub(crate) struct AppState {
     /// The container runtimes, for logs and exec.
     pub runtimes: Option<tend_controllers::container::Runtimes>,
     pub policy: tend_schema::policy::Policy,
+    pub images: Option<Arc<crate::image::prune::Pruner>>,
 }
 
 impl AppState {
@@ -364,6 +368,10 @@ fn router(state: AppRef, trusted: bool) -> Router {
             axum::routing::post(rollouts::rollback_handler),
         )
         .route(
+            &format!("{base}/images/prune"),
+            axum::routing::post(images::prune_handler),
+        )
+        .route(
             &format!("{base}/{{plural}}"),
             get(dispatch::all_collection).post(dispatch::all_post),
         )
@@ -442,6 +450,7 @@ pub async fn bind(config: ApiConfig) -> Result<BoundApi, ServeError> {
         shutdown,
         runtimes: config.runtimes,
         policy: config.policy,
+        images: config.images,
     });
     Ok(BoundApi {
         state,

@@ -56,6 +56,7 @@ async fn serve_and_load(dir: &Path, args: &Args) -> anyhow::Result<()> {
         limits: Default::default(),
         runtimes: None,
         policy: Default::default(),
+        images: None,
     })
     .await?;
     let sock = api.socket().to_path_buf();

@@ -3,12 +3,21 @@
 //! state dir / image removed / a fresh podman root), p50 of `rounds`; then a second image
 //! sharing 4 of the 5 layers (time, and bytes the btrfs filesystem gained); then Container
 //! apply→Running from an image State. Needs root, dockerd, docker-registry.
+//!
+//! The setup (building, pushing and removing the images) goes through the Engine API
+//! (bollard); the only Docker CLI run is the measured peer, `docker pull`, which is what its
+//! label says.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, PushImageOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
 use tend_schema::store::{DeleteOptions, Store};
 use tend_schema::{AnyObject, Kind, ObjectKey};
 
@@ -81,10 +90,53 @@ fn sh(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn docker(args: &[&str]) -> anyhow::Result<String> {
-    sh(Command::new("docker")
-        .args(args)
-        .env("DOCKER_BUILDKIT", "0"))
+/// The measured peer: the Docker CLI's `docker pull`.
+fn docker_pull(image: &str) -> anyhow::Result<String> {
+    sh(Command::new("docker").args(["pull", "-q", image]))
+}
+
+/// Builds the context dir `ctx` as `tag` with dockerd's classic builder (`POST /build`; the
+/// context is tarred with its symlinks kept as symlinks), until dockerd says it is done.
+async fn build(docker: &Docker, ctx: &Path, tag: &str) -> anyhow::Result<()> {
+    let dir = ctx.to_path_buf();
+    let body = crate::util::blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut ar = tar::Builder::new(Vec::new());
+        ar.follow_symlinks(false);
+        ar.append_dir_all(".", &dir)?;
+        ar.into_inner()
+    })
+    .await
+    .context("tar the build context")?;
+    let opts = BuildImageOptionsBuilder::new()
+        .t(tag)
+        .q(true)
+        .rm(true)
+        .build();
+    let mut s = docker.build_image(opts, None, Some(bollard::body_full(body.into())));
+    while let Some(info) = s.next().await {
+        let info = info.with_context(|| format!("build {tag}"))?;
+        if let Some(e) = info.error_detail.and_then(|e| e.message) {
+            bail!("build {tag}: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Pushes `image` (`host:port/repo:tag`) to its registry (`POST /images/{name}/push`).
+async fn push(docker: &Docker, image: &str) -> anyhow::Result<()> {
+    let (repo, tag) = image.rsplit_once(':').context("image without a tag")?;
+    let opts = PushImageOptionsBuilder::new().tag(tag).build();
+    let mut s = docker.push_image(repo, Some(opts), None);
+    while let Some(info) = s.next().await {
+        info.with_context(|| format!("push {image}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the local image `image` (forced); one that is not there is fine.
+async fn remove(docker: &Docker, image: &str) {
+    let opts = RemoveImageOptionsBuilder::new().force(true).build();
+    let _ = docker.remove_image(image, Some(opts), None).await;
 }
 
 fn random_file(p: &Path, n: usize) -> anyhow::Result<()> {
@@ -96,7 +148,7 @@ fn random_file(p: &Path, n: usize) -> anyhow::Result<()> {
 
 /// Builds and pushes images `a` (5 layers) and `b` (the same first 4, another 5th), then
 /// removes them locally so every pull below is cold.
-fn build_images(reg: &Registry, work: &Path) -> anyhow::Result<()> {
+async fn build_images(docker: &Docker, reg: &Registry, work: &Path) -> anyhow::Result<()> {
     let ctx = work.join("ctx");
     let root = ctx.join("rootfs");
     std::fs::create_dir_all(root.join("bin"))?;
@@ -121,11 +173,11 @@ fn build_images(reg: &Registry, work: &Path) -> anyhow::Result<()> {
             format!("{common}COPY {fifth} /data/l5.bin\nCMD [\"/bin/sleep\", \"3600\"]\n"),
         )?;
         let tag = reg.image(name);
-        docker(&["build", "-q", "-t", &tag, ctx.to_str().unwrap_or(".")])?;
-        docker(&["push", &tag])?;
+        build(docker, &ctx, &tag).await?;
+        push(docker, &tag).await?;
     }
     for name in ["a:1", "b:1"] {
-        let _ = docker(&["rmi", "-f", &reg.image(name)]);
+        remove(docker, &reg.image(name)).await;
     }
     Ok(())
 }
@@ -178,8 +230,9 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
 
 async fn bench(work: &Path, rounds: usize) -> anyhow::Result<()> {
     let reg = Registry::start(&work.join("registry"))?;
+    let docker = Docker::connect_with_local_defaults().context("connect to dockerd")?;
     note("building and pushing two 5-layer images (~50 MB, 4 layers shared) ...");
-    build_images(&reg, work)?;
+    build_images(&docker, &reg, work).await?;
     let (a, b) = (reg.image("a:1"), reg.image("b:1"));
 
     // tend: a fresh daemon (state dir, blob store, btrfs image) per round: cold.
@@ -235,16 +288,16 @@ async fn bench(work: &Path, rounds: usize) -> anyhow::Result<()> {
     // docker pull: the image is removed before every round.
     let mut dock = Vec::new();
     for _ in 0..rounds {
-        let _ = docker(&["rmi", "-f", &a]);
+        remove(&docker, &a).await;
         let t0 = Instant::now();
-        docker(&["pull", "-q", &a])?;
+        docker_pull(&a)?;
         dock.push(t0.elapsed());
     }
     let t0 = Instant::now();
-    docker(&["pull", "-q", &b])?;
+    docker_pull(&b)?;
     let docker_shared = t0.elapsed();
     for i in [&a, &b] {
-        let _ = docker(&["rmi", "-f", i]);
+        remove(&docker, i).await;
     }
     emit(&Figure::latency(
         "image pull+unpack, 5 layers ~50 MB, cold (docker pull)",

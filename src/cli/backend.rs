@@ -372,6 +372,23 @@ impl Backend {
         }
     }
 
+    /// `tend image prune`: only a running daemon may (it owns the image store and holds pulls
+    /// off while it prunes).
+    pub async fn prune_images(
+        &self,
+        dry_run: bool,
+    ) -> Result<crate::image::prune::PruneReport, Failure> {
+        match self {
+            Backend::Direct(_) => Err(Failure {
+                code: 503,
+                reason: "Unavailable".into(),
+                message: "tend image prune needs the running daemon (it owns the image store); start tend serve".into(),
+                causes: vec![],
+            }),
+            Backend::Daemon(c) => Ok(c.prune_images(dry_run).await?),
+        }
+    }
+
     /// Events in `namespace` (None: all), or about one object; newest last.
     pub async fn events(
         &self,

@@ -10,6 +10,7 @@ mod diff;
 mod exec;
 mod get;
 mod history;
+mod image;
 mod input;
 mod kubeconfig;
 mod logs;
@@ -84,6 +85,8 @@ pub enum Command {
     History(history::Args),
     /// A Container's revisions, and going back to one (`history`, `undo`).
     Rollout(rollout::Args),
+    /// Image content: `prune` what no State records (dry run unless --force).
+    Image(image::Args),
     /// Internal: what the daemon runs to serve a native container's exec.
     #[command(hide = true)]
     ExecNative(exec::NativeArgs),
@@ -132,6 +135,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tree(a) => tree::run(&backend().await?, a).await,
         Command::Top(a) => top::run(&backend().await?, a).await,
         Command::Rollout(a) => rollout::run(&backend().await?, a).await,
+        Command::Image(a) => image::run(&backend().await?, a).await,
         Command::History(a) => history::run(&backend().await?, a).await,
         Command::ExecNative(a) => exec::run_native(a),
     }

@@ -140,9 +140,14 @@ pub async fn serve(
             runtimes: Some(daemon.runtimes.clone()),
             store: store.clone(),
             ready: ready.clone(),
-            metrics: Some(Arc::new(daemon.runtime.metrics_renderer())),
+            metrics: Some({
+                let (controllers, images) =
+                    (daemon.runtime.metrics_renderer(), daemon.images.clone());
+                Arc::new(move || controllers() + &images.metrics())
+            }),
             limits: Default::default(),
             policy: opts.policy.clone(),
+            images: Some(daemon.images.clone()),
         })
         .await?;
         anyhow::Ok((daemon, ready, api))

@@ -93,6 +93,8 @@ pub struct Daemon {
     pub attacher: Arc<Attacher>,
     /// The container runtimes (logs and exec for the API).
     pub runtimes: tend_controllers::container::Runtimes,
+    /// `tend image prune` and the image-content metrics.
+    pub images: Arc<crate::image::prune::Pruner>,
 }
 
 impl Daemon {
@@ -101,7 +103,13 @@ impl Daemon {
     pub async fn build(store: Arc<SqliteStore>, cfg: &DaemonConfig) -> anyhow::Result<Self> {
         let dyn_store: Arc<dyn Store> = store.clone();
         let mut runtime = Runtime::new(dyn_store.clone(), RuntimeConfig::default());
-        let snapshots = snapshots::register_snapshots(&mut runtime, dyn_store, cfg).await?;
+        let (snapshots, images) =
+            snapshots::register_snapshots(&mut runtime, dyn_store.clone(), cfg).await?;
+        let images = Arc::new(crate::image::prune::Pruner::new(
+            images,
+            (*snapshots).clone(),
+            dyn_store,
+        ));
         let attacher = network::register_network(&mut runtime, cfg).await?;
         let attachments = Arc::new(tend_controllers::container::NetworkAttachments {
             attacher: attacher.clone(),
@@ -113,6 +121,7 @@ impl Daemon {
             store,
             attacher,
             runtimes,
+            images,
         })
     }
 }

@@ -23,7 +23,7 @@ pub async fn register_snapshots(
     runtime: &mut Runtime,
     store: Arc<dyn Store>,
     cfg: &DaemonConfig,
-) -> anyhow::Result<Arc<Adapter>> {
+) -> anyhow::Result<(Arc<Adapter>, ImageStore)> {
     let (state_dir, instance, snap) = (
         cfg.layout.root().to_path_buf(),
         cfg.instance.clone(),
@@ -40,7 +40,7 @@ pub async fn register_snapshots(
     let states = runtime.register(
         Arc::new(StateReconciler {
             driver: driver.clone(),
-            images: Some(Arc::new(images)),
+            images: Some(Arc::new(images.clone())),
         }),
         cfg.controller.clone(),
     );
@@ -83,7 +83,7 @@ pub async fn register_snapshots(
             _ = gone => {}
         }
     });
-    Ok(adapter)
+    Ok((adapter, images))
 }
 
 /// The image blob store under the state dir, with the registry credentials the flags name.

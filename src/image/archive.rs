@@ -232,6 +232,7 @@ fn oci_layout(store: &BlobStore, archive: &Path, work: &Path) -> Result<FetchedI
             digest: d.digest,
             layers,
             layer_digests: m.layers.into_iter().map(|l| l.digest).collect(),
+            config_digest: m.config.digest,
             config,
         });
     }
@@ -295,9 +296,10 @@ fn docker_save(
         layer_digests.push(digest);
     }
     Ok(FetchedImage {
-        digest: cfg_digest,
+        digest: cfg_digest.clone(),
         layers,
         layer_digests,
+        config_digest: cfg_digest,
         config,
     })
 }

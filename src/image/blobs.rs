@@ -71,6 +71,28 @@ impl BlobStore {
         parse_config(&body)
     }
 
+    /// Every stored blob: its digest and size. Blocking.
+    pub fn list(&self) -> Result<Vec<(String, u64)>, ImageError> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(|e| io("readdir", &dir, e))? {
+            let e = e.map_err(|e| io("readdir", &dir, e))?;
+            let len = e.metadata().map_err(|er| io("stat", &e.path(), er))?.len();
+            out.push((format!("sha256:{}", e.file_name().to_string_lossy()), len));
+        }
+        Ok(out)
+    }
+
+    /// Removes the blob `digest`; Ok(false) when it was not there. Blocking.
+    pub fn remove(&self, digest: &str) -> Result<bool, ImageError> {
+        let p = self.path(digest)?;
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("remove", &p, e)),
+        }
+    }
+
     /// Removes everything in `tmp/` (half-downloaded blobs of a run that was killed).
     pub fn remove_temps(&self) -> Result<usize, ImageError> {
         let dir = self.root.join("tmp");

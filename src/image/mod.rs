@@ -11,13 +11,14 @@
 pub mod archive;
 pub mod auth;
 pub mod blobs;
+pub mod prune;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tend_controllers::image::{FetchedImage, ImageError, ImageFetcher};
+use tend_controllers::image::{FetchedImage, ImageError, ImageFetcher, ImageHold};
 
 use crate::util::blocking;
 use auth::Credentials;
@@ -28,6 +29,8 @@ use blobs::BlobStore;
 pub struct ImageStore {
     blobs: BlobStore,
     creds: Arc<Credentials>,
+    /// Pulls hold it shared, `tend image prune` exclusively ([`ImageFetcher::hold`]).
+    holds: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ImageStore {
@@ -39,12 +42,18 @@ impl ImageStore {
         Ok(ImageStore {
             blobs: BlobStore::new(root)?,
             creds: Arc::new(creds),
+            holds: Arc::default(),
         })
     }
 
     /// The blob store.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// Waits until no pull holds the content, and keeps new ones waiting while it is held.
+    pub async fn hold_exclusive(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.holds.clone().write_owned().await
     }
 
     fn puller(&self) -> registry::Puller<'_> {
@@ -73,5 +82,9 @@ impl ImageFetcher for ImageStore {
     async fn remove_stale_temps(&self) -> Result<usize, ImageError> {
         let blobs = self.blobs.clone();
         blocking(move || blobs.remove_temps()).await
+    }
+
+    async fn hold(&self) -> ImageHold {
+        Box::new(self.holds.clone().read_owned().await)
     }
 }

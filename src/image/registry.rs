@@ -116,6 +116,7 @@ impl Puller<'_> {
                 .map(|d| self.blobs.path(d))
                 .collect::<Result<_, _>>()?,
             layer_digests,
+            config_digest: manifest.config.digest.clone(),
             config,
         })
     }

@@ -40,7 +40,7 @@ fn subvol(path: &Path) -> Result<Subvolume> {
 }
 
 /// Deletes the subvolume (with any nested ones) or plain directory at `path`; Ok(false) if absent.
-fn delete_path(path: &Path) -> Result<bool> {
+pub(super) fn delete_path(path: &Path) -> Result<bool> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(false);
     }

@@ -254,6 +254,48 @@ impl SnapshotBackend for AnySnapshotter {
     }
 }
 
+impl AnySnapshotter {
+    /// The stored layer chains (`<root>/layers/<chain id>`, btrfs only; half-made ones
+    /// skipped). Blocking.
+    pub fn chains(&self) -> Result<Vec<String>> {
+        let d = layers::dir(self.root());
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let name = e.map_err(Error::io("readdir", &d))?.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') && validate_id(&name).is_ok() {
+                out.push(name.into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The apparent size of the files of chain `id` (walks it; a chain never changes, so
+    /// callers may keep the answer). Blocking.
+    pub fn chain_size(&self, id: &str) -> Result<u64> {
+        fsops::tree_size(&self.chain_path(id))
+    }
+
+    /// Where the chain `id` lives.
+    pub fn chain_path(&self, id: &str) -> PathBuf {
+        layers::dir(self.root()).join(id)
+    }
+
+    /// Deletes the layer chain `id` (a read-only subvolume); Ok(false) when it was not there.
+    /// Trees snapshotted from it keep their content (btrfs shares extents, not subvolumes).
+    /// Blocking.
+    pub fn delete_chain(&self, id: &str) -> Result<bool> {
+        validate_id(id)?;
+        match self {
+            AnySnapshotter::Btrfs(_) => btrfs::delete_path(&self.chain_path(id)),
+            AnySnapshotter::Copy(_) => Ok(false),
+        }
+    }
+}
+
 /// Chooses the backend for `root` once at start-up and says why. Creates `root` and its class
 /// directories. Pair with [`loopimg::ensure`] to get a btrfs root where the state dir is not
 /// on btrfs.

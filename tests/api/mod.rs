@@ -60,6 +60,7 @@ impl Server {
             limits,
             runtimes: None,
             policy,
+            images: None,
         })
         .await
         .unwrap();

@@ -29,7 +29,8 @@ use crate::snapshot::{ReconcileError, TreeClass};
 use std::sync::Arc;
 use std::time::Duration;
 use tend_schema::kinds::container::{
-    rootfs_sandbox_name, ContainerStatus, RolledBack, RolloutStatus, RolloutStep, StrategyType,
+    rootfs_sandbox_name, ContainerStatus, ImageUpdate, RolledBack, RolloutStatus, RolloutStep,
+    StrategyType,
 };
 use tend_schema::store::{EventType, Revision};
 use tend_schema::{AnyObject, ConditionStatus, Kind, ObjectKey};
@@ -174,8 +175,14 @@ impl ContainerReconciler {
         if let Some(r) = st.rollout.clone() {
             return self.resume(&ro, obj, st, r, rt, observed).await;
         }
+        let image = super::rootfs::rootfs_image(ctx, c).await?;
         if let Some(rb) = st.rolled_back.clone() {
-            if rb.generation == g {
+            // A rolled-back image stays rolled back until the State's digest moves again.
+            let image_moved = match (&rb.image_digest, &image) {
+                (Some(bad), Some(now)) => bad != &now.digest,
+                _ => false,
+            };
+            if rb.generation == g && !image_moved {
                 if let Some(rev) = ro.by_number(rb.revision) {
                     let target = ro.as_revision(rev, st)?;
                     return Ok(Plan::Run {
@@ -214,6 +221,7 @@ impl ContainerReconciler {
                         .then(|| TreeClass::revision_tree(&ro.uid, from.revision)),
                     deadline: None,
                     reason: String::new(),
+                    image: None,
                 };
                 let msg = format!("revision {} → {}", from.revision, to.revision);
                 progressing(&mut st, g, ConditionStatus::True, "RollingOut", &msg);
@@ -227,6 +235,23 @@ impl ContainerReconciler {
                     st.revision = Some(to.revision);
                     self.prune(&ro, &[to.revision]).await?;
                 }
+                if let Some(now) = image.filter(|_| !replacing) {
+                    match st.image_digest.clone() {
+                        // The first run: its Sandbox is a snapshot of what the State holds now.
+                        None => st.image_digest = Some(now.digest),
+                        Some(old) if old != now.digest => {
+                            let change = ImageUpdate {
+                                state: now.state,
+                                from: old,
+                                to: now.digest,
+                            };
+                            return self
+                                .image_changed(&ro, obj, st, change, to.revision, rt, observed)
+                                .await;
+                        }
+                        Some(_) => {}
+                    }
+                }
                 Ok(Plan::Run {
                     obj,
                     target: ro.with_status(st),
@@ -235,6 +260,99 @@ impl ContainerReconciler {
                 })
             }
         }
+    }
+
+    /// The rootfs State holds new image content (`pullPolicy: Always` found a new digest):
+    /// `Recreate` stops the workload, refreshes its Sandbox from the State and starts it again;
+    /// `Rollout` runs the same health-gated rollout as a spec change, between the same revision
+    /// on the old and the new content. The Sandbox is always snapshotted first for an image
+    /// rollout (the State no longer holds the old content, so the snapshot is the only way back).
+    #[allow(clippy::too_many_arguments)]
+    async fn image_changed(
+        &self,
+        ro: &Ro<'_>,
+        obj: AnyObject,
+        mut st: ContainerStatus,
+        change: ImageUpdate,
+        revision: u64,
+        rt: &Arc<dyn ContainerRuntime>,
+        observed: &Observed,
+    ) -> Result<Plan, Error> {
+        let g = ro.c.metadata.generation;
+        let msg = format!(
+            "State {} now holds {} (was {})",
+            change.state, change.to, change.from
+        );
+        if ro.c.spec.strategy().type_ == StrategyType::Rollout {
+            let r = RolloutStatus {
+                step: RolloutStep::Snapshotting,
+                from_revision: revision,
+                from_generation: g,
+                to_revision: revision,
+                to_generation: g,
+                snapshot: Some(TreeClass::revision_tree(&ro.uid, revision)),
+                deadline: None,
+                reason: String::new(),
+                image: Some(change),
+            };
+            let msg = format!("{msg}; rolling out");
+            progressing(&mut st, g, ConditionStatus::True, "RollingOut", &msg);
+            st.rollout = Some(r.clone());
+            let obj = ro.persist(&obj, &st).await?;
+            ro.ctx.event(&obj, EventType::Normal, "NewImage", msg).await;
+            return self.resume(ro, obj, st, r, rt, observed).await;
+        }
+        ro.ctx
+            .event(
+                &obj,
+                EventType::Normal,
+                "NewImage",
+                format!("{msg}; replacing the workload"),
+            )
+            .await;
+        self.clear_workload(ro, rt).await?;
+        self.refresh(ro, &change.state).await?;
+        st.image_digest = Some(change.to);
+        let obj = ro.persist(&obj, &st).await?;
+        Ok(Plan::Run {
+            obj,
+            target: ro.with_status(st),
+            wake_by: None,
+            reobserve: true,
+        })
+    }
+
+    /// Stops and removes the workload, so the next start is a fresh run of the same generation
+    /// (not a restart counted against the restart policy). Idempotent.
+    async fn clear_workload(
+        &self,
+        ro: &Ro<'_>,
+        rt: &Arc<dyn ContainerRuntime>,
+    ) -> Result<(), Error> {
+        self.stop_any(ro, rt).await?;
+        rt.remove(&ro.uid)
+            .await
+            .map_err(super::faults::drv(&ro.uid, rt.name(), "remove"))?;
+        Ok(())
+    }
+
+    /// Replaces the content of the Container's Sandbox with the State's tree (atomic;
+    /// idempotent): the Sandbox becomes a fresh writable snapshot of the new image content.
+    async fn refresh(&self, ro: &Ro<'_>, state: &str) -> Result<(), Error> {
+        let d = self.snapshots(&ro.key)?;
+        let sb = ro.sandbox_uid().await?;
+        let key = ObjectKey::new(Kind::State, &ro.key.namespace, state);
+        let su = ro
+            .ctx
+            .get(&key)
+            .await
+            .map_err(store_err(&key, "get"))?
+            .and_then(|o| o.metadata.uid)
+            .ok_or_else(|| step_failed(&ro.key, "refresh", format!("{key} does not exist")))?;
+        d.restore((TreeClass::States, &su), (TreeClass::Sandboxes, &sb))
+            .await
+            .map_err(ReconcileError::tree(&ro.key, "refresh from the State"))?;
+        Ok(())
     }
 
     /// Carries out the rollout `r` from its recorded step on.
@@ -250,9 +368,13 @@ impl ContainerReconciler {
         let key = &ro.key;
         let g = ro.c.metadata.generation;
         let to_rev = ro.by_number(r.to_revision).cloned();
+        // `observed` was seen before this call; once a step here stopped the workload it is
+        // stale (an image rollout keeps the generation, so the old run would look current).
+        let mut stale = false;
         loop {
             match r.step {
                 RolloutStep::Snapshotting => {
+                    stale = true;
                     failpoint(key, "rollout.stop").await?;
                     self.stop_any(ro, rt).await?;
                     if let Some(tree) = &r.snapshot {
@@ -266,17 +388,23 @@ impl ContainerReconciler {
                         failpoint(key, "rollout.after-snapshot").await?;
                     }
                     let restore = to_rev.as_ref().and_then(|t| t.restore_snapshot.clone());
-                    r.step = match restore {
-                        Some(_) => RolloutStep::RestoringTarget,
-                        None => RolloutStep::Progressing,
+                    r.step = match (restore, &r.image) {
+                        (None, None) => RolloutStep::Progressing,
+                        _ => RolloutStep::RestoringTarget,
                     };
                     if r.step == RolloutStep::Progressing {
                         r.deadline = Some(self.deadline(ro));
                     }
                 }
                 RolloutStep::RestoringTarget => {
+                    stale = true;
                     failpoint(key, "rollout.restore-target").await?;
-                    if let Some(src) = to_rev.as_ref().and_then(|t| t.restore_snapshot.clone()) {
+                    if let Some(i) = &r.image {
+                        self.clear_workload(ro, rt).await?;
+                        self.refresh(ro, &i.state).await?;
+                    } else if let Some(src) =
+                        to_rev.as_ref().and_then(|t| t.restore_snapshot.clone())
+                    {
                         self.restore(ro, &src).await?;
                     }
                     r.step = RolloutStep::Progressing;
@@ -286,7 +414,7 @@ impl ContainerReconciler {
                     if r.to_generation != g {
                         r.step = RolloutStep::RollingBack;
                         r.reason = format!("superseded by generation {g}");
-                    } else if self.ready_now(ro, rt, observed, r.to_generation, &st) {
+                    } else if !stale && self.ready_now(ro, rt, observed, r.to_generation, &st) {
                         return self.complete(ro, obj, st, r).await;
                     } else {
                         let left = r
@@ -316,7 +444,11 @@ impl ContainerReconciler {
                 }
                 RolloutStep::RollingBack => {
                     failpoint(key, "rollout.rollback").await?;
-                    self.stop_any(ro, rt).await?;
+                    match r.image {
+                        // The same generation comes back: a fresh run, not a restart.
+                        Some(_) => self.clear_workload(ro, rt).await?,
+                        None => self.stop_any(ro, rt).await?,
+                    }
                     if let Some(tree) = &r.snapshot {
                         failpoint(key, "rollout.restore").await?;
                         self.restore(ro, tree).await?;
@@ -418,7 +550,16 @@ impl ContainerReconciler {
             Some(_) => format!("; data snapshot of revision {} kept", r.from_revision),
             None => String::new(),
         };
-        let msg = format!("revision {} is Ready{kept}", r.to_revision);
+        let msg = match &r.image {
+            Some(i) => format!(
+                "image {} of State {} is Ready (revision {}); data snapshot of {} kept",
+                i.to, i.state, r.to_revision, i.from
+            ),
+            None => format!("revision {} is Ready{kept}", r.to_revision),
+        };
+        if let Some(i) = &r.image {
+            st.image_digest = Some(i.to.clone());
+        }
         progressing(&mut st, g, ConditionStatus::False, "RolloutComplete", &msg);
         st.rollout = None;
         st.rolled_back = None;
@@ -448,10 +589,16 @@ impl ContainerReconciler {
             Some(_) => " (data restored)",
             None => "",
         };
-        let msg = format!(
-            "revision {} {}; back to {}{data}",
-            r.to_revision, r.reason, r.from_revision
-        );
+        let msg = match &r.image {
+            Some(i) => format!(
+                "image {} of State {} {}; back to {}{data}",
+                i.to, i.state, r.reason, i.from
+            ),
+            None => format!(
+                "revision {} {}; back to {}{data}",
+                r.to_revision, r.reason, r.from_revision
+            ),
+        };
         progressing(&mut st, g, ConditionStatus::False, "RolledBack", &msg);
         st.rollout = None;
         st.revision = Some(r.from_revision);
@@ -459,6 +606,7 @@ impl ContainerReconciler {
             generation: r.to_generation,
             revision: r.from_revision,
             reason: r.reason.clone(),
+            image_digest: r.image.as_ref().map(|i| i.to.clone()),
         });
         let obj = ro.persist(&obj, &st).await?;
         ro.ctx

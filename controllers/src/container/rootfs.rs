@@ -143,3 +143,36 @@ async fn owned_sandbox(ctx: &Context, c: &Container, state: &str) -> Result<Stri
     }
     Ok(name)
 }
+
+/// The image content a Container's rootfs State holds now.
+pub(crate) struct RootfsImage {
+    /// The State's name.
+    pub state: String,
+    /// The manifest digest of `status.image`.
+    pub digest: String,
+}
+
+/// For `rootfs: {state: NAME}` where that State came from an image and is Ready: its name and
+/// the digest its tree holds. `None` for every other rootfs.
+pub(crate) async fn rootfs_image(
+    ctx: &Context,
+    c: &Container,
+) -> Result<Option<RootfsImage>, Error> {
+    let Some(state) = c.spec.rootfs.as_ref().and_then(|r| r.state.as_ref()) else {
+        return Ok(None);
+    };
+    let key = ObjectKey::new(Kind::State, c.metadata.ns(), state);
+    let Some(obj) = ctx.get(&key).await.map_err(store_err(&key, "get"))? else {
+        return Ok(None);
+    };
+    let st = obj
+        .typed::<StateSpec, StateStatus>()
+        .map_err(|source| ContainerError::Decode { key, source })?;
+    if !st.status.common.is_ready(st.metadata.generation) {
+        return Ok(None);
+    }
+    Ok(st.status.image.map(|i| RootfsImage {
+        state: state.clone(),
+        digest: i.digest,
+    }))
+}

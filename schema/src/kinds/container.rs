@@ -1,7 +1,9 @@
 //! Container: a workload with its rootfs, resources, networks and restart policy.
 
 pub use super::health::{Dependency, DependencyCondition, Probe, Probes};
-pub use super::rollout::{RolledBack, RolloutStatus, RolloutStep, StrategyType, UpdateStrategy};
+pub use super::rollout::{
+    ImageUpdate, RolledBack, RolloutStatus, RolloutStep, StrategyType, UpdateStrategy,
+};
 pub use super::security::SecurityContext;
 use crate::field::{check_dns1123_label, FieldErrors};
 use crate::meta::{CommonStatus, Time};
@@ -520,6 +522,10 @@ pub struct ContainerStatus {
     /// The revision whose spec the workload runs (`tend rollout history`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// The image digest of the rootfs State the workload's tree was made from (image States
+    /// only); a different digest in the State replaces the workload per `updateStrategy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     /// A rollout in progress (its step survives a daemon restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,

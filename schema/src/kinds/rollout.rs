@@ -120,6 +120,23 @@ pub struct RolloutStatus {
     /// Why the new revision was rolled back (set on entering `RollingBack`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Set when the rollout is for new image content of the rootfs State (same revision, new
+    /// digest), not for a new spec: the Sandbox is refreshed from the State in
+    /// `RestoringTarget`, and rolling back restores the snapshot of the old content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageUpdate>,
+}
+
+/// `status.rollout.image`: the image digests a content rollout goes between.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUpdate {
+    /// The State the rootfs comes from.
+    pub state: String,
+    /// The digest the workload ran before.
+    pub from: String,
+    /// The digest the State holds now.
+    pub to: String,
 }
 
 /// `status.rolledBack`: the user's generation that was rolled back, and what runs instead.
@@ -131,4 +148,8 @@ pub struct RolledBack {
     /// The revision running instead.
     pub revision: u64,
     pub reason: String,
+    /// For a rolled-back image update: the digest that failed. The old content keeps running
+    /// until the State's digest moves again or the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
 }

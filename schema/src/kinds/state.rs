@@ -39,11 +39,24 @@ pub enum PullPolicy {
     /// Pull once; the tree stays as long as the State does.
     #[default]
     IfNotPresent,
-    /// Re-resolve the tag at every resync; a new digest makes new content.
+    /// Re-resolve the tag at every resync and on every `tend apply`; a new digest makes new
+    /// content, and the Containers using the State are replaced per their update strategy.
     Always,
 }
 
+/// The annotation whose change wakes an object's controller without a spec change (a
+/// generation-independent trigger). The apply path sets it to the time of the apply on image
+/// States with `pullPolicy: Always`, so that `tend apply` of an unchanged spec re-resolves the
+/// tag; anyone may set it to ask for a reconcile.
+pub const RECONCILE_REQUESTED: &str = "tend.dev/reconcile-requested-at";
+
 impl StateSpec {
+    /// Whether `tend apply` asks for the tag to be resolved again (`pullPolicy: Always` of a
+    /// registry image).
+    pub fn resolves_on_apply(&self) -> bool {
+        self.pull_policy == Some(PullPolicy::Always) && self.source.image.is_some()
+    }
+
     /// Whether the content comes from an image (a registry or an archive).
     pub fn is_image(&self) -> bool {
         self.source.image.is_some() || self.source.oci_archive.is_some()
@@ -237,6 +250,12 @@ pub struct ImageStatus {
     pub digest: String,
     /// How many layers the image has.
     pub layers: u32,
+    /// The blobs the tree was made from, as stored under `<state dir>/images/blobs`: the
+    /// config and the layers (bottom first). `tend image prune` keeps what some State names here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_digests: Vec<String>,
     /// The runtime defaults the image declares.
     #[serde(default)]
     pub config: ImageConfig,

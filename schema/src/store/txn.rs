@@ -207,6 +207,28 @@ pub(super) fn do_update(
     }
 }
 
+/// An apply of an image State with `pullPolicy: Always` asks for the tag to be resolved again
+/// even when the spec is unchanged: it stamps [`RECONCILE_REQUESTED`] with the time, a metadata
+/// change that wakes the State controller (see `controllers/src/index.rs`) without a new
+/// generation.
+///
+/// [`RECONCILE_REQUESTED`]: crate::kinds::state::RECONCILE_REQUESTED
+fn request_resolve(obj: &mut AnyObject) {
+    use crate::kinds::state::{StateSpec, RECONCILE_REQUESTED};
+    if obj.kind != crate::Kind::State.as_str() {
+        return;
+    }
+    let Ok(spec) = serde_json::from_value::<StateSpec>(obj.spec.clone()) else {
+        return;
+    };
+    if spec.resolves_on_apply() {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        obj.metadata
+            .annotations
+            .insert(RECONCILE_REQUESTED.to_string(), now);
+    }
+}
+
 pub(super) fn do_apply_one(
     tx: &Connection,
     opts: &OpenOptions,
@@ -232,6 +254,8 @@ pub(super) fn do_apply_one(
                     .into(),
         });
     }
+    let mut obj = obj;
+    request_resolve(&mut obj);
     match merge_user_fields(current.clone(), obj, true) {
         None => Ok(ApplyResult {
             key,
