@@ -233,8 +233,7 @@ impl Firewall {
                         payload("ip", "saddr"),
                         json!({"prefix": {"addr": "127.0.0.0", "len": 8}}),
                     ),
-                    tcp_or_udp(),
-                    masquerade(),
+                    json!({"masquerade": null}),
                 ],
                 "tend-loopback",
             ));
@@ -244,8 +243,7 @@ impl Firewall {
                     is(meta("iifname"), json!(b)),
                     is(meta("oifname"), json!(b)),
                     json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
-                    tcp_or_udp(),
-                    masquerade(),
+                    json!({"masquerade": null}),
                 ],
                 "tend-hairpin",
             ));
@@ -374,23 +372,6 @@ fn is(left: Value, right: Value) -> Value {
 
 fn meta(key: &str) -> Value {
     json!({"meta": {"key": key}})
-}
-
-/// Source ports the masquerade of loopback and hairpin traffic takes: above the host's own
-/// ephemeral range (32768–60999 by default). Its tuples then never meet those of the host's
-/// direct connections to a container: a reused tuple would land on the container's TIME-WAIT
-/// socket of a direct connection, whose timestamps are from another client, and the SYN would
-/// be dropped (a one-second retransmit), which throttled a published port under sustained load.
-const MASQUERADE_PORTS: [u16; 2] = [61000, 65535];
-
-/// `meta l4proto { tcp, udp }`: what a port mapping needs before it (published ports are one
-/// or the other).
-fn tcp_or_udp() -> Value {
-    json!({"match": {"op": "in", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp"]}}})
-}
-
-fn masquerade() -> Value {
-    json!({"masquerade": {"port": {"range": MASQUERADE_PORTS}}})
 }
 
 fn payload(protocol: &str, field: &str) -> Value {
