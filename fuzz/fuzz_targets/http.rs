@@ -43,6 +43,7 @@ fn server() -> &'static Server {
                 metrics: None,
                 limits: Default::default(),
                 runtimes: None,
+                images: None,
                 policy: Default::default(),
             })
             .await
