@@ -22,16 +22,7 @@ fn daemon() -> Daemon {
 }
 
 fn daemon_with(extra: &[&str]) -> Daemon {
-    let mut args = vec![
-        "--btrfs-image-size",
-        "512Mi",
-        "--snapshot-backend",
-        "btrfs",
-        "--resync-seconds",
-        "3600",
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(&args)
+    Daemon::start_btrfs(extra)
 }
 
 /// The Container spec of the rollout tests: Ready when `/healthy` exists, 4 s to get there.

@@ -13,16 +13,7 @@ const DEADLINE: u32 = 3;
 
 /// A daemon on btrfs; `extra` are more `tend serve` arguments.
 fn daemon(extra: &[&str]) -> Daemon {
-    let mut args = vec![
-        "--btrfs-image-size",
-        "512Mi",
-        "--snapshot-backend",
-        "btrfs",
-        "--resync-seconds",
-        "3600",
-    ];
-    args.extend_from_slice(extra);
-    Daemon::start(&args)
+    Daemon::start_btrfs(extra)
 }
 
 /// The busybox State and the Sandbox `data` the container writes into.

@@ -46,6 +46,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon on its own btrfs image (512 MiB, btrfs snapshots, no periodic resync); `extra`
+    /// are more `tend serve` arguments.
+    pub fn start_btrfs(extra: &[&str]) -> Self {
+        let mut args = vec![
+            "--btrfs-image-size",
+            "512Mi",
+            "--snapshot-backend",
+            "btrfs",
+            "--resync-seconds",
+            "3600",
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     /// Starts `tend serve` with `args` (e.g. `--snapshot-backend copy`) and waits for it.
     pub fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])

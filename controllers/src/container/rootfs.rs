@@ -68,13 +68,9 @@ pub(crate) async fn image_config(
     let Some(state) = from_rootfs.or(from_image) else {
         return Ok(None);
     };
-    let key = ObjectKey::new(Kind::State, c.metadata.ns(), state);
-    let Some(obj) = ctx.get(&key).await.map_err(store_err(&key, "get"))? else {
+    let Some(st) = state_named(ctx, c, state).await? else {
         return Ok(None);
     };
-    let st = obj
-        .typed::<StateSpec, StateStatus>()
-        .map_err(|source| ContainerError::Decode { key, source })?;
     Ok(st
         .status
         .image
@@ -152,6 +148,22 @@ pub(crate) struct RootfsImage {
     pub digest: String,
 }
 
+/// The State `name` of the Container's namespace, decoded; `None` when there is none.
+async fn state_named(
+    ctx: &Context,
+    c: &Container,
+    name: &str,
+) -> Result<Option<tend_schema::Object<StateSpec, StateStatus>>, Error> {
+    let key = ObjectKey::new(Kind::State, c.metadata.ns(), name);
+    let Some(obj) = ctx.get(&key).await.map_err(store_err(&key, "get"))? else {
+        return Ok(None);
+    };
+    let st = obj
+        .typed::<StateSpec, StateStatus>()
+        .map_err(|source| ContainerError::Decode { key, source })?;
+    Ok(Some(st))
+}
+
 /// For `rootfs: {state: NAME}` where that State came from an image and is Ready: its name and
 /// the digest its tree holds. `None` for every other rootfs.
 pub(crate) async fn rootfs_image(
@@ -161,13 +173,9 @@ pub(crate) async fn rootfs_image(
     let Some(state) = c.spec.rootfs.as_ref().and_then(|r| r.state.as_ref()) else {
         return Ok(None);
     };
-    let key = ObjectKey::new(Kind::State, c.metadata.ns(), state);
-    let Some(obj) = ctx.get(&key).await.map_err(store_err(&key, "get"))? else {
+    let Some(st) = state_named(ctx, c, state).await? else {
         return Ok(None);
     };
-    let st = obj
-        .typed::<StateSpec, StateStatus>()
-        .map_err(|source| ContainerError::Decode { key, source })?;
     if !st.status.common.is_ready(st.metadata.generation) {
         return Ok(None);
     }
